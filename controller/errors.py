@@ -1,0 +1,60 @@
+"""The project's own exceptions.
+
+Adapters (FOGIS, webhook, Kubernetes) turn library errors into these, so the run path and the
+handlers deal with one small vocabulary. Every error carries a `reason` that becomes the
+`Ready=False` condition reason, and a message that is safe to show in status, Events and logs:
+messages never contain credentials, tokens, HMAC keys or header values.
+"""
+
+from __future__ import annotations
+
+
+class DetectorError(Exception):
+    """Base class: a run failed for a reason the user can act on."""
+
+    reason = "RunFailed"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidSpec(DetectorError):
+    """The MatchWatcher spec cannot be used (reason names the field: InvalidSchedule, ...)."""
+
+    reason = "InvalidSpec"
+
+
+class SecretNotFound(DetectorError):
+    """A referenced Secret, or a key in it, is missing or unusable."""
+
+    reason = "SecretNotFound"
+
+
+class SourceUnavailable(DetectorError):
+    """FOGIS could not be reached or answered something we cannot use."""
+
+    reason = "SourceUnavailable"
+
+
+class LoginFailed(DetectorError):
+    """FOGIS rejected the credentials."""
+
+    reason = "LoginFailed"
+
+
+class WebhookFailing(DetectorError):
+    """The change could not be delivered; it stays pending for the next run."""
+
+    reason = "WebhookFailing"
+
+
+class KubernetesError(DetectorError):
+    """The API server refused or failed a call the operator needed."""
+
+    reason = "KubernetesError"

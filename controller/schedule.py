@@ -1,0 +1,155 @@
+"""Pure schedule maths: cron slots in a time zone, missed slots and the deadline rule.
+
+No clock is read here: `now` is always an argument, so every rule is tested with tables.
+
+Slots are computed on the wall clock of the watcher's zone and then placed on the time line:
+a wall-clock slot that does not exist (spring forward) is skipped, and one that occurs twice
+(fall back) runs once, at its first occurrence. All returned datetimes are UTC-aware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+from controller.errors import InvalidSpec
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# Counting missed slots stops here: after a long outage of a per-minute schedule the exact number
+# is not worth iterating millions of slots for.
+MAX_COUNTED_MISSES = 10_000
+
+
+@dataclass(frozen=True)
+class Schedule:
+    expression: str
+    zone: ZoneInfo
+
+    def next_after(self, instant: datetime) -> datetime:
+        """The first slot strictly after `instant`."""
+        local = instant.astimezone(self.zone).replace(tzinfo=None)
+        slots = croniter(self.expression, local)
+        while True:
+            slot = self._place(slots.get_next(datetime))
+            if slot is not None and slot > instant:
+                return slot
+
+    def latest_at_or_before(self, instant: datetime) -> datetime:
+        """The most recent slot at or before `instant`."""
+        local = instant.astimezone(self.zone).replace(tzinfo=None)
+        # croniter's get_prev is strictly before its start; start a second later to include it.
+        slots = croniter(self.expression, local + timedelta(seconds=1))
+        while True:
+            slot = self._place(slots.get_prev(datetime))
+            if slot is not None and slot <= instant:
+                return slot
+
+    def _place(self, wall: datetime) -> datetime | None:
+        """Wall-clock time in the zone → UTC instant; None when that wall time does not exist."""
+        aware = wall.replace(tzinfo=self.zone, fold=0)
+        utc = aware.astimezone(UTC)
+        if utc.astimezone(self.zone).replace(tzinfo=None) != wall:
+            return None
+        return utc
+
+
+def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = False) -> Schedule:
+    """Validate a cron expression and zone name; raises InvalidSpec with the condition reason."""
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSpec(
+            f"unknown time zone {time_zone!r}: use an IANA name such as Europe/Stockholm",
+            reason="UnknownTimeZone",
+        ) from None
+    expr = " ".join(expression.split())
+    expr = MACROS.get(expr.lower(), expr)
+    allowed_fields = (5, 6) if allow_seconds else (5,)
+    if expr.startswith("@") or len(expr.split(" ")) not in allowed_fields:
+        raise InvalidSpec(
+            f"schedule {expression!r} is not a 5-field cron expression "
+            "or one of @hourly, @daily, @weekly, @monthly, @yearly",
+            reason="InvalidSchedule",
+        )
+    schedule = Schedule(expr, zone)
+    try:
+        # Parsing alone accepts dates that never come (30 February); asking for a slot does not.
+        schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
+    except (CroniterBadCronError, ValueError, KeyError):
+        raise InvalidSpec(
+            f"schedule {expression!r} is not a valid cron expression", reason="InvalidSchedule"
+        ) from None
+    except CroniterBadDateError:
+        raise InvalidSpec(
+            f"schedule {expression!r} never fires", reason="InvalidSchedule"
+        ) from None
+    return schedule
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the scheduler should do at `now`."""
+
+    due: datetime | None  # a slot to run now (at most one, the most recent missed one)
+    skipped: int  # missed slots that will not run (older ones, or past the deadline)
+    skipped_through: datetime | None  # when nothing runs: the newest slot counted in `skipped`
+    next: datetime | None  # the next future slot; None while suspended
+
+
+def plan(
+    schedule: Schedule,
+    *,
+    now: datetime,
+    last_slot: datetime | None,
+    not_before: datetime,
+    deadline_seconds: int | None,
+    suspended: bool,
+) -> Plan:
+    """Decide the run due at `now` following the CronJob rules in the design notes.
+
+    `last_slot` is the slot of the last scheduled run (status.lastScheduleTime) and `not_before`
+    the point before which no slot counts (the watcher's creation, or a slot already skipped).
+    At most one missed slot runs: the most recent, and only within `deadline_seconds` when set.
+    Suspension simply means no due run and no next slot; like a CronJob, slots missed while
+    suspended count as missed when it resumes (so the most recent may run within the deadline).
+    """
+    if suspended:
+        return Plan(due=None, skipped=0, skipped_through=None, next=None)
+    floor = max(last_slot, not_before) if last_slot is not None else not_before
+    upcoming = schedule.next_after(now)
+    latest = schedule.latest_at_or_before(now)
+    if latest <= floor:
+        return Plan(due=None, skipped=0, skipped_through=None, next=upcoming)
+    missed = _count_slots(schedule, floor, latest)
+    late = (now - latest).total_seconds()
+    if deadline_seconds is not None and late > deadline_seconds:
+        return Plan(due=None, skipped=missed, skipped_through=latest, next=upcoming)
+    return Plan(
+        due=latest,
+        skipped=missed - 1,
+        skipped_through=None,  # the run advances lastScheduleTime past the older misses
+        next=upcoming,
+    )
+
+
+def _count_slots(schedule: Schedule, after: datetime, until: datetime) -> int:
+    """Slots in (after, until], counted up to MAX_COUNTED_MISSES."""
+    count = 0
+    slot = after
+    while count < MAX_COUNTED_MISSES:
+        slot = schedule.next_after(slot)
+        if slot > until:
+            break
+        count += 1
+    return count

@@ -1,0 +1,319 @@
+"""Webhook delivery: resolving the target, signing, and POSTing with retries.
+
+Everything here is safe to log: the URL is shown through `WebhookTarget.display_url` only, and no
+exception message, repr or log line carries the HMAC key, a header value from the Secret, or a URL
+taken from the Secret (it may embed a token). Library exceptions are chained with `from None` where
+their text could echo Secret content, so not even a traceback shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
+from controller.model import WebhookSpec
+
+log = logging.getLogger(__name__)
+
+EVENT = "MatchListChanged"
+_REASON = "InvalidWebhookSecret"  # Ready=False reason when the webhook Secret is unusable
+
+# Headers the operator sets itself or that frame the request; a Secret may not replace them, or
+# a typo there could silently break signatures or the HTTP framing.
+_RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "transfer-encoding", "host", "user-agent", "x-signature"}
+)
+_RESERVED_PREFIX = "x-matchlist-"
+# RFC 9110 token; values are printable ASCII (httpx refuses other bytes, echoing them in its error).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where and how to deliver; the secret-bearing fields are kept out of repr."""
+
+    url: str = field(repr=False)
+    url_from_secret: bool
+    hmac_key: bytes | None = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+    timeout_seconds: float
+    max_attempts: int
+    secret_name: str | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The URL as it may appear in messages: no userinfo, query or fragment."""
+        if self.url_from_secret:
+            return f"<url from Secret {self.secret_name}>"
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _parse_headers(raw: str, where: str) -> dict[str, str]:
+    try:
+        loaded = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        # The parser's message quotes the offending text, which may be a header value.
+        raise InvalidSpec(f"{where} is not valid YAML or JSON", reason=_REASON) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InvalidSpec(f"{where} must be a map of header names to string values", reason=_REASON)
+    headers: dict[str, str] = {}
+    for name, value in loaded.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise InvalidSpec(f"{where} has a header name that is not valid", reason=_REASON)
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIX):
+            raise InvalidSpec(
+                f"{where}: header {name} is set by the operator and cannot be overridden",
+                reason=_REASON,
+            )
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value.strip()):
+            raise InvalidSpec(
+                f"{where}: the value of header {name} must be a string of printable ASCII "
+                "(quote numbers and booleans)",
+                reason=_REASON,
+            )
+        headers[name] = value.strip()
+    return headers
+
+
+def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> WebhookTarget:
+    """Combine the spec with its decoded Secret (None when the spec names no Secret).
+
+    Secret keys, all optional: `url` (overrides spec.url), `hmacKey`, `headers` (YAML/JSON map).
+    """
+    secret: Mapping[str, str] = {}
+    if spec.secret_name is not None:
+        if secret_data is None:
+            raise SecretNotFound(f"Secret {spec.secret_name} not found")
+        secret = secret_data
+    where = f"Secret {spec.secret_name}"
+
+    url = spec.url
+    secret_url = secret.get("url")
+    if secret_url is not None:
+        if not _is_http_url(secret_url.strip()):
+            raise InvalidSpec(f"{where} key url must be an http(s) URL", reason=_REASON)
+        url = secret_url.strip()
+    if url is None:
+        raise InvalidSpec("spec.webhook has no url, in the spec or as key url of its Secret")
+
+    hmac_key = secret.get("hmacKey")
+    if hmac_key == "":
+        raise InvalidSpec(f"{where} key hmacKey is empty", reason=_REASON)
+    raw_headers = secret.get("headers")
+    return WebhookTarget(
+        url=url,
+        url_from_secret=secret_url is not None,
+        hmac_key=hmac_key.encode() if hmac_key is not None else None,
+        headers=_parse_headers(raw_headers, f"{where} key headers") if raw_headers else {},
+        timeout_seconds=spec.timeout_seconds,
+        max_attempts=spec.max_attempts,
+        secret_name=spec.secret_name,
+    )
+
+
+def sign(body: bytes, key: bytes) -> str:
+    """The `X-Signature` value: HMAC-SHA256 of the exact body bytes."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def build_headers(
+    target: WebhookTarget, delivery_id: str, body: bytes, user_agent: str
+) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        "X-MatchList-Event": EVENT,
+        "X-MatchList-Delivery": delivery_id,
+    }
+    if target.hmac_key is not None:
+        headers["X-Signature"] = sign(body, target.hmac_key)
+    # resolve_target refused extra headers that collide with ours, so this cannot override.
+    headers.update(target.headers)
+    return headers
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    # Retry-After is obeyed only up to this, so one receiver cannot stall a run for hours.
+    max_retry_after: float = 120.0
+
+
+def _retry_after_seconds(value: str, now: datetime) -> float | None:
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses as naive; HTTP-dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_delay(
+    policy: RetryPolicy,
+    attempt: int,
+    retry_after: str | None,
+    rng: random.Random,
+    *,
+    now: datetime | None = None,
+) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based).
+
+    A usable `Retry-After` (seconds or HTTP-date, relative to `now`) wins, capped at
+    `max_retry_after`. Otherwise exponential backoff with equal jitter: half the window is fixed,
+    so a retry never follows a 503 immediately; the other half is random, so watchers failing
+    together do not retry together.
+    """
+    if retry_after is not None:
+        seconds = _retry_after_seconds(retry_after, now or datetime.now(UTC))
+        if seconds is not None:
+            return min(seconds, policy.max_retry_after)
+    # The exponent is clamped only so a huge maxAttempts cannot overflow the float.
+    window = min(policy.max_delay, policy.base_delay * 2.0 ** min(attempt - 1, 64))
+    return window / 2 + rng.uniform(0, window / 2)
+
+
+def is_retryable(status_code: int | None) -> bool:
+    """Whether a failed attempt is worth repeating; None means no response (connect error, timeout).
+
+    Only for failures: 2xx is success and never reaches here. 3xx is a permanent failure, since
+    redirects are not followed (a POST body must not be re-sent to wherever a redirect points) and
+    a redirect is not acceptance; the URL needs fixing, which retrying cannot do.
+    """
+    return status_code is None or status_code in (408, 429) or 500 <= status_code <= 599
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status_code: int | None
+    error: str | None  # safe description when there was no response
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status_code: int
+    attempts: tuple[Attempt, ...]
+
+
+class DeliveryFailed(WebhookFailing):
+    """Every attempt failed, or one failed for good; the change stays pending."""
+
+    def __init__(
+        self, message: str, *, attempts: tuple[Attempt, ...], last_status_code: int | None
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_status_code = last_status_code
+
+
+def _describe(exc: Exception, timeout_seconds: float) -> str:
+    # Fixed phrases, not str(exc): library messages are not ours to vouch for.
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout_seconds:g}s"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in str(exc).lower() else "connection failed"
+    return f"transport error ({type(exc).__name__})"
+
+
+class WebhookSender:
+    """POSTs one payload with retries; the caller owns the shared client and its pool limits."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        policy: RetryPolicy,
+        user_agent: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._user_agent = user_agent
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    async def _attempt(
+        self, target: WebhookTarget, body: bytes, headers: dict[str, str]
+    ) -> tuple[Attempt, httpx.Response | None]:
+        started = time.perf_counter()
+        try:
+            # One deadline for the whole attempt (pool wait, connect, send, read), so a receiver
+            # that trickles bytes cannot stretch it; httpx's per-phase timeouts are disabled.
+            async with asyncio.timeout(target.timeout_seconds):
+                response = await self._client.post(
+                    target.url, content=body, headers=headers, timeout=None, follow_redirects=False
+                )
+        except (TimeoutError, httpx.TransportError) as exc:
+            error = _describe(exc, target.timeout_seconds)
+            return Attempt(None, error, time.perf_counter() - started), None
+        return Attempt(response.status_code, None, time.perf_counter() - started), response
+
+    async def deliver(self, target: WebhookTarget, body: bytes, delivery_id: str) -> DeliveryResult:
+        """Deliver `body` as is; returns on the first 2xx, raises DeliveryFailed otherwise."""
+        headers = build_headers(target, delivery_id, body, self._user_agent)
+        attempts: list[Attempt] = []
+        while True:
+            attempt, response = await self._attempt(target, body, headers)
+            attempts.append(attempt)
+            status = attempt.status_code
+            if status is not None and 200 <= status <= 299:
+                return DeliveryResult(status, tuple(attempts))
+            if status is None:
+                outcome = str(attempt.error)
+            elif 300 <= status <= 399:
+                outcome = f"answered {status} (redirects are not followed)"
+            else:
+                outcome = f"answered {status}"
+            if not is_retryable(status) or len(attempts) >= target.max_attempts:
+                count = len(attempts)
+                raise DeliveryFailed(
+                    f"webhook {target.display_url} {outcome} after {count} "
+                    f"attempt{'s' if count != 1 else ''}",
+                    attempts=tuple(attempts),
+                    last_status_code=status,
+                )
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            delay = retry_delay(self._policy, len(attempts), retry_after, self._rng)
+            log.info(
+                "webhook %s %s (attempt %d of %d), retrying in %.1fs",
+                target.display_url,
+                outcome,
+                len(attempts),
+                target.max_attempts,
+                delay,
+            )
+            await self._sleep(delay)

@@ -1,0 +1,218 @@
+"""A webhook receiver for tests and the demo.
+
+A stdlib HTTP server on 127.0.0.1 in a background thread. It records every request, answers from
+a programmable queue of replies (204 when the queue is empty), can be taken down and brought back
+on the same port to simulate an outage, and optionally checks `X-Signature` against an HMAC key.
+The signature check is written out here on purpose instead of calling `controller.webhook.sign`,
+so a test cannot pass by agreeing with a broken implementation.
+
+    with WebhookReceiver(hmac_key="k") as hook:
+        hook.enqueue(503, Reply(429, headers={"Retry-After": "3"}))
+        ...  # point the operator at hook.url
+        (first, second, third) = hook.wait_for(3)
+
+As a program, for the demo: `python -m tests.fakes.receiver --port 8000 [--hmac-key K]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One programmed answer; `delay_seconds` holds it back to make the client time out."""
+
+    status: int = 204
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes
+    payload: Any  # the body parsed as JSON, None when it is not JSON
+    signature_valid: bool | None  # None when the receiver has no HMAC key
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out leaves a broken pipe behind; tests provoke that on purpose.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def _serve(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = self.server.receiver._handle(self.command, self.path, headers, body)
+        if reply.delay_seconds and self.server.receiver._stopping.wait(reply.delay_seconds):
+            return  # taken down meanwhile: drop the connection without an answer
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_POST = do_PUT = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silent: tests look at the recordings, the CLI prints its own lines."""
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hmac_key: bytes | str | None = None,
+        on_request: Callable[[Received], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._hmac_key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+        # Runs in the handler thread after the request is recorded and before the reply is sent.
+        self.on_request = on_request
+        self._changed = threading.Condition()
+        self._requests: list[Received] = []
+        self._replies: deque[Reply] = deque()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/webhook"
+
+    @property
+    def requests(self) -> list[Received]:
+        with self._changed:
+            return list(self._requests)
+
+    def enqueue(self, *replies: Reply | int) -> None:
+        """Queue replies for the next requests, in order; a bare int is a status code."""
+        with self._changed:
+            self._replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until at least `count` requests arrived; returns them all."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._requests) >= count, timeout):
+                raise TimeoutError(
+                    f"expected {count} requests within {timeout}s, got {len(self._requests)}"
+                )
+            return list(self._requests)
+
+    def up(self) -> None:
+        """Start listening; after `down()` this reuses the same port, so clients keep their URL."""
+        if self._server is not None:
+            return
+        self._stopping.clear()
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"webhook-receiver-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def down(self) -> None:
+        """Close the listening socket, so new connections are refused, and abort delayed replies."""
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> WebhookReceiver:
+        self.up()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    def _signature_valid(self, headers: Mapping[str, str], body: bytes) -> bool | None:
+        if self._hmac_key is None:
+            return None
+        expected = "sha256=" + hmac.new(self._hmac_key, body, hashlib.sha256).hexdigest()
+        # http.server decodes headers as latin-1; compare bytes so odd input cannot raise.
+        given = headers.get("x-signature", "").encode("latin-1")
+        return hmac.compare_digest(given, expected.encode())
+
+    def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = None
+        received = Received(
+            method, path, headers, body, payload, self._signature_valid(headers, body)
+        )
+        with self._changed:
+            self._requests.append(received)
+            self._changed.notify_all()
+        if self.on_request is not None:
+            self.on_request(received)
+        with self._changed:
+            return self._replies.popleft() if self._replies else Reply()
+
+
+_print_lock = threading.Lock()
+_SHOWN_HEADERS = ("user-agent", "content-type", "x-matchlist-event", "x-matchlist-delivery")
+
+
+def _print_delivery(received: Received) -> None:
+    lines = [f"--- {received.method} {received.path}"]
+    lines += [
+        f"{name}: {received.headers[name]}" for name in _SHOWN_HEADERS if name in received.headers
+    ]
+    if received.signature_valid is not None:
+        lines.append(f"x-signature: {'valid' if received.signature_valid else 'INVALID'}")
+    if received.payload is not None:
+        lines.append(json.dumps(received.payload, indent=2, ensure_ascii=False))
+    else:
+        lines.append(received.body.decode("utf-8", "replace"))
+    with _print_lock:
+        print("\n".join(lines), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> Non
