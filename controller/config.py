@@ -9,8 +9,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from controller.model import (
+    DEFAULT_DAYS_AHEAD,
+    DEFAULT_DAYS_BACK,
+    DEFAULT_FOGIS_BASE_URL,
+    DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+    DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+)
 
 PREFIX = "MLCD_"
 
@@ -129,3 +137,57 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def _env_names() -> list[str]:
     return [PREFIX + f.name.upper() for f in fields(Settings)]
+
+
+@dataclass(frozen=True)
+class RunOnceSettings:
+    """run-once, configured like the old single-container service (no MLCD_ prefix)."""
+
+    username: str
+    password: str = field(repr=False)
+    base_url: str = DEFAULT_FOGIS_BASE_URL
+    days_back: int = DEFAULT_DAYS_BACK
+    days_ahead: int = DEFAULT_DAYS_AHEAD
+    previous_matches_file: str = "previous_matches.json"
+    time_zone: str = "Europe/Stockholm"
+    webhook_url: str | None = None
+    webhook_hmac_key: str | None = field(default=None, repr=False)
+    webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+    webhook_max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS
+    fogis_timeout_seconds: float = 30.0
+
+
+def _env_int(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}")
+    return value
+
+
+def load_run_once(environ: Mapping[str, str] | None = None) -> RunOnceSettings:
+    env = os.environ if environ is None else environ
+    missing = [key for key in ("FOGIS_USERNAME", "FOGIS_PASSWORD") if not env.get(key)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} must be set")
+    urls = {key: env.get(key, "").strip() for key in ("FOGIS_BASE_URL", "WEBHOOK_URL")}
+    for key, url in urls.items():
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"{key} must be an http(s) URL")
+    return RunOnceSettings(
+        username=env["FOGIS_USERNAME"],
+        password=env["FOGIS_PASSWORD"],
+        base_url=(urls["FOGIS_BASE_URL"] or DEFAULT_FOGIS_BASE_URL).rstrip("/"),
+        days_back=_env_int(env, "DAYS_BACK", DEFAULT_DAYS_BACK, 0),
+        days_ahead=_env_int(env, "DAYS_AHEAD", DEFAULT_DAYS_AHEAD, 0),
+        previous_matches_file=env.get("PREVIOUS_MATCHES_FILE", "").strip()
+        or "previous_matches.json",
+        time_zone=env.get("TIME_ZONE", "").strip() or "Europe/Stockholm",
+        webhook_url=urls["WEBHOOK_URL"] or None,
+        webhook_hmac_key=env.get("WEBHOOK_HMAC_KEY") or None,
+    )

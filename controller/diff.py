@@ -217,18 +217,27 @@ def _match_problem(key: str, match: Any) -> str | None:
     """Why a stored match is unusable, or None; keeps compare() free of shape checks."""
     if not isinstance(match, dict) or match.keys() != set(MATCH_FIELDS):
         return f"fields must be exactly {', '.join(MATCH_FIELDS)}"
-    if match["matchId"] != key:
-        return "matchId differs from its key"
-    if not all(_is_text(match[name]) for name in _TEXT_FIELDS):
-        return f"{', '.join(_TEXT_FIELDS)} must be strings or null"
-    if not all(_is_record(match[name], _ENTITY_KEYS) for name in _ENTITY_FIELDS):
-        return f"{', '.join(_ENTITY_FIELDS)} must be {{id, name}} objects"
-    if not all(isinstance(match[name], bool) for name in _FLAG_FIELDS):
-        return f"{', '.join(_FLAG_FIELDS)} must be booleans"
     referees = match["referees"]
-    if not isinstance(referees, list) or not all(_is_record(r, _REFEREE_KEYS) for r in referees):
-        return "referees must be a list of {id, name, role} objects"
-    return None
+    checks = (
+        (match["matchId"] == key, "matchId differs from its key"),
+        (
+            all(_is_text(match[name]) for name in _TEXT_FIELDS),
+            f"{', '.join(_TEXT_FIELDS)} must be strings or null",
+        ),
+        (
+            all(_is_record(match[name], _ENTITY_KEYS) for name in _ENTITY_FIELDS),
+            f"{', '.join(_ENTITY_FIELDS)} must be {{id, name}} objects",
+        ),
+        (
+            all(isinstance(match[name], bool) for name in _FLAG_FIELDS),
+            f"{', '.join(_FLAG_FIELDS)} must be booleans",
+        ),
+        (
+            isinstance(referees, list) and all(_is_record(r, _REFEREE_KEYS) for r in referees),
+            "referees must be a list of {id, name, role} objects",
+        ),
+    )
+    return next((problem for ok, problem in checks if not ok), None)
 
 
 @dataclass(frozen=True)
@@ -240,10 +249,10 @@ class Snapshot:
     @cached_property
     def digest(self) -> str:
         """sha256 hex of the canonical JSON of the matches: equal lists, equal digests."""
-        return hashlib.sha256(_canonical(self.matches).encode()).hexdigest()
+        return hashlib.sha256(_canonical(dict(self.matches)).encode()).hexdigest()
 
     def to_json(self) -> str:
-        return _canonical({"format": SNAPSHOT_FORMAT, "matches": self.matches})
+        return _canonical({"format": SNAPSHOT_FORMAT, "matches": dict(self.matches)})
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
@@ -334,11 +343,8 @@ def _changed(old: NormalisedMatch, new: NormalisedMatch) -> MatchChange | None:
     categories: set[str] = set()
     for rule in _RULES:
         before, after = old.get(rule.field), new.get(rule.field)
-        if before is None or after is None:
-            same = before is after
-        else:
-            same = rule.same(before, after)
-        if same:
+        # A missing date or time (None) equals only another missing one.
+        if (before is after) if before is None or after is None else rule.same(before, after):
             continue
         fields[rule.field] = FieldChange(before, after)
         categories.add(rule.category if not rule.flag or after else f"un{rule.category}")

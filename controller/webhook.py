@@ -14,8 +14,9 @@ import hmac
 import logging
 import random
 import re
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -68,6 +69,7 @@ class WebhookTarget:
 def _is_http_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access; raises ValueError when out of range
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
@@ -115,14 +117,19 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
         secret = secret_data
     where = f"Secret {spec.secret_name}"
 
-    url = spec.url
+    # The model only checked the scheme prefix; a URL that does not parse here would make
+    # display_url fail on the error path, so both sources are checked the same way.
     secret_url = secret.get("url")
     if secret_url is not None:
-        if not _is_http_url(secret_url.strip()):
-            raise InvalidSpec(f"{where} key url must be an http(s) URL", reason=_REASON)
         url = secret_url.strip()
-    if url is None:
+        if not _is_http_url(url):
+            raise InvalidSpec(f"{where} key url must be an http(s) URL", reason=_REASON)
+    elif spec.url is None:
         raise InvalidSpec("spec.webhook has no url, in the spec or as key url of its Secret")
+    elif not _is_http_url(spec.url):
+        raise InvalidSpec("spec.webhook.url must be an http(s) URL with a host")
+    else:
+        url = spec.url
 
     hmac_key = secret.get("hmacKey")
     if hmac_key == "":
@@ -170,7 +177,7 @@ class RetryPolicy:
 
 def _retry_after_seconds(value: str, now: datetime) -> float | None:
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -239,12 +246,25 @@ class DeliveryFailed(WebhookFailing):
         self.last_status_code = last_status_code
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _describe(exc: Exception, timeout_seconds: float) -> str:
-    # Fixed phrases, not str(exc): library messages are not ours to vouch for.
+    # Fixed phrases, not str(exc): library messages are not ours to vouch for. The useful detail
+    # (refused vs. unresolvable) sits at the bottom of httpx's exception chain.
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout_seconds:g}s"
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused" if "refused" in str(exc).lower() else "connection failed"
+    causes = list(_causes(exc))
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "host name did not resolve"
     return f"transport error ({type(exc).__name__})"
 
 

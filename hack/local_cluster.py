@@ -104,12 +104,13 @@ def healthy(info: ClusterInfo, state_dir: Path = STATE_DIR) -> bool:
     return status == 200
 
 
-def _write_kubeconfig(path: Path, server: str, token: str) -> None:
+def _write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "local", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+            # apiserver.crt holds the serving cert and the self-made CA that signed it.
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
         ],
         "users": [{"name": "admin", "user": {"token": token}}],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
@@ -204,7 +205,7 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
         raise
     _, version_json = _get(f"{server}/version", token)
     kubeconfig = state_dir / "kubeconfig"
-    _write_kubeconfig(kubeconfig, server, token)
+    _write_kubeconfig(kubeconfig, server, token, state_dir / "certs" / "apiserver.crt")
     info = ClusterInfo(
         server=server,
         kubeconfig=str(kubeconfig),

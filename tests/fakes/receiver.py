@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: tests look at the recordings, the CLI prints its own lines."""
 
 
@@ -215,4 +215,24 @@ def _print_delivery(received: Received) -> None:
         print("\n".join(lines), flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> Non
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.receiver",
+        description="Print every webhook delivery; answers 204.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--hmac-key", help="check X-Signature with this key")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with WebhookReceiver(
+        host=args.host, port=args.port, hmac_key=args.hmac_key, on_request=_print_delivery
+    ) as receiver:
+        print(f"listening on {receiver.url}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

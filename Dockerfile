@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# match-list-change-detector operator image.
+#
+#   docker build -t match-list-change-detector:0.1.0 .      (BuildKit, the default builder)
+#
+# Stage 1 builds the project's wheel and collects wheels of all its dependencies; stage 2 installs
+# them offline (--no-index) from a bind mount, so no wheel, cache or build tool stays in the image.
+# The image runs as UID/GID 10001 with a read-only root file system (no bytecode is written at run
+# time; Kubernetes mounts an emptyDir at /tmp). Health is Kubernetes' job (liveness probe on kopf's
+# /healthz), so there is no HEALTHCHECK.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY controller ./controller
+# The project's wheel plus a wheel of every dependency (all ship binary wheels: no compiler needed).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONFAULTHANDLER=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+# Install only the wheels (bytecode is compiled now, while the file system is writable), then drop
+# the packaging tools: nothing installs anything at run time.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/match_list_change_detector-*.whl \
+    && pip uninstall --yes setuptools wheel pip \
+    && groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+        --shell /usr/sbin/nologin app
+USER 10001:10001
+WORKDIR /tmp
+# kopf's liveness endpoint and Prometheus metrics (MLCD_HEALTH_PORT, MLCD_METRICS_PORT).
+EXPOSE 8081 8080
+ENTRYPOINT ["python", "-m", "controller", "operator"]

@@ -1,0 +1,52 @@
+# match-list-change-detector — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RESULTS := .cache/test-results
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lint format unit integration test bench demo cluster-up cluster-down \
+	render chart-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the project with its dev tools (idempotent)
+
+lint: setup ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: setup ## unit tests (pure cores, adapters against local fakes)
+	$(BIN)/pytest tests/unit -q --junitxml=$(RESULTS)/unit.xml
+
+integration: setup ## integration tests against a real local etcd + kube-apiserver
+	$(BIN)/pytest tests/integration -q --junitxml=$(RESULTS)/integration.xml
+
+test: lint unit integration ## everything: lint, types, unit and integration tests
+	$(BIN)/python hack/check_results.py $(RESULTS)/unit.xml $(RESULTS)/integration.xml
+
+bench: setup ## print performance figures (diff speed, ...); no pass/fail thresholds
+	$(BIN)/python -m tests.bench.bench_diff
+
+cluster-up: setup ## start the local control plane (builds it the first time)
+	hack/local-cluster up
+
+cluster-down: ## stop the local control plane and remove its data
+	hack/local-cluster down
+
+clean: cluster-down ## remove caches in the checkout (not the per-user binary cache)
+	rm -rf .cache .mypy_cache .ruff_cache .pytest_cache

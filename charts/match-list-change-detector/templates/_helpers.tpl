@@ -1,0 +1,122 @@
+{{/* Chart name, truncated to the 63 characters a label value may have. */}}
+{{- define "mlcd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: the prefix of every resource name. */}}
+{{- define "mlcd.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mlcd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels selecting the operator's pods; never change them on upgrade. */}}
+{{- define "mlcd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlcd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mlcd.labels" -}}
+helm.sh/chart: {{ include "mlcd.chart" . }}
+{{ include "mlcd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: match-list-change-detector
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "mlcd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mlcd.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mlcd.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when kopf peering is on: HA (more than one replica) or asked for explicitly. */}}
+{{- define "mlcd.peeringEnabled" -}}
+{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "mlcd.peeringName" -}}
+{{- default (include "mlcd.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/*
+Checks that need more than one value, which values.schema.json cannot express. Included by the
+Deployment, so a bad combination fails `helm install`/`helm template` with a clear message.
+*/}}
+{{- define "mlcd.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne (toString .Values.peering.priority) "auto") -}}
+{{- fail "peering.priority must be \"auto\" when replicaCount > 1: replicas of equal priority all pause" -}}
+{{- end -}}
+{{- if and (not .Values.metrics.enabled) .Values.metrics.serviceMonitor.enabled -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
+{{- fail "metrics.port and operator.healthPort must differ" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* RBAC rules for what the operator does in each namespace it serves. */}}
+{{- define "mlcd.namespacedRules" -}}
+# The watched resource: kopf lists and watches it, patches it (its finalizer and progress
+# annotations); the operator reads single objects.
+- apiGroups: [matchlist.io]
+  resources: [matchwatchers]
+  verbs: [get, list, watch, patch]
+# Each run ends in one status patch.
+- apiGroups: [matchlist.io]
+  resources: [matchwatchers/status]
+  verbs: [get, patch]
+# The snapshot ConfigMap is owned by its MatchWatcher with blockOwnerDeletion; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin require this to set such a reference.
+- apiGroups: [matchlist.io]
+  resources: [matchwatchers/finalizers]
+  verbs: [update]
+# One snapshot ConfigMap per watcher, read and written by name (never listed or watched).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch, update, delete]
+# FOGIS credentials and webhook settings, read by name from the watcher's namespace only.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Events about runs and errors (kopf posts core/v1 Events; the operator may use either API).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* kopf peering: watch the peering objects; read and patch (keep-alives) only ours. */}}
+{{- define "mlcd.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ .resource }}]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [{{ .resource }}]
+  resourceNames: [{{ .name | quote }}]
+  verbs: [get, patch]
+{{- end -}}

@@ -1,0 +1,318 @@
+"""FOGIS adapter: log in (classic ASP.NET form or OAuth identity server) and fetch a match list.
+
+Library errors become `SourceUnavailable` / `LoginFailed` with one-line messages that never carry
+credentials or response bodies. The wire protocol is described in the design notes, section 4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from controller.diff import Window
+from controller.errors import LoginFailed, SourceUnavailable
+from controller.model import Credentials
+
+AUTH_COOKIE = "FogisMobilDomarKlient.ASPXAUTH"
+LOGIN_PATH = "/Login.aspx?ReturnUrl=%2fmdk%2f"
+MATCH_LIST_PATH = "/MatchWebMetoder.aspx/GetMatcherAttRapportera"
+USER_AGENT = "match-list-change-detector"
+
+# The two known login forms; an unknown form falls back to its first text input / submit button.
+_USERNAME_NAMES = frozenset({"ctl00$maincontent$username", "username"})
+_LOGIN_BUTTON_VALUES = frozenset({"logga in", "login"})
+
+_log = logging.getLogger(__name__)
+
+
+# --- HTML forms ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Control:
+    kind: str  # lower-case input type; buttons are "submit" unless they say otherwise
+    name: str
+    value: str
+    checked: bool
+
+
+@dataclass
+class HtmlForm:
+    action: str
+    controls: list[_Control] = field(default_factory=list)
+
+    @property
+    def has_password(self) -> bool:
+        return any(c.kind == "password" for c in self.controls)
+
+    @property
+    def hidden_only(self) -> bool:
+        """A form of hidden fields only, as an OpenID Connect form_post response page has."""
+        return bool(self.controls) and all(c.kind == "hidden" for c in self.controls)
+
+    def _pick(self, kinds: frozenset[str], known: Callable[[_Control], bool]) -> _Control | None:
+        candidates = [c for c in self.controls if c.kind in kinds and c.name]
+        preferred = [c for c in candidates if known(c)]
+        return next(iter(preferred or candidates), None)
+
+    def login_data(self, credentials: Credentials) -> dict[str, str]:
+        """What a browser would post: hidden and checked fields, credentials, the login button."""
+        data = self.hidden_data()
+        for control in self.controls:
+            if not control.name:
+                continue
+            if control.kind == "password":
+                data[control.name] = credentials.password
+            elif control.kind in ("checkbox", "radio") and control.checked:
+                data[control.name] = control.value or "on"
+        username = self._pick(
+            frozenset({"text", "email"}), lambda c: c.name.lower() in _USERNAME_NAMES
+        )
+        if username is not None:
+            data[username.name] = credentials.username
+        # Pages carry other buttons too (cancel, forgotten password): post only the login one.
+        submit = self._pick(
+            frozenset({"submit"}), lambda c: c.value.strip().lower() in _LOGIN_BUTTON_VALUES
+        )
+        if submit is not None:
+            data[submit.name] = submit.value
+        return data
+
+    def hidden_data(self) -> dict[str, str]:
+        return {c.name: c.value for c in self.controls if c.kind == "hidden" and c.name}
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[HtmlForm] = []
+        self._open: HtmlForm | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {key.lower(): value or "" for key, value in attrs}
+        if tag == "form":
+            self._open = HtmlForm(action=attributes.get("action", ""))
+            self.forms.append(self._open)
+        elif tag in ("input", "button") and self._open is not None:
+            default_kind = "submit" if tag == "button" else "text"
+            self._open.controls.append(
+                _Control(
+                    kind=(attributes.get("type") or default_kind).lower(),
+                    name=attributes.get("name", ""),
+                    value=attributes.get("value", ""),
+                    checked="checked" in attributes,
+                )
+            )
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._open = None
+
+
+def parse_forms(html: str) -> list[HtmlForm]:
+    """Every form on a page with its inputs and buttons; tolerant of broken markup."""
+    parser = _FormParser()
+    parser.feed(html)
+    parser.close()
+    return parser.forms
+
+
+# --- match list ----------------------------------------------------------------------------------
+
+
+def match_list_request(window: Window, today: date) -> dict[str, Any]:
+    """The filter FOGIS's own web client sends: every match of the window, all statuses."""
+    return {
+        "filter": {
+            "datumFran": window.start.isoformat(),
+            "datumTill": window.end.isoformat(),
+            "datumTyp": 0,
+            "typ": "alla",
+            "status": ["avbruten", "uppskjuten", "installd"],
+            "alderskategori": [1, 2, 3, 4, 5],
+            "kon": [3, 2, 4],
+            "sparadDatum": today.isoformat(),
+        }
+    }
+
+
+def parse_match_list(body: bytes) -> list[dict[str, Any]]:
+    """`matchlista` out of a `{"d": "<json>"}` answer; SourceUnavailable for anything else."""
+    try:
+        outer = json.loads(body)
+        inner = outer.get("d", outer) if isinstance(outer, dict) else None
+        if isinstance(inner, str):
+            inner = json.loads(inner)
+    except ValueError:
+        raise SourceUnavailable("FOGIS answered the match list request with invalid JSON") from None
+    if not isinstance(inner, dict):
+        raise SourceUnavailable("FOGIS match list answer is not a JSON object")
+    if inner.get("success") is False:
+        raise SourceUnavailable("FOGIS reported success=false for the match list")
+    matches = inner.get("matchlista")
+    if not isinstance(matches, list):
+        raise SourceUnavailable("FOGIS match list answer has no matchlista list")
+    return [match for match in matches if isinstance(match, dict)]
+
+
+# --- client --------------------------------------------------------------------------------------
+
+
+class _BorrowedTransport(httpx.AsyncBaseTransport):
+    """Lends a shared transport to one client without letting the client close it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """The owner of the shared transport closes it, once, after every client is done."""
+
+
+class FogisClient:
+    """One watcher's FOGIS session; its cookies survive between runs so it logs in rarely.
+
+    `transport` may be shared by many clients (e.g. one `httpx.AsyncHTTPTransport` with bounded
+    `limits` for all watchers); `aclose` then leaves it open and its owner must close it.
+    `timeout` applies to each connect/read/write step. Not safe for concurrent fetches: runs of
+    one watcher never overlap.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._host = httpx.URL(self._base_url).host or self._base_url
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            transport=None if transport is None else _BorrowedTransport(transport),
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+        )
+        # Who the current cookies belong to: a rotated password must not reuse the old session.
+        self._session_for: Credentials | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch_matches(
+        self, credentials: Credentials, window: Window, today: date
+    ) -> list[dict[str, Any]]:
+        """The raw `matchlista` for `window`; logs in only without a usable session.
+
+        An expired session (401 or a redirect to the login page) gets one fresh login and one
+        retry; the run fails after that rather than hammering the login.
+        """
+        if self._session_for != credentials or AUTH_COOKIE not in self._cookie_names():
+            await self._login(credentials)
+        body = match_list_request(window, today)
+        response = await self._post_match_list(body)
+        if self._session_expired(response):
+            _log.info("FOGIS session at %s expired; logging in again", self._host)
+            await self._login(credentials)
+            response = await self._post_match_list(body)
+            if self._session_expired(response):
+                raise SourceUnavailable("FOGIS refused the session right after a fresh login")
+        if response.status_code != 200:
+            raise SourceUnavailable(
+                f"FOGIS answered HTTP {response.status_code} to the match list request"
+            )
+        return parse_match_list(response.content)
+
+    def _cookie_names(self) -> set[str]:
+        return {cookie.name for cookie in self._client.cookies.jar}
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        follow_redirects: bool,
+        data: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        # `from None`: a chained httpx error carries the request, whose body may hold the password.
+        try:
+            return await self._client.request(
+                method,
+                url,
+                data=data,
+                json=json_body,
+                headers=headers,
+                follow_redirects=follow_redirects,
+            )
+        except httpx.TimeoutException:
+            raise SourceUnavailable(
+                f"FOGIS at {self._host} did not answer within {self._timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(
+                f"cannot talk to FOGIS at {self._host}: {type(exc).__name__}"
+            ) from None
+
+    async def _post_form(
+        self, page: httpx.Response, form: HtmlForm, data: Mapping[str, str]
+    ) -> httpx.Response:
+        action = urljoin(str(page.url), form.action)
+        return await self._send("POST", action, data=data, follow_redirects=True)
+
+    async def _login(self, credentials: Credentials) -> None:
+        self._client.cookies.clear()
+        self._session_for = None
+        page = await self._send("GET", self._base_url + LOGIN_PATH, follow_redirects=True)
+        if page.status_code != 200:
+            raise SourceUnavailable(f"FOGIS login page answered HTTP {page.status_code}")
+        form = next((f for f in parse_forms(page.text) if f.has_password), None)
+        if form is None:
+            raise SourceUnavailable("FOGIS login page has no login form")
+        landed = await self._post_form(page, form, form.login_data(credentials))
+        if AUTH_COOKIE not in self._cookie_names() and landed.status_code == 200:
+            # OpenID Connect form_post: a page of hidden fields a browser submits by script. A
+            # page that asks for the password again is a rejection, whatever else it holds.
+            forms = parse_forms(landed.text)
+            relay = next((f for f in forms if f.hidden_only), None)
+            if relay is not None and not any(f.has_password for f in forms):
+                landed = await self._post_form(landed, relay, relay.hidden_data())
+        if AUTH_COOKIE in self._cookie_names():
+            self._session_for = credentials
+            _log.debug("logged in to FOGIS at %s", self._host)
+            return
+        if landed.status_code >= 500:
+            raise SourceUnavailable(f"FOGIS answered HTTP {landed.status_code} to the login")
+        raise LoginFailed(
+            "FOGIS rejected the login; check username and password in the credentials Secret"
+        )
+
+    async def _post_match_list(self, body: Mapping[str, Any]) -> httpx.Response:
+        return await self._send(
+            "POST",
+            self._base_url + MATCH_LIST_PATH,
+            json_body=body,
+            headers={
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Requested-With": "XMLHttpRequest",
+            },
+            follow_redirects=False,
+        )
+
+    @staticmethod
+    def _session_expired(response: httpx.Response) -> bool:
+        if response.status_code == 401:
+            return True
+        location = response.headers.get("location", "")
+        return response.is_redirect and "login" in location.lower()

@@ -1,0 +1,172 @@
+"""Kubernetes adapter: the few API calls the run path makes, off the event loop.
+
+The official client is synchronous, so every call runs in a bounded thread pool of its own
+(never the loop's default executor, which other libraries share). ApiException becomes our own
+errors; messages name objects, never their contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from controller.errors import KubernetesError, SecretNotFound
+from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
+
+T = TypeVar("T")
+
+
+def _describe(exc: ApiException) -> str:
+    return f"{exc.status} {exc.reason}".strip()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, workers: int) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    @classmethod
+    def from_environment(cls, workers: int) -> Kube:
+        """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        # One pooled connection per worker thread, so threads never wait for a socket.
+        configuration.connection_pool_maxsize = workers
+        return cls(client.ApiClient(configuration), workers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> dict[str, str]:
+        """Decoded data of a Secret in the watcher's own namespace."""
+        try:
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretNotFound(f"{purpose} Secret {namespace}/{name} not found") from None
+            if exc.status == 403:
+                raise SecretNotFound(
+                    f"the operator may not read {purpose} Secret {namespace}/{name} (RBAC)"
+                ) from None
+            raise KubernetesError(f"reading Secret {namespace}/{name}: {_describe(exc)}") from None
+        except HTTPError as exc:
+            raise KubernetesError(
+                f"reading Secret {namespace}/{name}: {type(exc).__name__}"
+            ) from None
+        decoded: dict[str, str] = {}
+        for key, value in (secret.data or {}).items():
+            try:
+                decoded[key] = base64.b64decode(value).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise SecretNotFound(
+                    f"{purpose} Secret {namespace}/{name} key {key!r} is not UTF-8 text"
+                ) from None
+        return decoded
+
+    async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]:
+        """One merge patch of the status subresource; returns the new status."""
+        try:
+            result = await self._call(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"status": dict(status)},
+            )
+        except ApiException as exc:
+            raise KubernetesError(
+                f"patching status of {ref.namespace}/{ref.name}: {_describe(exc)}"
+            ) from None
+        except HTTPError as exc:
+            raise KubernetesError(f"patching status: {type(exc).__name__}") from None
+        obj: dict[str, Any] = result if isinstance(result, dict) else {}
+        new_status: dict[str, Any] = obj.get("status") or {}
+        return new_status
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """data and binaryData of a ConfigMap as bytes, or None when it does not exist."""
+        try:
+            cm = await self._call(self._core.read_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(
+                f"reading ConfigMap {namespace}/{name}: {_describe(exc)}"
+            ) from None
+        except HTTPError as exc:
+            raise KubernetesError(f"reading ConfigMap: {type(exc).__name__}") from None
+        merged = {key: value.encode() for key, value in (cm.data or {}).items()}
+        for key, value in (cm.binary_data or {}).items():
+            try:
+                merged[key] = base64.b64decode(value)
+            except binascii.Error:
+                raise KubernetesError(
+                    f"ConfigMap {namespace}/{name}: {key} is not base64"
+                ) from None
+        return merged
+
+    async def write_config_map(
+        self,
+        ref: WatcherRef,
+        name: str,
+        binary_data: Mapping[str, bytes],
+        labels: Mapping[str, str],
+    ) -> None:
+        """Create or replace the ConfigMap, owned by the watcher so it is garbage-collected."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": ref.namespace,
+                "labels": dict(labels),
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": KIND,
+                        "name": ref.name,
+                        "uid": ref.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
+            },
+            "binaryData": {k: base64.b64encode(v).decode() for k, v in binary_data.items()},
+        }
+        try:
+            try:
+                await self._call(
+                    self._core.replace_namespaced_config_map, name, ref.namespace, body
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                await self._call(self._core.create_namespaced_config_map, ref.namespace, body)
+        except ApiException as exc:
+            raise KubernetesError(
+                f"writing ConfigMap {ref.namespace}/{name}: {_describe(exc)}"
+            ) from None
+        except HTTPError as exc:
+            raise KubernetesError(f"writing ConfigMap: {type(exc).__name__}") from None

@@ -1,0 +1,418 @@
+"""One detection pass: fetch → diff → deliver → persist → status. No kopf in here.
+
+`detect` is the pass itself, written against three small seams (a match source, a snapshot
+store and a notifier) so the operator and run-once share it. `WatcherRunner` is the operator's
+side: it builds those seams for a MatchWatcher from its Secrets, and turns the outcome into one
+status patch, one Event and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from controller import __version__
+from controller.config import Settings
+from controller.diff import (
+    MatchChange,
+    Snapshot,
+    Summary,
+    Window,
+    compare,
+    normalise_all,
+    summarise,
+    window_for,
+)
+from controller.errors import DetectorError, LoginFailed, SecretNotFound, SourceUnavailable
+from controller.fogis import FogisClient
+from controller.kube import Kube
+from controller.metrics import Metrics
+from controller.model import Credentials, WatcherRef, WatcherSpec
+from controller.report import build_report, delivery_id, encode_report
+from controller.snapshots import ConfigMapSnapshots, SnapshotStore
+from controller.status import (
+    Readiness,
+    RunRecord,
+    WebhookState,
+    parse_timestamp,
+    status_after_run,
+)
+from controller.webhook import (
+    Attempt,
+    DeliveryFailed,
+    DeliveryResult,
+    RetryPolicy,
+    WebhookSender,
+    WebhookTarget,
+    resolve_target,
+)
+
+log = logging.getLogger(__name__)
+USER_AGENT = f"match-list-change-detector/{__version__}"
+
+
+class MatchSource(Protocol):
+    async def fetch(self, today: date, window: Window) -> list[Any]: ...
+
+
+class Notifier(Protocol):
+    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult: ...
+
+
+class EventSink(Protocol):
+    def __call__(self, type_: str, reason: str, message: str) -> None: ...
+
+
+class ChangesPending(DeliveryFailed):
+    """Delivery failed; the snapshot did not advance and these changes wait for the next run."""
+
+    def __init__(self, failure: DeliveryFailed, changes: Sequence[MatchChange], match_count: int):
+        super().__init__(
+            str(failure), attempts=failure.attempts, last_status_code=failure.last_status_code
+        )
+        self.changes = list(changes)
+        self.match_count = match_count
+
+
+@dataclass(frozen=True)
+class Detection:
+    baseline: bool
+    match_count: int
+    changes: list[MatchChange]
+    summary: Summary
+    report: dict[str, Any]  # the document a webhook gets (changes empty on a baseline)
+    delivery: DeliveryResult | None
+
+
+async def detect(
+    *,
+    watcher: WatcherRef,
+    zone: ZoneInfo,
+    days: tuple[int, int],
+    trigger: str,
+    now: datetime,
+    source: MatchSource,
+    store: SnapshotStore,
+    notifier: Notifier | None,
+) -> Detection:
+    """Fetch, compare with the last accepted snapshot, deliver, then advance the snapshot.
+
+    The snapshot advances only after the notifier accepted the change (at-least-once): a failed
+    delivery leaves it where it was, so the next pass diffs against it again and the same
+    transition carries the same delivery id. A failed fetch raises before anything is compared.
+    """
+    today = now.astimezone(zone).date()
+    window = window_for(today, days[0], days[1])
+    raw = await source.fetch(today, window)
+    new = Snapshot(normalise_all(raw))
+    old = await store.load()
+    changes = [] if old is None else compare(old, new, window)
+    report = build_report(
+        watcher=watcher,
+        delivery_id=delivery_id(watcher.uid, old.digest if old else "", new.digest),
+        detected_at=now,
+        trigger=trigger,
+        changes=changes,
+    )
+    delivery: DeliveryResult | None = None
+    if changes and notifier is not None:
+        try:
+            delivery = await notifier.notify(encode_report(report), report["id"])
+        except DeliveryFailed as failure:
+            raise ChangesPending(failure, changes, len(new.matches)) from None
+    # Also when nothing reportable changed but the digest did (a match slid out of the window).
+    if old is None or old.digest != new.digest:
+        await store.save(new)
+    return Detection(
+        baseline=old is None,
+        match_count=len(new.matches),
+        changes=changes,
+        summary=summarise(changes),
+        report=report,
+        delivery=delivery,
+    )
+
+
+class FogisSource:
+    """A watcher's FOGIS session plus the Secret its credentials come from (read every run, so
+    a rotated password is picked up without a restart)."""
+
+    def __init__(
+        self, client: FogisClient, credentials: Callable[[], Awaitable[Credentials]]
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+
+    async def fetch(self, today: date, window: Window) -> list[Any]:
+        return await self._client.fetch_matches(await self._credentials(), window, today)
+
+
+class WebhookNotifier:
+    def __init__(self, sender: WebhookSender, target: WebhookTarget) -> None:
+        self._sender = sender
+        self._target = target
+
+    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
+        return await self._sender.deliver(self._target, body, delivery_id)
+
+
+def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
+    username, password = data.get("username", "").strip(), data.get("password", "")
+    if not username or not password:
+        missing = "username" if not username else "password"
+        raise SecretNotFound(f"{where} has no {missing} key (or it is empty)")
+    return Credentials(username, password)
+
+
+def _describe_success(detection: Detection) -> str:
+    if detection.baseline:
+        return f"recorded a baseline of {detection.match_count} matches"
+    s = detection.summary
+    if not s.total:
+        return f"no changes in {detection.match_count} matches"
+    text = (
+        f"{s.total} changes ({s.new} new, {s.removed} removed, {s.changed} changed) "
+        f"in {detection.match_count} matches"
+    )
+    if detection.delivery is not None:
+        d = detection.delivery
+        text += f"; delivered (HTTP {d.status_code}, {len(d.attempts)} attempts)"
+    return text
+
+
+class WatcherRunner:
+    """Runs detection for MatchWatchers: owns the shared HTTP pools and per-watcher sessions."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        limits = httpx.Limits(max_connections=settings.http_max_connections)
+        self._fogis_transport = httpx.AsyncHTTPTransport(limits=limits)
+        self._webhook_client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        self._sender = WebhookSender(
+            self._webhook_client,
+            policy=RetryPolicy(
+                base_delay=settings.webhook_backoff_base_seconds,
+                max_delay=settings.webhook_backoff_max_seconds,
+                max_retry_after=settings.webhook_max_retry_after_seconds,
+            ),
+            user_agent=USER_AGENT,
+        )
+        self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
+
+    async def aclose(self) -> None:
+        for _, client in self._sessions.values():
+            await client.aclose()
+        await self._fogis_transport.aclose()
+        await self._webhook_client.aclose()
+
+    async def forget(self, ref: WatcherRef) -> None:
+        """Drop a deleted watcher's session and metric series."""
+        session = self._sessions.pop((ref.namespace, ref.name), None)
+        if session is not None:
+            await session[1].aclose()
+        self._metrics.forget(ref.namespace, ref.name)
+
+    async def _session(self, ref: WatcherRef, base_url: str) -> FogisClient:
+        key = (ref.namespace, ref.name)
+        current = self._sessions.get(key)
+        if current is None or current[0] != base_url:
+            if current is not None:
+                await current[1].aclose()  # leaves the shared transport open
+            client = FogisClient(
+                base_url,
+                transport=self._fogis_transport,
+                timeout=self._settings.fogis_timeout_seconds,
+            )
+            self._sessions[key] = (base_url, client)
+            return client
+        return current[1]
+
+    async def _notifier(self, ref: WatcherRef, spec: WatcherSpec) -> WebhookNotifier | None:
+        if spec.webhook is None:
+            return None
+        data = None
+        if spec.webhook.secret_name is not None:
+            data = await self._kube.read_secret(
+                ref.namespace, spec.webhook.secret_name, purpose="webhook"
+            )
+        return WebhookNotifier(self._sender, resolve_target(spec.webhook, data))
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        zone: ZoneInfo,
+        *,
+        trigger: str,
+        slot: datetime | None,
+        handled_trigger: str | None,
+        previous_status: Mapping[str, Any],
+        generation: int | None,
+        next_time: Callable[[], datetime | None],
+        emit: EventSink,
+    ) -> dict[str, Any]:
+        """One run of one watcher; returns the status after its single patch."""
+        started = self._clock()
+        if slot is not None:
+            self._metrics.schedule_lag.observe(max(0.0, (started - slot).total_seconds()))
+
+        async def read_credentials() -> Credentials:
+            name = spec.fogis.credentials_secret
+            data = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            return credentials_from(data, f"Secret {ref.namespace}/{name}")
+
+        detection: Detection | None = None
+        error: DetectorError | None = None
+        try:
+            notifier = await self._notifier(ref, spec)
+            detection = await detect(
+                watcher=ref,
+                zone=zone,
+                days=(spec.fogis.days_back, spec.fogis.days_ahead),
+                trigger=trigger,
+                now=started,
+                source=FogisSource(await self._session(ref, spec.fogis.base_url), read_credentials),
+                store=ConfigMapSnapshots(self._kube, ref),
+                notifier=notifier,
+            )
+        except DetectorError as exc:
+            error = exc
+        except Exception as exc:  # a bug must fail this run only, never the operator
+            log.exception("run of %s/%s failed unexpectedly", ref.namespace, ref.name)
+            error = DetectorError(f"internal error: {type(exc).__name__}")
+        finished = self._clock()
+        record = self._record(
+            started=started,
+            finished=finished,
+            slot=slot,
+            handled_trigger=handled_trigger,
+            detection=detection,
+            error=error,
+            previous_status=previous_status,
+        )
+        self._observe(
+            ref=ref,
+            trigger=trigger,
+            started=started,
+            finished=finished,
+            detection=detection,
+            error=error,
+        )
+        status = dict(previous_status)
+        try:
+            status = await self._kube.patch_status(
+                ref,
+                status_after_run(
+                    previous_status, record, next_time=next_time(), generation=generation
+                ),
+            )
+        finally:
+            if error is None and detection is not None:
+                emit(
+                    "Normal",
+                    "Baseline" if detection.baseline else "RunSucceeded",
+                    f"{trigger} run: {_describe_success(detection)}",
+                )
+            elif error is not None:
+                emit("Warning", error.reason, f"{trigger} run failed: {error.message}")
+        return status
+
+    @staticmethod
+    def _record(
+        *,
+        started: datetime,
+        finished: datetime,
+        slot: datetime | None,
+        handled_trigger: str | None,
+        detection: Detection | None,
+        error: DetectorError | None,
+        previous_status: Mapping[str, Any],
+    ) -> RunRecord:
+        prev_hook: Mapping[str, Any] = previous_status.get("webhook") or {}
+        webhook: WebhookState | None = None
+        summary = detection.summary if detection else None
+        match_count = detection.match_count if detection else None
+        if detection is not None and detection.delivery is not None:
+            webhook = WebhookState(
+                last_delivery_time=finished,
+                last_status_code=detection.delivery.status_code,
+                consecutive_failures=0,
+                pending_changes=0,
+                last_delivery_id=str(detection.report["id"]),
+            )
+        elif isinstance(error, ChangesPending):
+            summary = summarise(error.changes)
+            match_count = error.match_count
+            webhook = WebhookState(
+                last_delivery_time=parse_timestamp(prev_hook.get("lastDeliveryTime")),
+                last_status_code=error.last_status_code,
+                consecutive_failures=int(prev_hook.get("consecutiveFailures") or 0) + 1,
+                pending_changes=len(error.changes),
+                last_delivery_id=prev_hook.get("lastDeliveryId"),
+            )
+        if error is None:
+            assert detection is not None  # noqa: S101 - narrowing: no error means a detection
+            readiness = Readiness(True, "Succeeded", _describe_success(detection))
+        else:
+            readiness = Readiness(False, error.reason, error.message)
+        return RunRecord(
+            started=started,
+            finished=finished,
+            slot=slot,
+            handled_trigger=handled_trigger,
+            readiness=readiness,
+            error=None if error is None else error.message,
+            match_count=match_count,
+            summary=summary,
+            delivered=error is None,
+            webhook=webhook,
+        )
+
+    def _observe(
+        self,
+        *,
+        ref: WatcherRef,
+        trigger: str,
+        started: datetime,
+        finished: datetime,
+        detection: Detection | None,
+        error: DetectorError | None,
+    ) -> None:
+        m, labels = self._metrics, {"namespace": ref.namespace, "name": ref.name}
+        result = "success" if error is None else "failure"
+        m.runs.labels(**labels, trigger=trigger, result=result).inc()
+        m.run_duration.labels(trigger=trigger).observe((finished - started).total_seconds())
+        if detection is not None:
+            m.last_success.labels(**labels).set(finished.timestamp())
+            for change in detection.changes:
+                for category in change.categories:
+                    m.changes.labels(**labels, category=category).inc()
+        if isinstance(error, SourceUnavailable | LoginFailed):
+            m.source_errors.labels(**labels, reason=error.reason).inc()
+        attempts: tuple[Attempt, ...] = ()
+        if detection is not None and detection.delivery is not None:
+            attempts = detection.delivery.attempts
+            m.deliveries.labels(**labels, result="delivered").inc()
+        elif isinstance(error, DeliveryFailed):
+            attempts = error.attempts
+            m.deliveries.labels(**labels, result="failed").inc()
+        for attempt in attempts:
+            code = "error" if attempt.status_code is None else str(attempt.status_code)
+            m.attempts.labels(**labels, code=code).inc()
+            m.webhook_duration.observe(attempt.duration_seconds)

@@ -1,0 +1,69 @@
+"""run-once: one detection pass without Kubernetes, for people without a cluster.
+
+Same client, diff, report and delivery code as the operator; the snapshot lives in a file.
+Prints the change document (the webhook's payload) on stdout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from controller.config import ConfigError, RunOnceSettings
+from controller.fogis import FogisClient
+from controller.model import Credentials, WatcherRef, WebhookSpec
+from controller.report import encode_report
+from controller.run import USER_AGENT, FogisSource, WebhookNotifier, detect
+from controller.snapshots import FileSnapshots
+from controller.webhook import RetryPolicy, WebhookSender, resolve_target
+
+
+def watcher_for(settings: RunOnceSettings) -> WatcherRef:
+    """A stable identity for delivery ids: the same account and file give the same uid."""
+    seed = f"{settings.base_url}\n{settings.username}\n{settings.previous_matches_file}"
+    return WatcherRef(
+        namespace="", name="run-once", uid=hashlib.sha256(seed.encode()).hexdigest()[:32]
+    )
+
+
+async def run_once(settings: RunOnceSettings) -> bytes:
+    """One pass; returns the encoded report. Raises DetectorError (or ConfigError) on failure."""
+    try:
+        zone = ZoneInfo(settings.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"TIME_ZONE={settings.time_zone!r} is not an IANA time zone") from None
+    credentials = Credentials(settings.username, settings.password)
+
+    async def read_credentials() -> Credentials:
+        return credentials
+
+    fogis = FogisClient(settings.base_url, timeout=settings.fogis_timeout_seconds)
+    async with httpx.AsyncClient(follow_redirects=False) as http:
+        notifier = None
+        if settings.webhook_url:
+            spec = WebhookSpec(
+                url=settings.webhook_url,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                max_attempts=settings.webhook_max_attempts,
+            )
+            secret = {"hmacKey": settings.webhook_hmac_key} if settings.webhook_hmac_key else None
+            sender = WebhookSender(http, policy=RetryPolicy(), user_agent=USER_AGENT)
+            notifier = WebhookNotifier(sender, resolve_target(spec, secret))
+        try:
+            detection = await detect(
+                watcher=watcher_for(settings),
+                zone=zone,
+                days=(settings.days_back, settings.days_ahead),
+                trigger="run-once",
+                now=datetime.now(UTC),
+                source=FogisSource(fogis, read_credentials),
+                store=FileSnapshots(Path(settings.previous_matches_file)),
+                notifier=notifier,
+            )
+        finally:
+            await fogis.aclose()
+    return encode_report(detection.report)

@@ -1,0 +1,123 @@
+"""Where the last accepted snapshot lives: a ConfigMap per watcher, or a file for run-once.
+
+Both stores hold the same document (Snapshot.to_json), so a snapshot taken by run-once could be
+loaded into a ConfigMap and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from controller.diff import Snapshot
+from controller.errors import DetectorError
+from controller.kube import Kube
+from controller.model import WatcherRef
+
+# gzip: a snapshot is ~500 bytes a match as JSON and ConfigMaps stop at 1 MiB; compressed, a
+# watcher can hold ten times more matches than a plain ConfigMap would allow.
+DATA_KEY = "snapshot.json.gz"
+WATCHER_LABEL = "matchlist.io/watcher"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "match-list-change-detector"}
+
+
+class SnapshotCorrupt(DetectorError):
+    reason = "SnapshotCorrupt"
+
+
+class SnapshotStore(Protocol):
+    async def load(self) -> Snapshot | None: ...
+
+    async def save(self, snapshot: Snapshot) -> None: ...
+
+
+def _short(value: str, limit: int) -> str:
+    """`value` if it fits, else a prefix plus a hash, so names stay unique and within limits."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    return f"{value[: limit - 11]}-{digest}"
+
+
+def config_map_name(watcher_name: str) -> str:
+    return _short(f"{watcher_name}-matchlist-snapshot", 253)
+
+
+def _parse(text: str, where: str) -> Snapshot:
+    try:
+        return Snapshot.from_json(text)
+    except ValueError as exc:
+        raise SnapshotCorrupt(
+            f"snapshot in {where} is unreadable ({exc}); delete it to record a new baseline"
+        ) from None
+
+
+class ConfigMapSnapshots:
+    """The snapshot ConfigMap of one watcher, in the watcher's namespace, owned by it."""
+
+    def __init__(self, kube: Kube, ref: WatcherRef) -> None:
+        self._kube = kube
+        self._ref = ref
+        self.name = config_map_name(ref.name)
+
+    async def load(self) -> Snapshot | None:
+        data = await self._kube.read_config_map(self._ref.namespace, self.name)
+        if data is None or DATA_KEY not in data:
+            return None
+        where = f"ConfigMap {self._ref.namespace}/{self.name}"
+        try:
+            text = gzip.decompress(data[DATA_KEY]).decode("utf-8")
+        except (OSError, EOFError, UnicodeDecodeError):
+            raise SnapshotCorrupt(
+                f"snapshot in {where} is not gzip-compressed JSON; delete it to record a new "
+                "baseline"
+            ) from None
+        return _parse(text, where)
+
+    async def save(self, snapshot: Snapshot) -> None:
+        labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}
+        await self._kube.write_config_map(
+            self._ref,
+            self.name,
+            {DATA_KEY: gzip.compress(snapshot.to_json().encode(), mtime=0)},
+            labels,
+        )
+
+
+class FileSnapshots:
+    """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    async def load(self) -> Snapshot | None:
+        text = await asyncio.to_thread(self._read)
+        return None if text is None else _parse(text, str(self._path))
+
+    async def save(self, snapshot: Snapshot) -> None:
+        await asyncio.to_thread(self._write, snapshot.to_json())
+
+    def _read(self) -> str | None:
+        try:
+            return self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DetectorError(f"cannot read {self._path}: {exc.strerror}") from None
+
+    def _write(self, text: str) -> None:
+        # Write then rename, so a crash never leaves half a snapshot behind.
+        directory = self._path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self._path.name}.")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            Path(tmp).replace(self._path)
+        except OSError as exc:
+            raise DetectorError(f"cannot write {self._path}: {exc.strerror}") from None

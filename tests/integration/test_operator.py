@@ -1,0 +1,258 @@
+"""The operator core on a real API server: schedule, trigger, suspend, validation, restart,
+probes and metrics."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.fogis import FakeFogis
+from tests.integration.harness import (
+    Cluster,
+    Operator,
+    fogis_spec,
+    metric_value,
+    ready,
+    running,
+    wait_for,
+)
+
+EVERY_2S = "* * * * * */2"  # test hook: 6th field = seconds (MLCD_ALLOW_SECONDS_SCHEDULES)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    condition = ready(status)
+    assert condition is not None, f"no Ready condition in {status}"
+    return condition
+
+
+def _runs_at_least(count: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: status.get("executionCount", 0) >= count
+
+
+def test_scheduled_runs_fill_status_and_columns(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    cluster.create_watcher(namespace, "anna", fogis_spec(fogis.base_url, credentials, EVERY_2S))
+    status = cluster.wait_status(namespace, "anna", "two scheduled runs", _runs_at_least(2))
+    assert _ready(status)["status"] == "True"
+    assert status["matchCount"] > 0
+    assert status["observedGeneration"] == 1
+    slot = _ts(status["lastScheduleTime"])
+    assert slot.second % 2 == 0
+    assert slot.microsecond == 0
+    assert _ts(status["nextExecutionTime"]) > _ts(status["lastExecutionTime"])
+    assert status["lastSuccessfulTime"]
+    cluster.wait_event(namespace, "anna", "RunSucceeded")
+    assert cluster.event_reasons(namespace, "anna")[0] == "Baseline"
+    table = cluster.kubectl("get", "mw", "-n", namespace)
+    header = table.splitlines()[0].split()
+    assert header == [
+        "NAME", "SCHEDULE", "SUSPENDED", "LAST", "RUN", "NEXT", "RUN",
+        "RUNS", "CHANGES", "READY", "AGE",
+    ]  # fmt: skip
+    row = table.splitlines()[1].split()
+    assert row[0] == "anna"
+    assert "True" in row
+
+
+def test_next_run_is_shown_before_the_first_run(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    spec = fogis_spec(fogis.base_url, credentials, "@yearly", timeZone="Europe/Stockholm")
+    cluster.create_watcher(namespace, "yearly", spec)
+    status = cluster.wait_status(
+        namespace, "yearly", "nextExecutionTime", lambda s: s.get("nextExecutionTime")
+    )
+    next_run = _ts(status["nextExecutionTime"])
+    # Midnight of 1 January in Stockholm is 23:00 UTC on 31 December.
+    assert (next_run.month, next_run.day, next_run.hour) == (12, 31, 23)
+    assert _ready(status)["reason"] == "Scheduled"
+    assert "executionCount" not in status
+    assert fogis.fetches == 0
+
+
+def test_manual_trigger_runs_once_per_value_even_when_suspended(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    spec = fogis_spec(fogis.base_url, credentials, EVERY_2S, suspend=True)
+    cluster.create_watcher(namespace, "manual", spec)
+    status = cluster.wait_status(namespace, "manual", "Ready", ready)
+    assert _ready(status)["reason"] == "Suspended"
+    assert status.get("nextExecutionTime") is None
+
+    cluster.trigger(namespace, "manual", "first")
+    status = cluster.wait_status(
+        namespace, "manual", "manual run", lambda s: s.get("lastHandledTrigger") == "first", 10
+    )
+    assert status["executionCount"] == 1
+    assert "lastScheduleTime" not in status  # a manual run belongs to no slot
+
+    cluster.trigger(namespace, "manual", "first")  # the same value again: nothing happens
+    time.sleep(3)
+    assert cluster.status(namespace, "manual")["executionCount"] == 1
+
+    cluster.trigger(namespace, "manual", "second")
+    status = cluster.wait_status(namespace, "manual", "second run", _runs_at_least(2), 10)
+    assert status["lastHandledTrigger"] == "second"
+    assert status["executionCount"] == 2
+
+
+def test_suspend_stops_scheduled_runs_and_resume_restarts_them(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    cluster.create_watcher(namespace, "pause", fogis_spec(fogis.base_url, credentials, EVERY_2S))
+    cluster.wait_status(namespace, "pause", "a run", _runs_at_least(1))
+    cluster.patch_spec(namespace, "pause", {"suspend": True})
+    status = cluster.wait_status(
+        namespace,
+        "pause",
+        "suspended",
+        lambda s: s.get("observedGeneration") == 2 and s.get("nextExecutionTime") is None,
+    )
+    count = status["executionCount"]
+    time.sleep(5)  # two and a half slots
+    assert cluster.status(namespace, "pause")["executionCount"] == count
+    cluster.patch_spec(namespace, "pause", {"suspend": False})
+    status = cluster.wait_status(namespace, "pause", "runs again", _runs_at_least(count + 2), 15)
+    assert status.get("nextExecutionTime")
+
+
+def test_invalid_schedule_and_zone_are_reported_and_recover(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    base = fogis.base_url
+    cluster.create_watcher(namespace, "good", fogis_spec(base, credentials, EVERY_2S))
+    cluster.create_watcher(namespace, "badcron", fogis_spec(base, credentials, "61 * * * *"))
+    cluster.create_watcher(
+        namespace, "badzone", fogis_spec(base, credentials, "@daily", timeZone="Mars/Olympus")
+    )
+    for name, reason in (("badcron", "InvalidSchedule"), ("badzone", "UnknownTimeZone")):
+        status = cluster.wait_status(namespace, name, "Ready condition", ready)
+        assert (_ready(status)["status"], _ready(status)["reason"]) == ("False", reason)
+        assert cluster.wait_event(namespace, name, reason).type == "Warning"
+        assert "executionCount" not in status
+        assert status.get("nextExecutionTime") is None
+    cluster.wait_status(namespace, "good", "good keeps running", _runs_at_least(2))
+
+    cluster.patch_spec(namespace, "badcron", {"schedule": EVERY_2S})
+    cluster.patch_spec(namespace, "badzone", {"timeZone": "Europe/Stockholm", "schedule": EVERY_2S})
+    for name in ("badcron", "badzone"):
+        status = cluster.wait_status(namespace, name, "recovered", _runs_at_least(1))
+        assert _ready(status)["status"] == "True"
+
+
+def _sleep_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
+def _delete_with(cluster: Cluster, namespace: str, name: str) -> None:
+    """Delete while an operator runs (it removes its finalizer) and wait until it is gone."""
+    cluster.delete_watcher(namespace, name)
+    wait_for("deletion", lambda: not cluster.exists(namespace, name), timeout=15)
+
+
+def test_restart_runs_one_missed_slot_inside_the_deadline(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    # Slots at :00, :20 and :40 of every minute.
+    spec = fogis_spec(fogis.base_url, credentials, "* * * * * */20", startingDeadlineSeconds=15)
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op1.log")):
+        cluster.create_watcher(namespace, "restart", spec)
+        first = cluster.wait_status(
+            namespace, "restart", "a scheduled run", lambda s: s.get("lastScheduleTime"), 30
+        )
+    # Down across the next slot; back 5 s after it (inside the 15 s deadline).
+    _sleep_until(_ts(first["lastScheduleTime"]) + timedelta(seconds=25))
+    before = cluster.status(namespace, "restart")
+    assert before["lastScheduleTime"] == first["lastScheduleTime"]
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")):
+        status = cluster.wait_status(
+            namespace, "restart", "catch-up run", _runs_at_least(before["executionCount"] + 1), 10
+        )
+        caught_up = _ts(status["lastScheduleTime"])
+        assert caught_up > _ts(first["lastScheduleTime"])
+        assert caught_up.second % 20 == 0
+        assert (datetime.now(UTC) - caught_up).total_seconds() < 19  # the latest slot only
+        assert status["executionCount"] == before["executionCount"] + 1
+        assert cluster.event_reasons(namespace, "restart").count("Baseline") == 1
+        _delete_with(cluster, namespace, "restart")
+
+
+def test_restart_skips_a_missed_slot_past_the_deadline(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    spec = fogis_spec(fogis.base_url, credentials, "* * * * * */20", startingDeadlineSeconds=3)
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op1.log")):
+        cluster.create_watcher(namespace, "late", spec)
+        first = cluster.wait_status(
+            namespace, "late", "a scheduled run", lambda s: s.get("lastScheduleTime"), 30
+        )
+    # Down across the next slot; back 6 s after it, past the 3 s deadline.
+    _sleep_until(_ts(first["lastScheduleTime"]) + timedelta(seconds=26))
+    before = cluster.status(namespace, "late")
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")):
+        cluster.wait_event(namespace, "late", "MissedSchedule")
+        assert cluster.status(namespace, "late")["executionCount"] == before["executionCount"]
+        status = cluster.wait_status(
+            namespace, "late", "the next slot", _runs_at_least(before["executionCount"] + 1), 25
+        )
+        assert status["executionCount"] == before["executionCount"] + 1
+        assert (datetime.now(UTC) - _ts(status["lastScheduleTime"])).total_seconds() < 5
+        _delete_with(cluster, namespace, "late")
+
+
+def test_probes_metrics_and_series_removed_on_delete(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    cluster.create_watcher(namespace, "metered", fogis_spec(fogis.base_url, credentials, EVERY_2S))
+    cluster.wait_status(namespace, "metered", "two runs", _runs_at_least(2))
+    # kopf caches probe results for 10 s.
+    health = wait_for("probe", lambda: (h := operator.health())["watchers"] == 1 and h, 15)
+    assert health["watchers"] == 1
+    assert 0 <= health["secondsSinceLastSuccess"] < 30
+    text = operator.metrics()
+    labels = {"namespace": namespace, "name": "metered"}
+    runs = metric_value(
+        text, "matchwatcher_runs_total", {**labels, "trigger": "schedule", "result": "success"}
+    )
+    assert runs is not None
+    assert runs >= 2
+    assert metric_value(text, "matchwatcher_last_success_timestamp_seconds", labels)
+    assert "matchwatcher_run_duration_seconds_bucket" in text
+    assert "matchwatcher_schedule_lag_seconds_bucket" in text
+    assert "\nmatchwatcher_watchers 1.0" in text
+    _delete_with(cluster, namespace, "metered")
+    wait_for("series removed", lambda: 'name="metered"' not in operator.metrics(), timeout=15)
+    assert "\nmatchwatcher_watchers 0.0" in operator.metrics()
+
+
+def test_sigterm_lets_a_running_run_finish_and_exits_zero(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    fogis.timeout_delay = 3  # the fetch takes 3 s (below the operator's 5 s FOGIS timeout)
+    op = Operator(cluster.kubeconfig, [namespace], tmp_path / "op.log").start()
+    try:
+        cluster.create_watcher(namespace, "slow", fogis_spec(fogis.base_url, credentials))
+        cluster.wait_status(namespace, "slow", "Ready", ready)
+        fogis.fail_next("timeout")
+        cluster.trigger(namespace, "slow", "go")
+        wait_for("a login", lambda: fogis.logins >= 1, timeout=10)
+        time.sleep(0.5)  # the match list request is now being held back by the fake
+        code = op.stop(signal.SIGTERM)
+    finally:
+        op.stop()
+    assert code == 0
+    status = cluster.status(namespace, "slow")
+    assert status.get("lastHandledTrigger") == "go"
+    assert status.get("executionCount") == 1
+    assert _ready(status)["status"] == "True"
+    cluster.force_delete_watcher(namespace, "slow")
