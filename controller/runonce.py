@@ -47,6 +47,8 @@ async def run_once(settings: RunOnceSettings) -> bytes:
         if settings.webhook_url:
             spec = WebhookSpec(
                 url=settings.webhook_url,
+                # The HMAC key plays the part of the webhook Secret's hmacKey.
+                secret_name="WEBHOOK_HMAC_KEY" if settings.webhook_hmac_key else None,
                 timeout_seconds=settings.webhook_timeout_seconds,
                 max_attempts=settings.webhook_max_attempts,
             )

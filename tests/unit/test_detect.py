@@ -1,0 +1,153 @@
+"""The detection pass against test doubles at its seams (source, store, notifier): baseline,
+at-least-once delivery, and failures that must leave the snapshot alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from controller.diff import Snapshot, Window
+from controller.errors import SourceUnavailable
+from controller.model import WatcherRef
+from controller.run import ChangesPending, detect
+from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
+from tests.fakes.fogis import make_match
+
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+WATCHER = WatcherRef("referees", "anna", "uid-1")
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+class Source:
+    def __init__(self, matches: list[dict[str, Any]]) -> None:
+        self.matches = matches
+        self.error: Exception | None = None
+        self.windows: list[Window] = []
+
+    async def fetch(self, today: date, window: Window) -> list[Any]:
+        self.windows.append(window)
+        if self.error is not None:
+            raise self.error
+        return self.matches
+
+
+class Store:
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.saves = 0
+
+    async def load(self) -> Snapshot | None:
+        return self.snapshot
+
+    async def save(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.saves += 1
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self.bodies: list[tuple[bytes, str]] = []
+        self.fail = False
+
+    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
+        self.bodies.append((body, delivery_id))
+        if self.fail:
+            attempt = Attempt(503, None, 0.01)
+            raise DeliveryFailed("webhook answered 503", attempts=(attempt,), last_status_code=503)
+        return DeliveryResult(204, (Attempt(204, None, 0.01),))
+
+
+async def run(source: Source, store: Store, notifier: Notifier | None) -> Any:
+    return await detect(
+        watcher=WATCHER,
+        zone=STOCKHOLM,
+        days=(7, 30),
+        trigger="manual",
+        now=NOW,
+        source=source,
+        store=store,
+        notifier=notifier,
+    )
+
+
+def matches(*overrides: Mapping[str, Any]) -> list[dict[str, Any]]:
+    base = [make_match(1000 + i, on=date(2026, 12, 1 + i)) for i in range(3)]
+    return [{**m, **o} for m, o in zip(base, [*overrides, {}, {}, {}], strict=False)]
+
+
+async def test_baseline_stores_and_sends_nothing() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    detection = await run(source, store, notifier)
+    assert detection.baseline
+    assert detection.match_count == 3
+    assert detection.changes == []
+    assert detection.report["changes"] == []
+    assert store.saves == 1
+    assert notifier.bodies == []
+    # The window is computed in the watcher's zone: 28 Nov minus 7 days, plus 30 days.
+    assert source.windows == [Window(date(2026, 11, 21), date(2026, 12, 28))]
+
+
+async def test_no_change_no_request_no_write() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    detection = await run(source, store, notifier)
+    assert not detection.baseline
+    assert detection.summary.total == 0
+    assert notifier.bodies == []
+    assert store.saves == 1
+
+
+async def test_change_is_delivered_then_snapshot_advances() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches({"avsparkstid": "21:30"})
+    detection = await run(source, store, notifier)
+    assert [c.categories for c in detection.changes] == [("time_change",)]
+    assert len(notifier.bodies) == 1
+    assert notifier.bodies[0][1] == detection.report["id"]
+    assert detection.delivery.status_code == 204
+    assert store.saves == 2
+
+
+async def test_failed_delivery_keeps_snapshot_and_the_same_id() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    baseline = store.snapshot
+    source.matches = matches({"installd": True})
+    notifier.fail = True
+    for _ in range(2):
+        with pytest.raises(ChangesPending) as caught:
+            await run(source, store, notifier)
+        assert [c.categories for c in caught.value.changes] == [("cancelled",)]
+        assert store.snapshot is baseline
+    ids = {delivery_id for _, delivery_id in notifier.bodies}
+    assert len(ids) == 1  # a retried delivery of the same change carries the same id
+    notifier.fail = False
+    detection = await run(source, store, notifier)
+    assert detection.report["id"] in ids
+    assert store.snapshot is not baseline
+
+
+async def test_failed_fetch_is_never_compared() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.error = SourceUnavailable("FOGIS answered HTTP 500")
+    with pytest.raises(SourceUnavailable):
+        await run(source, store, notifier)
+    assert store.saves == 1
+    assert notifier.bodies == []
+
+
+async def test_without_notifier_snapshot_advances_at_once() -> None:
+    source, store = Source(matches()), Store()
+    await run(source, store, None)
+    source.matches = matches()[1:]
+    detection = await run(source, store, None)
+    assert [c.type for c in detection.changes] == ["removed"]
+    assert detection.delivery is None
+    assert store.saves == 2

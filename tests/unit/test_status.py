@@ -1,0 +1,149 @@
+"""The status a run writes, and the Ready condition's transition rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.diff import Summary
+from controller.status import (
+    Readiness,
+    RunRecord,
+    WebhookState,
+    conditions_with,
+    parse_timestamp,
+    status_after_run,
+    status_seen,
+    timestamp,
+)
+
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+T1 = T0 + timedelta(seconds=2)
+OK = Readiness(True, "Succeeded", "fine")
+
+
+def record(**changes: Any) -> RunRecord:
+    base: dict[str, Any] = {
+        "started": T0,
+        "finished": T1,
+        "slot": T0,
+        "handled_trigger": None,
+        "readiness": OK,
+        "error": None,
+        "match_count": 14,
+        "summary": Summary(new=1, removed=0, changed=2),
+        "delivered": True,
+        "webhook": None,
+    }
+    return RunRecord(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("previous", "readiness", "transition"),
+    [
+        ([], OK, "2026-11-28T10:00:02Z"),
+        # Same status: the transition time stays, reason and message move on.
+        (
+            [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            OK,
+            "2026-01-01T00:00:00Z",
+        ),
+        # Status flips: the transition time is now.
+        (
+            [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            OK,
+            "2026-11-28T10:00:02Z",
+        ),
+    ],
+)
+def test_ready_transition_time(
+    previous: list[dict[str, Any]], readiness: Readiness, transition: str
+) -> None:
+    conditions = conditions_with(previous, readiness, T1, 3)
+    assert conditions == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Succeeded",
+            "message": "fine",
+            "lastTransitionTime": transition,
+            "observedGeneration": 3,
+        }
+    ]
+
+
+def test_other_conditions_are_kept() -> None:
+    other = {"type": "Other", "status": "True"}
+    assert conditions_with([other], OK, T1, None)[0] == other
+
+
+def test_successful_scheduled_run() -> None:
+    patch = status_after_run(
+        {"executionCount": 41, "changeCount": 6}, record(), next_time=T0 + timedelta(hours=1),
+        generation=3,
+    )  # fmt: skip
+    assert patch["executionCount"] == 42
+    assert patch["changeCount"] == 9
+    assert patch["lastChange"] == {"time": "2026-11-28T10:00:02Z", "new": 1, "removed": 0,
+                                   "changed": 2}  # fmt: skip
+    assert patch["lastScheduleTime"] == "2026-11-28T10:00:00Z"
+    assert patch["lastExecutionTime"] == "2026-11-28T10:00:00Z"
+    assert patch["lastSuccessfulTime"] == "2026-11-28T10:00:02Z"
+    assert patch["nextExecutionTime"] == "2026-11-28T11:00:00Z"
+    assert patch["lastError"] is None
+    assert patch["matchCount"] == 14
+    assert "lastHandledTrigger" not in patch
+
+
+def test_failed_manual_run_counts_no_changes_and_keeps_last_success() -> None:
+    failure = record(
+        slot=None,
+        handled_trigger="2026-11-28T10:00:00Z",
+        readiness=Readiness(False, "WebhookFailing", "webhook answered 503"),
+        error="webhook answered 503",
+        delivered=False,
+        webhook=WebhookState(None, 503, 2, 3, None),
+    )
+    patch = status_after_run({"changeCount": 6}, failure, next_time=None, generation=1)
+    assert "changeCount" not in patch  # undelivered changes are counted once, when accepted
+    assert "lastChange" not in patch
+    assert "lastSuccessfulTime" not in patch
+    assert "lastScheduleTime" not in patch
+    assert patch["lastHandledTrigger"] == "2026-11-28T10:00:00Z"
+    assert patch["lastError"] == "webhook answered 503"
+    assert patch["nextExecutionTime"] is None
+    assert patch["webhook"] == {
+        "lastDeliveryTime": None,
+        "lastStatusCode": 503,
+        "consecutiveFailures": 2,
+        "pendingChanges": 3,
+        "lastDeliveryId": None,
+    }
+
+
+def test_seen_status() -> None:
+    patch = status_seen(
+        {}, Readiness(True, "Scheduled", "next"), now=T0, next_time=T1, generation=2
+    )
+    assert patch["nextExecutionTime"] == "2026-11-28T10:00:02Z"
+    assert patch["observedGeneration"] == 2
+    assert patch["conditions"][0]["reason"] == "Scheduled"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-28T10:00:00Z", T0),
+        ("2026-11-28T11:00:00+01:00", T0),
+        ("2026-11-28T10:00:00", T0),
+        ("yesterday", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_parse_timestamp(value: Any, expected: datetime | None) -> None:
+    assert parse_timestamp(value) == expected
+    if expected is not None:
+        assert timestamp(parse_timestamp(value)) == "2026-11-28T10:00:00Z"
