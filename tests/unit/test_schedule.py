@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -10,10 +10,10 @@ from controller.errors import InvalidSpec
 from controller.schedule import MAX_COUNTED_MISSES, Plan, parse_schedule, plan
 
 
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-) -> datetime:
-    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+def utc(*fields: int) -> datetime:
+    return datetime.fromisoformat(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00".format(*fields, 0, 0, 0)
+    )
 
 
 @pytest.mark.parametrize(
