@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RESULTS := .cache/test-results
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint format unit integration test bench demo cluster-up cluster-down \
+.PHONY: help setup lint format unit integration test bench demo demo-down cluster-up cluster-down \
 	render chart-check clean
 
 help: ## list the targets
@@ -41,6 +41,12 @@ test: lint unit integration ## everything: lint, types, unit and integration tes
 
 bench: setup ## print performance figures (diff speed, ...); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
+
+demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, operator, webhook (KEEP=1 keeps it)
+	$(BIN)/python -m hack.demo
+
+demo-down: ## stop what `make demo KEEP=1` left running, and the local control plane
+	$(BIN)/python -m hack.demo down
 
 cluster-up: setup ## start the local control plane (builds it the first time)
 	hack/local-cluster up

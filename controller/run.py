@@ -182,7 +182,8 @@ def _describe_success(detection: Detection) -> str:
     )
     if detection.delivery is not None:
         d = detection.delivery
-        text += f"; delivered (HTTP {d.status_code}, {len(d.attempts)} attempts)"
+        attempts = f"{len(d.attempts)} attempt" + ("s" if len(d.attempts) > 1 else "")
+        text += f"; delivered (HTTP {d.status_code}, {attempts})"
     return text
 
 
