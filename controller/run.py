@@ -32,6 +32,7 @@ from controller.diff import (
 from controller.errors import DetectorError, LoginFailed, SecretNotFound, SourceUnavailable
 from controller.fogis import FogisClient
 from controller.kube import Kube
+from controller.loginguard import LoginGuard
 from controller.metrics import Metrics
 from controller.model import Credentials, WatcherRef, WatcherSpec
 from controller.report import build_report, delivery_id, encode_report
@@ -42,6 +43,7 @@ from controller.status import (
     WebhookState,
     parse_timestamp,
     status_after_run,
+    timestamp,
 )
 from controller.webhook import (
     Attempt,
@@ -215,6 +217,7 @@ class WatcherRunner:
             user_agent=USER_AGENT,
         )
         self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
+        self._logins = LoginGuard()
 
     async def aclose(self) -> None:
         for _, client in self._sessions.values():
@@ -224,6 +227,7 @@ class WatcherRunner:
 
     async def forget(self, ref: WatcherRef) -> None:
         """Drop a deleted watcher's session and metric series."""
+        self._logins.accepted((ref.namespace, ref.name))
         session = self._sessions.pop((ref.namespace, ref.name), None)
         if session is not None:
             await session[1].aclose()
@@ -273,10 +277,21 @@ class WatcherRunner:
         if slot is not None:
             self._metrics.schedule_lag.observe(max(0.0, (started - slot).total_seconds()))
 
+        key = (ref.namespace, ref.name)
+        tried: list[Credentials] = []
+
         async def read_credentials() -> Credentials:
             name = spec.fogis.credentials_secret
             data = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
-            return credentials_from(data, f"Secret {ref.namespace}/{name}")
+            credentials = credentials_from(data, f"Secret {ref.namespace}/{name}")
+            blocked = self._logins.blocked_until(key, credentials, started)
+            if blocked is not None and trigger == "schedule":
+                raise LoginFailed(
+                    "FOGIS rejected these credentials; scheduled runs retry them after "
+                    f"{timestamp(blocked)} (a changed Secret or a manual trigger retries at once)"
+                )
+            tried.append(credentials)
+            return credentials
 
         detection: Detection | None = None
         error: DetectorError | None = None
@@ -297,6 +312,11 @@ class WatcherRunner:
         except Exception as exc:  # a bug must fail this run only, never the operator
             log.exception("run of %s/%s failed unexpectedly", ref.namespace, ref.name)
             error = DetectorError(f"internal error: {type(exc).__name__}")
+        if tried:  # a login was attempted: remember the verdict on these credentials
+            if isinstance(error, LoginFailed):
+                self._logins.rejected(key, tried[-1], started)
+            elif error is None:
+                self._logins.accepted(key)
         finished = self._clock()
         record = self._record(
             started=started,
