@@ -20,14 +20,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from controller.errors import KubernetesError, SecretNotFound
+from controller.errors import DetectorError, KubernetesError, SecretNotFound
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
 
 T = TypeVar("T")
-
-
-def _describe(exc: ApiException) -> str:
-    return f"{exc.status} {exc.reason}".strip()
 
 
 class Kube:
@@ -53,70 +49,77 @@ class Kube:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        errors: Mapping[int, DetectorError] | None = None,
+        absent_ok: bool = False,
+    ) -> T | None:
+        """Run a client call in the pool; None for a 404 when `absent_ok`, else our own error
+        (from `errors` by HTTP status, or a KubernetesError naming `what`)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except ApiException as exc:
+            if exc.status == 404 and absent_ok:
+                return None
+            known = (errors or {}).get(exc.status)
+            if known is not None:
+                raise known from None
+            raise KubernetesError(f"{what}: {exc.status} {exc.reason}".strip()) from None
+        except HTTPError as exc:
+            raise KubernetesError(f"{what}: {type(exc).__name__}") from None
 
     async def read_secret(self, namespace: str, name: str, *, purpose: str) -> dict[str, str]:
         """Decoded data of a Secret in the watcher's own namespace."""
-        try:
-            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise SecretNotFound(f"{purpose} Secret {namespace}/{name} not found") from None
-            if exc.status == 403:
-                raise SecretNotFound(
-                    f"the operator may not read {purpose} Secret {namespace}/{name} (RBAC)"
-                ) from None
-            raise KubernetesError(f"reading Secret {namespace}/{name}: {_describe(exc)}") from None
-        except HTTPError as exc:
-            raise KubernetesError(
-                f"reading Secret {namespace}/{name}: {type(exc).__name__}"
-            ) from None
+        where = f"{purpose} Secret {namespace}/{name}"
+        secret = await self._call(
+            f"reading {where}",
+            self._core.read_namespaced_secret,
+            name,
+            namespace,
+            errors={
+                404: SecretNotFound(f"{where} not found"),
+                403: SecretNotFound(f"the operator may not read {where} (RBAC)"),
+            },
+        )
         decoded: dict[str, str] = {}
-        for key, value in (secret.data or {}).items():
+        for key, value in ((secret.data if secret is not None else None) or {}).items():
             try:
                 decoded[key] = base64.b64decode(value).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
-                raise SecretNotFound(
-                    f"{purpose} Secret {namespace}/{name} key {key!r} is not UTF-8 text"
-                ) from None
+                raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
         return decoded
 
     async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]:
         """One merge patch of the status subresource; returns the new status."""
-        try:
-            result = await self._call(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                ref.namespace,
-                PLURAL,
-                ref.name,
-                {"status": dict(status)},
-            )
-        except ApiException as exc:
-            raise KubernetesError(
-                f"patching status of {ref.namespace}/{ref.name}: {_describe(exc)}"
-            ) from None
-        except HTTPError as exc:
-            raise KubernetesError(f"patching status: {type(exc).__name__}") from None
+        result = await self._call(
+            f"patching status of {ref.namespace}/{ref.name}",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+            {"status": dict(status)},
+        )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         new_status: dict[str, Any] = obj.get("status") or {}
         return new_status
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """data and binaryData of a ConfigMap as bytes, or None when it does not exist."""
-        try:
-            cm = await self._call(self._core.read_namespaced_config_map, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(
-                f"reading ConfigMap {namespace}/{name}: {_describe(exc)}"
-            ) from None
-        except HTTPError as exc:
-            raise KubernetesError(f"reading ConfigMap: {type(exc).__name__}") from None
+        cm = await self._call(
+            f"reading ConfigMap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+            absent_ok=True,
+        )
+        if cm is None:
+            return None
         merged = {key: value.encode() for key, value in (cm.data or {}).items()}
         for key, value in (cm.binary_data or {}).items():
             try:
@@ -155,18 +158,14 @@ class Kube:
             },
             "binaryData": {k: base64.b64encode(v).decode() for k, v in binary_data.items()},
         }
-        try:
-            try:
-                await self._call(
-                    self._core.replace_namespaced_config_map, name, ref.namespace, body
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                await self._call(self._core.create_namespaced_config_map, ref.namespace, body)
-        except ApiException as exc:
-            raise KubernetesError(
-                f"writing ConfigMap {ref.namespace}/{name}: {_describe(exc)}"
-            ) from None
-        except HTTPError as exc:
-            raise KubernetesError(f"writing ConfigMap: {type(exc).__name__}") from None
+        what = f"writing ConfigMap {ref.namespace}/{name}"
+        replaced = await self._call(
+            what,
+            self._core.replace_namespaced_config_map,
+            name,
+            ref.namespace,
+            body,
+            absent_ok=True,
+        )
+        if replaced is None:
+            await self._call(what, self._core.create_namespaced_config_map, ref.namespace, body)

@@ -35,10 +35,11 @@ from datetime import date, datetime, timedelta
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
+
+from tests.fakes.background import BackgroundServer
 
 AUTH_COOKIE = "FogisMobilDomarKlient.ASPXAUTH"
 IDSRV_COOKIE = "idsrv"
@@ -145,8 +146,10 @@ def _hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}" />'
 
 
-class FakeFogis:
+class FakeFogis(BackgroundServer):
     """FOGIS on 127.0.0.1; every control is thread-safe and applies to the next requests."""
+
+    thread_name = "fake-fogis"
 
     def __init__(
         self,
@@ -171,8 +174,7 @@ class FakeFogis:
         self.expired_answer = expired_answer
         # How long a "timeout" failure holds its answer back: longer than the client's timeout.
         self.timeout_delay = timeout_delay
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._lock = threading.Lock()
         self._users = dict(users or {})
         self._matches = [dict(m) for m in matches]
@@ -184,9 +186,6 @@ class FakeFogis:
         self._login_attempts = 0
         self._fetches = 0
         self._last_filter: dict[str, Any] | None = None
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -198,41 +197,8 @@ class FakeFogis:
     def base_url(self) -> str:
         return f"{self.origin}/mdk"
 
-    def start(self) -> None:
-        if self._server is not None:
-            return
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-fogis-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeFogis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        return _Server(address, self)
 
     # --- controls --------------------------------------------------------------------------------
 

@@ -27,8 +27,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.fakes.background import BackgroundServer
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: tests look at the recordings, the CLI prints its own lines."""
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundServer):
+    thread_name = "webhook-receiver"
+
     def __init__(
         self,
         *,
@@ -98,17 +101,13 @@ class WebhookReceiver:
         hmac_key: bytes | str | None = None,
         on_request: Callable[[Received], None] | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._hmac_key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
         # Runs in the handler thread after the request is recorded and before the reply is sent.
         self.on_request = on_request
         self._changed = threading.Condition()
         self._requests: list[Received] = []
         self._replies: deque[Reply] = deque()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -133,43 +132,16 @@ class WebhookReceiver:
                 )
             return list(self._requests)
 
+    def _make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        return _Server(address, self)
+
     def up(self) -> None:
         """Start listening; after `down()` this reuses the same port, so clients keep their URL."""
-        if self._server is not None:
-            return
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"webhook-receiver-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.start()
 
     def down(self) -> None:
         """Close the listening socket, so new connections are refused, and abort delayed replies."""
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> WebhookReceiver:
-        self.up()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.down()
+        self.stop()
 
     def _signature_valid(self, headers: Mapping[str, str], body: bytes) -> bool | None:
         if self._hmac_key is None:
