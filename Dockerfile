@@ -22,9 +22,11 @@ COPY controller ./controller
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
+# PYTHONSAFEPATH: `python -m` must not put the working directory in front of site-packages.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONFAULTHANDLER=1 \
+    PYTHONSAFEPATH=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -36,8 +38,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin app
+LABEL org.opencontainers.image.title="match-list-change-detector" \
+      org.opencontainers.image.description="Kubernetes operator watching FOGIS referee match lists"
 USER 10001:10001
-WORKDIR /tmp
+WORKDIR /
 # kopf's liveness endpoint and Prometheus metrics (MLCD_HEALTH_PORT, MLCD_METRICS_PORT).
 EXPOSE 8081 8080
 ENTRYPOINT ["python", "-m", "controller", "operator"]

@@ -8,7 +8,7 @@ RESULTS := .cache/test-results
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lint format unit integration test bench demo demo-down cluster-up cluster-down \
-	render chart-check clean
+	tools render chart-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ unit: setup ## unit tests (pure cores, adapters against local fakes)
 integration: setup ## integration tests against a real local etcd + kube-apiserver
 	$(BIN)/pytest tests/integration -q --junitxml=$(RESULTS)/integration.xml
 
-test: lint unit integration ## everything: lint, types, unit and integration tests
+test: lint unit integration chart-check ## everything: lint, types, unit/integration tests, chart checks
 	$(BIN)/python hack/check_results.py $(RESULTS)/unit.xml $(RESULTS)/integration.xml
 
 bench: setup ## print performance figures (diff speed, ...); no pass/fail thresholds
@@ -47,6 +47,15 @@ demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, op
 
 demo-down: ## stop what `make demo KEEP=1` left running, and the local control plane
 	$(BIN)/python -m hack.demo down
+
+tools: ## build helm and kubeconform once into the per-user cache
+	hack/tools
+
+render: ## render the Helm chart into the raw manifests in deploy/
+	hack/render-manifests
+
+chart-check: setup ## helm lint --strict, helm template | kubeconform -strict (offline), hadolint, deploy/ up to date
+	hack/chart-check
 
 cluster-up: setup ## start the local control plane (builds it the first time)
 	hack/local-cluster up

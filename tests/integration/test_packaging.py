@@ -1,0 +1,167 @@
+"""What users install, on the real API server: helm install (CRD, RBAC, Deployment), the
+operator running with nothing but the chart's ServiceAccount, and `kubectl apply -f deploy/`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.fogis import FakeFogis, sample_matches
+from tests.fakes.receiver import WebhookReceiver
+from tests.integration.harness import ROOT, Cluster, Operator, fogis_spec, ready, running
+
+CHART = ROOT / "charts" / "match-list-change-detector"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    result = subprocess.run(
+        [str(ROOT / "hack" / "tools"), "helm"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"cannot build helm: {result.stderr[-2000:]}")
+    return result.stdout.strip()
+
+
+def run_helm(helm: str, cluster: Cluster, *args: str) -> str:
+    result = subprocess.run(
+        [helm, f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def release(helm: str, cluster: Cluster, namespace: str) -> Iterator[tuple[str, str]]:
+    """The chart installed in a fresh namespace, serving only `namespace` (Role per namespace)."""
+    name = f"mlcd-{uuid.uuid4().hex[:6]}"
+    install_ns = cluster.new_namespace("mlcd")
+    run_helm(
+        helm, cluster, "install", name, str(CHART), "-n", install_ns,
+        # The CRD is already applied by the session fixture; the release adopts it.
+        "--take-ownership",
+        "--set", f"watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    yield name, install_ns
+    run_helm(helm, cluster, "uninstall", name, "-n", install_ns)
+
+
+def test_helm_install_creates_crd_rbac_and_deployment(
+    cluster: Cluster, namespace: str, release: tuple[str, str]
+) -> None:
+    name, install_ns = release
+    fullname = f"{name}-match-list-change-detector"
+    crd = json.loads(cluster.kubectl("get", "crd", "matchwatchers.matchlist.io", "-o", "json"))
+    established = [c for c in crd["status"]["conditions"] if c["type"] == "Established"]
+    assert established[0]["status"] == "True"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    deployment = json.loads(
+        cluster.kubectl("get", "deployment", fullname, "-n", install_ns, "-o", "json")
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert f"--namespace={namespace}" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int)
+    cluster.kubectl("get", "serviceaccount", fullname, "-n", install_ns)
+    cluster.kubectl("get", "role,rolebinding", fullname, "-n", namespace)
+    cluster.kubectl("get", "service", fullname, "-n", install_ns)
+
+
+def _service_account_kubeconfig(cluster: Cluster, account: str, ns: str, path: Path) -> str:
+    token = cluster.kubectl("create", "token", account, "-n", ns, "--duration=1h").strip()
+    admin = json.loads(Path(cluster.kubeconfig).read_text())
+    admin["users"] = [{"name": "sa", "user": {"token": token}}]
+    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]
+    admin["current-context"] = "sa"
+    path.write_text(json.dumps(admin))
+    return str(path)
+
+
+def test_operator_as_the_charts_service_account(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, str],
+    fogis: FakeFogis,
+    credentials: str,
+    tmp_path: Path,
+) -> None:
+    name, install_ns = release
+    account = f"{name}-match-list-change-detector"
+    kubeconfig = _service_account_kubeconfig(cluster, account, install_ns, tmp_path / "sa.json")
+    with (
+        WebhookReceiver() as hook,
+        running(Operator(kubeconfig, [namespace], tmp_path / "operator.log")) as operator,
+    ):
+        spec = fogis_spec(fogis.base_url, credentials, webhook={"url": hook.url})
+        cluster.create_watcher(namespace, "rbac", spec)
+        cluster.trigger(namespace, "rbac", "baseline")
+        cluster.wait_status(namespace, "rbac", "baseline", lambda s: s.get("matchCount"), 15)
+        fogis.set_matches(sample_matches()[1:])  # one match removed
+        cluster.trigger(namespace, "rbac", "change")
+        status = cluster.wait_status(
+            namespace, "rbac", "delivered", lambda s: s.get("lastHandledTrigger") == "change", 15
+        )
+        condition = ready(status)
+        assert condition is not None
+        assert (condition["status"], condition["reason"]) == ("True", "Succeeded")
+        assert status["webhook"]["lastStatusCode"] == 204
+        assert len(hook.requests) == 1
+        cluster.wait_event(namespace, "rbac", "RunSucceeded")  # Events are allowed too
+        cluster.core.read_namespaced_config_map("rbac-matchlist-snapshot", namespace)
+        cluster.delete_watcher(namespace, "rbac")  # the operator removes its finalizer
+        logs = operator.logs()
+    assert "403" not in logs
+    assert "Forbidden" not in logs
+
+    def can_i(*args: str) -> str:
+        result = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "auth", "can-i", *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    # What it needs...
+    assert can_i("get", "secrets", "-n", namespace) == "yes"
+    assert can_i("patch", "matchwatchers.matchlist.io/status", "-n", namespace) == "yes"
+    # ... and nothing more: no listing Secrets, no other namespaces, no pods, no deletes.
+    assert can_i("list", "secrets", "-n", namespace) == "no"
+    assert can_i("get", "secrets", "-n", install_ns) == "no"
+    assert can_i("get", "secrets", "-n", "default") == "no"
+    assert can_i("create", "pods", "-n", namespace) == "no"
+    assert can_i("delete", "matchwatchers.matchlist.io", "-n", namespace) == "no"
+    assert can_i("list", "configmaps", "-n", namespace) == "no"
+    denied = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "get", "secrets", "-n", namespace],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr
+
+
+def test_kubectl_apply_deploy_and_samples(cluster: Cluster) -> None:
+    out = cluster.kubectl("apply", "-f", str(ROOT / "deploy"))
+    for kind in ("namespace/", "customresourcedefinition", "clusterrole", "deployment", "service/"):
+        assert kind in out
+    cluster.kubectl("get", "deployment", "match-list-change-detector", "-n",
+                    "match-list-change-detector")  # fmt: skip
+    out = cluster.kubectl("apply", "-f", str(ROOT / "deploy" / "samples"))
+    assert "matchwatcher.matchlist.io/anna" in out
+    sample = cluster.watcher("referees", "anna")
+    assert sample["spec"]["schedule"] == "0 * * * *"
+    cluster.force_delete_watcher("referees", "anna")
