@@ -52,7 +52,8 @@ class Settings:
     peering_name: str = ""
     # Peering priority: "auto" draws a random one so replicas of a Deployment differ.
     peering_priority: str = "auto"
-    log_level: str = "INFO"
+    # Empty: kopf's command line decides (INFO; DEBUG with --verbose/--debug; WARNING with -q).
+    log_level: str = ""
     # Test hook, off in production: accept 6-field cron (seconds first) so integration tests
     # need not wait for whole minutes. The CRD documents 5 fields; this never changes that.
     allow_seconds_schedules: bool = False
@@ -110,7 +111,7 @@ def _check(settings: Settings) -> None:
             int(settings.peering_priority)
         except ValueError:
             raise ConfigError(f"{PREFIX}PEERING_PRIORITY must be 'auto' or an integer") from None
-    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if settings.log_level.upper() not in ("", "DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
 
 

@@ -32,7 +32,8 @@ class _Operator:
         self.metrics = Metrics()
         self.kube = Kube.from_environment(SETTINGS.kube_workers)
         self.runner = WatcherRunner(kube=self.kube, settings=SETTINGS, metrics=self.metrics)
-        self.loops: dict[tuple[str, str], WatcherLoop] = {}
+        # Keyed by uid: a watcher deleted and re-created under the same name is a new object.
+        self.loops: dict[str, WatcherLoop] = {}
 
 
 _operator: _Operator | None = None
@@ -86,7 +87,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         )
     else:
         settings.peering.standalone = True
-    logging.getLogger().setLevel(SETTINGS.log_level.upper())
+    if SETTINGS.log_level:
+        logging.getLogger().setLevel(SETTINGS.log_level.upper())
     # httpx logs every request URL at INFO; a webhook URL from a Secret may carry a token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -112,9 +114,9 @@ def _ref(body: kopf.Body) -> WatcherRef:
 
 # Async on purpose: kopf runs sync handlers in threads, and asyncio.Event is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def poke(body: kopf.Body, namespace: str | None, name: str | None, **_: Any) -> None:
+async def poke(body: kopf.Body, uid: str | None, **_: Any) -> None:
     """Wake the watcher's loop on a spec change, a new trigger value or deletion."""
-    loop = _op().loops.get((namespace or "", name or ""))
+    loop = _op().loops.get(uid or "")
     if loop is not None:
         loop.poke(body)
 
@@ -142,13 +144,13 @@ async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Any, **_: 
         emit=emit,
         settings=SETTINGS,
     )
-    op.loops[(ref.namespace, ref.name)] = loop
+    op.loops[ref.uid] = loop
     op.metrics.watchers.inc()
     try:
         await loop.serve(lambda: bool(stopped))
     finally:
         op.metrics.watchers.dec()
-        op.loops.pop((ref.namespace, ref.name), None)
+        op.loops.pop(ref.uid, None)
         if (
             stopped.reason is not None
             and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
