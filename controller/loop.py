@@ -66,6 +66,7 @@ class WatcherLoop:
         self._skip_reported: datetime | None = None
         self._invalid_reported: tuple[Any, ...] | None = None
         self._seen_fields: tuple[Any, ...] | None = None
+        self._timing: tuple[str, str] | None = None
         self.last_success: datetime | None = parse_timestamp(self.status.get("lastSuccessfulTime"))
 
     def poke(self, body: Mapping[str, Any]) -> None:
@@ -108,6 +109,11 @@ class WatcherLoop:
             return
         self._invalid_reported = None
         now = self._clock()
+        timing = (schedule.expression, spec.time_zone)
+        if self._timing is not None and timing != self._timing:
+            # A new schedule starts now: its slots from before the change were never missed.
+            self._not_before = max(self._not_before, now)
+        self._timing = timing
         trigger = _trigger_of(body)
         if trigger is not None and trigger != self._handled_trigger:
             await self._run(
@@ -194,8 +200,6 @@ class WatcherLoop:
         key = (generation, exc.reason, exc.message)
         if key == self._invalid_reported:
             return
-        self._invalid_reported = key
-        self._emit("Warning", exc.reason, exc.message)
         self.status = await self._patch_status(
             self.ref,
             status_seen(
@@ -206,6 +210,9 @@ class WatcherLoop:
                 generation=generation,
             ),
         )
+        # Only once written: a refused patch is retried on the next step.
+        self._invalid_reported = key
+        self._emit("Warning", exc.reason, exc.message)
 
     async def _write_seen(
         self, spec: WatcherSpec, generation: int | None, next_time: datetime | None
