@@ -8,6 +8,9 @@ messages never contain credentials, tokens, HMAC keys or header values.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 
 class DetectorError(Exception):
     """Base class: a run failed for a reason the user can act on."""
@@ -58,3 +61,15 @@ class KubernetesError(DetectorError):
     """The API server refused or failed a call the operator needed."""
 
     reason = "KubernetesError"
+
+
+def bug_location(exc: BaseException) -> str:
+    """Where an unexpected exception came from (file:line, function, and the chain of our own
+    frames), without its message: library messages can quote the data they choked on, which
+    may be a secret, so bug reports carry the place and the type only."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/controller/" in f.filename] or frames[-1:]
+    return (
+        " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-4:]))
+        or "unknown"
+    )

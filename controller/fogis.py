@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from controller import USER_AGENT
 from controller.diff import Window
 from controller.errors import LoginFailed, SourceUnavailable
 from controller.model import Credentials
@@ -24,7 +25,6 @@ from controller.model import Credentials
 AUTH_COOKIE = "FogisMobilDomarKlient.ASPXAUTH"
 LOGIN_PATH = "/Login.aspx?ReturnUrl=%2fmdk%2f"
 MATCH_LIST_PATH = "/MatchWebMetoder.aspx/GetMatcherAttRapportera"
-USER_AGENT = "match-list-change-detector"
 
 # The two known login forms; an unknown form falls back to its first text input / submit button.
 _USERNAME_NAMES = frozenset({"ctl00$maincontent$username", "username"})
@@ -120,8 +120,11 @@ class _FormParser(HTMLParser):
 def parse_forms(html: str) -> list[HtmlForm]:
     """Every form on a page with its inputs and buttons; tolerant of broken markup."""
     parser = _FormParser()
-    parser.feed(html)
-    parser.close()
+    try:
+        parser.feed(html)
+        parser.close()
+    except AssertionError:  # html.parser asserts on some malformed declarations (`<![ x`)
+        pass  # keep the forms parsed so far; a page without a usable form fails the login
     return parser.forms
 
 

@@ -13,6 +13,7 @@ import binascii
 import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -24,6 +25,15 @@ from controller.errors import DetectorError, KubernetesError, SecretNotFound
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
 
 T = TypeVar("T")
+# (connect, read) seconds for every API call: a half-open connection must not hold one of the
+# few worker threads (and with it every watcher's status writes) for ever.
+_REQUEST_TIMEOUT = (5, 30)
+
+
+@dataclass(frozen=True)
+class StoredConfigMap:
+    data: dict[str, bytes]  # data and binaryData together
+    owner_uids: tuple[str, ...]
 
 
 class Kube:
@@ -61,7 +71,8 @@ class Kube:
         (from `errors` by HTTP status, or a KubernetesError naming `what`)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+            call = functools.partial(fn, *args, _request_timeout=_REQUEST_TIMEOUT)
+            return await loop.run_in_executor(self._pool, call)
         except ApiException as exc:
             if exc.status == 404 and absent_ok:
                 return None
@@ -109,8 +120,8 @@ class Kube:
         new_status: dict[str, Any] = obj.get("status") or {}
         return new_status
 
-    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        """data and binaryData of a ConfigMap as bytes, or None when it does not exist."""
+    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None:
+        """A ConfigMap's data (binaryData decoded) and owners, or None when it does not exist."""
         cm = await self._call(
             f"reading ConfigMap {namespace}/{name}",
             self._core.read_namespaced_config_map,
@@ -128,7 +139,8 @@ class Kube:
                 raise KubernetesError(
                     f"ConfigMap {namespace}/{name}: {key} is not base64"
                 ) from None
-        return merged
+        owners = tuple(ref.uid for ref in (cm.metadata.owner_references or []))
+        return StoredConfigMap(merged, owners)
 
     async def write_config_map(
         self,

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.config import Settings
-from controller.errors import DetectorError, InvalidSpec
+from controller.errors import DetectorError, InvalidSpec, bug_location
 from controller.model import TRIGGER_ANNOTATION, WatcherRef, WatcherSpec, parse_spec
 from controller.run import EventSink, WatcherRunner
-from controller.schedule import Schedule, parse_schedule, plan
+from controller.schedule import MAX_COUNTED_MISSES, Schedule, parse_schedule, plan
 from controller.status import Readiness, parse_timestamp, status_seen, timestamp
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ _SPEC_REASONS = frozenset(
 )
 # After the API server refused a status patch, wait before trying again (and never spin).
 _API_RETRY_SECONDS = 5.0
+# After an unexpected error: retry later, or at once when the resource changes.
+_INTERNAL_ERROR_RETRY_SECONDS = 60.0
 
 
 def _trigger_of(body: Mapping[str, Any]) -> str | None:
@@ -67,6 +69,11 @@ class WatcherLoop:
         self._invalid_reported: tuple[Any, ...] | None = None
         self._seen_fields: tuple[Any, ...] | None = None
         self._timing: tuple[str, str] | None = None
+        # The slot this loop last slept until: it is on time however late the wake-up.
+        self._awaited: datetime | None = None
+        # Whether the Ready condition was last written for the spec (Scheduled, Suspended,
+        # InvalidSchedule, ...) or by a run; None until this process wrote one.
+        self._ready_from_spec: bool | None = None
         self.last_success: datetime | None = parse_timestamp(self.status.get("lastSuccessfulTime"))
 
     def poke(self, body: Mapping[str, Any]) -> None:
@@ -85,6 +92,16 @@ class WatcherLoop:
             except DetectorError as exc:  # the API server refused a status write
                 log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, exc.message)
                 await self._sleep(_API_RETRY_SECONDS)
+            except Exception as exc:  # a bug: keep this watcher alive (and every other one)
+                log.error(
+                    "%s/%s: internal error %s at %s",
+                    self.ref.namespace,
+                    self.ref.name,
+                    type(exc).__name__,
+                    bug_location(exc),
+                )
+                self._emit("Warning", "InternalError", f"internal error: {type(exc).__name__}")
+                await self._sleep(_INTERNAL_ERROR_RETRY_SECONDS)
 
     async def _sleep(self, seconds: float | None) -> None:
         if seconds is not None and seconds <= 0:
@@ -127,13 +144,16 @@ class WatcherLoop:
             not_before=self._not_before,
             deadline_seconds=spec.starting_deadline_seconds,
             suspended=spec.suspend,
+            awaited=self._awaited,
         )
-        if p.skipped and p.skipped_through != self._skip_reported:
-            self._skip_reported = p.skipped_through
+        skip_key = p.skipped_through or p.due  # the slot the skipped ones lead up to
+        if p.skipped and skip_key != self._skip_reported:
+            self._skip_reported = skip_key
             self._emit(
                 "Warning",
                 "MissedSchedule",
-                f"{p.skipped} missed schedule slot(s) not run"
+                f"{p.skipped}{'+' if p.skipped >= MAX_COUNTED_MISSES else ''} missed schedule "
+                "slot(s) not run"
                 + (
                     ""
                     if p.due
@@ -149,6 +169,7 @@ class WatcherLoop:
             )
             return
         await self._write_seen(spec, generation, p.next)
+        self._awaited = p.next
         await self._sleep(None if p.next is None else (p.next - self._clock()).total_seconds())
 
     async def _run(
@@ -193,6 +214,7 @@ class WatcherLoop:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(run, self._settings.shutdown_timeout_seconds)
             raise
+        self._ready_from_spec = False
         if self.status.get("lastSuccessfulTime"):
             self.last_success = parse_timestamp(self.status.get("lastSuccessfulTime"))
 
@@ -212,6 +234,7 @@ class WatcherLoop:
         )
         # Only once written: a refused patch is retried on the next step.
         self._invalid_reported = key
+        self._ready_from_spec = True
         self._emit("Warning", exc.reason, exc.message)
 
     async def _write_seen(
@@ -221,7 +244,12 @@ class WatcherLoop:
         ready = next(
             (c for c in self.status.get("conditions") or [] if c.get("type") == "Ready"), None
         )
-        if ready is None or ready.get("reason") in _SPEC_REASONS:
+        from_spec = (
+            ready is None
+            or (self._ready_from_spec is None and ready.get("reason") in _SPEC_REASONS)
+            or bool(self._ready_from_spec)  # None after a restart: judged by the reason above
+        )
+        if from_spec or ready is None:
             readiness = (
                 Readiness(True, "Suspended", "suspended: no scheduled runs")
                 if spec.suspend
@@ -245,6 +273,7 @@ class WatcherLoop:
         )
         if current == wanted:
             return
+        self._ready_from_spec = from_spec
         self.status = await self._patch_status(
             self.ref,
             status_seen(

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from controller.errors import InvalidSpec
 
@@ -92,10 +95,22 @@ def _str(value: Any, path: str) -> str | None:
     return value.strip()
 
 
+def is_http_url(url: str) -> bool:
+    """Whether `url` is an http(s) URL with a host that both the standard library and httpx
+    accept: either alone (or the CRD's pattern) lets through hosts the other rejects later."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access; raises ValueError when out of range
+        parsed = httpx.URL(url)
+    except Exception:  # InvalidURL, idna and unicode errors alike
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname and parsed.host)
+
+
 def _http_url(value: Any, path: str) -> str | None:
     url = _str(value, path)
-    if url is not None and not url.lower().startswith(("http://", "https://")):
-        raise InvalidSpec(f"{path} must be an http(s) URL")
+    if url is not None and not is_http_url(url):
+        raise InvalidSpec(f"{path} must be an http(s) URL with a valid host")
     return url
 
 

@@ -31,7 +31,7 @@ def delivery_id(uid: str, old_digest: str, new_digest: str) -> str:
 def rfc3339(moment: datetime) -> str:
     """`moment` in UTC with a Z suffix, to the second; naive datetimes are refused, not guessed."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("detected_at must be timezone-aware")
+        raise ValueError("a timestamp must be timezone-aware")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -8,6 +8,7 @@ status patch, one Event and the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from controller import __version__
+from controller import USER_AGENT
 from controller.config import Settings
 from controller.diff import (
     MatchChange,
@@ -29,7 +30,13 @@ from controller.diff import (
     summarise,
     window_for,
 )
-from controller.errors import DetectorError, LoginFailed, SecretNotFound, SourceUnavailable
+from controller.errors import (
+    DetectorError,
+    LoginFailed,
+    SecretNotFound,
+    SourceUnavailable,
+    bug_location,
+)
 from controller.fogis import FogisClient
 from controller.kube import Kube
 from controller.loginguard import LoginGuard
@@ -56,7 +63,6 @@ from controller.webhook import (
 )
 
 log = logging.getLogger(__name__)
-USER_AGENT = f"match-list-change-detector/{__version__}"
 
 
 class MatchSource(Protocol):
@@ -113,6 +119,12 @@ async def detect(
     window = window_for(today, days[0], days[1])
     raw = await source.fetch(today, window)
     new = Snapshot(normalise_all(raw))
+    if raw and not new.matches:
+        # Records without a match id: FOGIS changed shape. Comparing would report every match
+        # as removed and then re-added; failing keeps the snapshot until the client is fixed.
+        raise SourceUnavailable(
+            f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
+        )
     old = await store.load()
     changes = [] if old is None else compare(old, new, window)
     report = build_report(
@@ -146,13 +158,29 @@ class FogisSource:
     a rotated password is picked up without a restart)."""
 
     def __init__(
-        self, client: FogisClient, credentials: Callable[[], Awaitable[Credentials]]
+        self,
+        client: FogisClient,
+        credentials: Callable[[], Awaitable[Credentials]],
+        budget_seconds: float,
     ) -> None:
         self._client = client
         self._credentials = credentials
+        self._budget = budget_seconds
+        self.fetched = False  # the credentials were accepted (a list came back)
 
     async def fetch(self, today: date, window: Window) -> list[Any]:
-        return await self._client.fetch_matches(await self._credentials(), window, today)
+        credentials = await self._credentials()
+        try:
+            # One deadline for the whole exchange: per-step timeouts alone let a server that
+            # trickles bytes hold a pooled connection (and this watcher) for ever.
+            async with asyncio.timeout(self._budget):
+                matches = await self._client.fetch_matches(credentials, window, today)
+        except TimeoutError:
+            raise SourceUnavailable(
+                f"FOGIS did not complete the login and match list within {self._budget:g}s"
+            ) from None
+        self.fetched = True
+        return matches
 
 
 class WebhookNotifier:
@@ -295,7 +323,14 @@ class WatcherRunner:
 
         detection: Detection | None = None
         error: DetectorError | None = None
+        source: FogisSource | None = None
         try:
+            source = FogisSource(
+                await self._session(ref, spec.fogis.base_url),
+                read_credentials,
+                # Up to four requests (login page, login, list, one re-login) at the step timeout.
+                budget_seconds=4 * self._settings.fogis_timeout_seconds,
+            )
             notifier = await self._notifier(ref, spec)
             detection = await detect(
                 watcher=ref,
@@ -303,20 +338,25 @@ class WatcherRunner:
                 days=(spec.fogis.days_back, spec.fogis.days_ahead),
                 trigger=trigger,
                 now=started,
-                source=FogisSource(await self._session(ref, spec.fogis.base_url), read_credentials),
+                source=source,
                 store=ConfigMapSnapshots(self._kube, ref),
                 notifier=notifier,
             )
         except DetectorError as exc:
             error = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
-            log.exception("run of %s/%s failed unexpectedly", ref.namespace, ref.name)
+            log.error(
+                "run of %s/%s failed: internal error %s at %s",
+                ref.namespace,
+                ref.name,
+                type(exc).__name__,
+                bug_location(exc),
+            )
             error = DetectorError(f"internal error: {type(exc).__name__}")
-        if tried:  # a login was attempted: remember the verdict on these credentials
-            if isinstance(error, LoginFailed):
-                self._logins.rejected(key, tried[-1], started)
-            elif error is None:
-                self._logins.accepted(key)
+        if tried and isinstance(error, LoginFailed):
+            self._logins.rejected(key, tried[-1], started)
+        elif source is not None and source.fetched:  # FOGIS accepted them, whatever came next
+            self._logins.accepted(key)
         finished = self._clock()
         record = self._record(
             started=started,
@@ -385,6 +425,18 @@ class WatcherRunner:
                 last_status_code=error.last_status_code,
                 consecutive_failures=int(prev_hook.get("consecutiveFailures") or 0) + 1,
                 pending_changes=len(error.changes),
+                last_delivery_id=prev_hook.get("lastDeliveryId"),
+            )
+        elif detection is not None and (
+            prev_hook.get("pendingChanges") or prev_hook.get("consecutiveFailures")
+        ):
+            # Nothing left to deliver (the list changed back, or the webhook was removed):
+            # what was pending is settled.
+            webhook = WebhookState(
+                last_delivery_time=parse_timestamp(prev_hook.get("lastDeliveryTime")),
+                last_status_code=prev_hook.get("lastStatusCode"),
+                consecutive_failures=0,
+                pending_changes=0,
                 last_delivery_id=prev_hook.get("lastDeliveryId"),
             )
         if error is None:

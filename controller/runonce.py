@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from controller import USER_AGENT
 from controller.config import ConfigError, RunOnceSettings
 from controller.fogis import FogisClient
 from controller.model import Credentials, WatcherRef, WebhookSpec
 from controller.report import encode_report
-from controller.run import USER_AGENT, FogisSource, WebhookNotifier, detect
+from controller.run import FogisSource, WebhookNotifier, detect
 from controller.snapshots import FileSnapshots
 from controller.webhook import RetryPolicy, WebhookSender, resolve_target
 
@@ -62,7 +63,9 @@ async def run_once(settings: RunOnceSettings) -> bytes:
                 days=(settings.days_back, settings.days_ahead),
                 trigger="run-once",
                 now=datetime.now(UTC),
-                source=FogisSource(fogis, read_credentials),
+                source=FogisSource(
+                    fogis, read_credentials, budget_seconds=4 * settings.fogis_timeout_seconds
+                ),
                 store=FileSnapshots(Path(settings.previous_matches_file)),
                 notifier=notifier,
             )

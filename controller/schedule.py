@@ -9,6 +9,7 @@ a wall-clock slot that does not exist (spring forward) is skipped, and one that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,8 +28,11 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 # Counting missed slots stops here: after a long outage of a per-minute schedule the exact number
-# is not worth iterating millions of slots for.
-MAX_COUNTED_MISSES = 10_000
+# is not worth iterating millions of slots for (the count is reported as "at least").
+MAX_COUNTED_MISSES = 1_000
+# Wall-clock slots tried in a row before a schedule whose every slot falls into a DST gap
+# counts as never firing (a real schedule needs one or two).
+_MAX_GAP_SLOTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -36,24 +40,34 @@ class Schedule:
     expression: str
     zone: ZoneInfo
 
+    def slots_after(self, instant: datetime) -> Iterator[datetime]:
+        """The slots strictly after `instant`, in order (one croniter for the whole walk)."""
+        local = instant.astimezone(self.zone).replace(tzinfo=None)
+        walk = croniter(self.expression, local)
+        misses = 0
+        while misses < _MAX_GAP_SLOTS:
+            slot = self._place(walk.get_next(datetime))
+            if slot is None or slot <= instant:
+                misses += 1
+                continue
+            misses = 0
+            yield slot
+        raise CroniterBadDateError("every slot falls into a daylight saving gap")
+
     def next_after(self, instant: datetime) -> datetime:
         """The first slot strictly after `instant`."""
-        local = instant.astimezone(self.zone).replace(tzinfo=None)
-        slots = croniter(self.expression, local)
-        while True:
-            slot = self._place(slots.get_next(datetime))
-            if slot is not None and slot > instant:
-                return slot
+        return next(self.slots_after(instant))
 
     def latest_at_or_before(self, instant: datetime) -> datetime:
         """The most recent slot at or before `instant`."""
         local = instant.astimezone(self.zone).replace(tzinfo=None)
         # croniter's get_prev is strictly before its start; start a second later to include it.
-        slots = croniter(self.expression, local + timedelta(seconds=1))
-        while True:
-            slot = self._place(slots.get_prev(datetime))
+        walk = croniter(self.expression, local + timedelta(seconds=1))
+        for _ in range(_MAX_GAP_SLOTS):
+            slot = self._place(walk.get_prev(datetime))
             if slot is not None and slot <= instant:
                 return slot
+        raise CroniterBadDateError("every slot falls into a daylight saving gap")
 
     def _place(self, wall: datetime) -> datetime | None:
         """Wall-clock time in the zone → UTC instant; None when that wall time does not exist."""
@@ -68,7 +82,7 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
     """Validate a cron expression and zone name; raises InvalidSpec with the condition reason."""
     try:
         zone = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
         raise InvalidSpec(
             f"unknown time zone {time_zone!r}: use an IANA name such as Europe/Stockholm",
             reason="UnknownTimeZone",
@@ -86,13 +100,13 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
     try:
         # Parsing alone accepts dates that never come (30 February); asking for a slot does not.
         schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
+    except CroniterBadDateError:  # before ValueError: croniter's errors subclass it
+        raise InvalidSpec(
+            f"schedule {expression!r} never fires", reason="InvalidSchedule"
+        ) from None
     except (CroniterBadCronError, ValueError, KeyError):
         raise InvalidSpec(
             f"schedule {expression!r} is not a valid cron expression", reason="InvalidSchedule"
-        ) from None
-    except CroniterBadDateError:
-        raise InvalidSpec(
-            f"schedule {expression!r} never fires", reason="InvalidSchedule"
         ) from None
     return schedule
 
@@ -115,12 +129,15 @@ def plan(
     not_before: datetime,
     deadline_seconds: int | None,
     suspended: bool,
+    awaited: datetime | None = None,
 ) -> Plan:
     """Decide the run due at `now` following the CronJob rules in the design notes.
 
     `last_slot` is the slot of the last scheduled run (status.lastScheduleTime) and `not_before`
     the point before which no slot counts (the watcher's creation, or a slot already skipped).
     At most one missed slot runs: the most recent, and only within `deadline_seconds` when set.
+    `awaited` is the slot the caller was sleeping until: that one is on time however late the
+    wake-up (a loaded machine, deadline 0); the deadline is for slots missed while not waiting.
     Suspension simply means no due run and no next slot; like a CronJob, slots missed while
     suspended count as missed when it resumes (so the most recent may run within the deadline).
     """
@@ -133,7 +150,7 @@ def plan(
         return Plan(due=None, skipped=0, skipped_through=None, next=upcoming)
     missed = _count_slots(schedule, floor, latest)
     late = (now - latest).total_seconds()
-    if deadline_seconds is not None and late > deadline_seconds:
+    if deadline_seconds is not None and late > deadline_seconds and latest != awaited:
         return Plan(due=None, skipped=missed, skipped_through=latest, next=upcoming)
     return Plan(
         due=latest,
@@ -146,10 +163,8 @@ def plan(
 def _count_slots(schedule: Schedule, after: datetime, until: datetime) -> int:
     """Slots in (after, until], counted up to MAX_COUNTED_MISSES."""
     count = 0
-    slot = after
-    while count < MAX_COUNTED_MISSES:
-        slot = schedule.next_after(slot)
-        if slot > until:
+    for slot in schedule.slots_after(after):
+        if slot > until or count == MAX_COUNTED_MISSES:
             break
         count += 1
     return count

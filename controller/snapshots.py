@@ -66,9 +66,12 @@ class ConfigMapSnapshots:
         self.name = config_map_name(ref.name)
 
     async def load(self) -> Snapshot | None:
-        data = await self._kube.read_config_map(self._ref.namespace, self.name)
-        if data is None or DATA_KEY not in data:
+        stored = await self._kube.read_config_map(self._ref.namespace, self.name)
+        # Another owner: left behind by a deleted watcher of the same name (garbage collection
+        # is not instant); this watcher has no snapshot yet and records its own baseline.
+        if stored is None or DATA_KEY not in stored.data or self._ref.uid not in stored.owner_uids:
             return None
+        data = stored.data
         where = f"ConfigMap {self._ref.namespace}/{self.name}"
         try:
             text = gzip.decompress(data[DATA_KEY]).decode("utf-8")

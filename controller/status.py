@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.diff import Summary
+from controller.report import rfc3339
 
 
 def timestamp(moment: datetime | None) -> str | None:
     """RFC 3339 in UTC to the second, the format Kubernetes uses for date-time fields."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else rfc3339(moment)
 
 
 def parse_timestamp(value: Any) -> datetime | None:

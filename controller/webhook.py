@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
-from controller.model import WebhookSpec
+from controller.model import WebhookSpec, is_http_url
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,12 @@ class WebhookTarget:
         return f"{parts.scheme}://{host}{parts.path}"
 
 
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsed on access; raises ValueError when out of range
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-
-
 def _parse_headers(raw: str, where: str) -> dict[str, str]:
     try:
-        loaded = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        # The parser's message quotes the offending text, which may be a header value.
+        # BaseLoader: every scalar stays a string and no tag is resolved, so a value such as
+        # `!!int Bearer-xyz` cannot raise a constructor error that quotes it.
+        loaded = yaml.load(raw, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds no objects
+    except Exception:  # any parser error may quote the value
         raise InvalidSpec(f"{where} is not valid YAML or JSON", reason=_REASON) from None
     if loaded is None:
         return {}
@@ -122,11 +114,11 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
     secret_url = secret.get("url")
     if secret_url is not None:
         url = secret_url.strip()
-        if not _is_http_url(url):
+        if not is_http_url(url):
             raise InvalidSpec(f"{where} key url must be an http(s) URL", reason=_REASON)
     elif spec.url is None:
         raise InvalidSpec("spec.webhook has no url, in the spec or as key url of its Secret")
-    elif not _is_http_url(spec.url):
+    elif not is_http_url(spec.url):
         raise InvalidSpec("spec.webhook.url must be an http(s) URL with a host")
     else:
         url = spec.url
@@ -293,11 +285,21 @@ class WebhookSender:
         try:
             # One deadline for the whole attempt (pool wait, connect, send, read), so a receiver
             # that trickles bytes cannot stretch it; httpx's per-phase timeouts are disabled.
-            async with asyncio.timeout(target.timeout_seconds):
-                response = await self._client.post(
-                    target.url, content=body, headers=headers, timeout=None, follow_redirects=False
-                )
-        except (TimeoutError, httpx.TransportError) as exc:
+            async with (
+                asyncio.timeout(target.timeout_seconds),
+                # Streamed and never read: only the status and headers matter, so a huge or
+                # undecodable body can neither fill memory nor fail an accepted delivery.
+                self._client.stream(
+                    "POST",
+                    target.url,
+                    content=body,
+                    headers=headers,
+                    timeout=None,
+                    follow_redirects=False,
+                ) as response,
+            ):
+                pass
+        except (TimeoutError, httpx.HTTPError, UnicodeError) as exc:
             error = _describe(exc, target.timeout_seconds)
             return Attempt(None, error, time.perf_counter() - started), None
         return Attempt(response.status_code, None, time.perf_counter() - started), response

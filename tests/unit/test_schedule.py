@@ -61,25 +61,43 @@ def test_latest_at_or_before(expression: str, zone: str, at: datetime, expected:
 
 
 @pytest.mark.parametrize(
-    ("expression", "zone", "allow_seconds", "reason"),
+    ("expression", "zone", "allow_seconds", "reason", "says"),
     [
-        ("61 * * * *", "UTC", False, "InvalidSchedule"),
-        ("* * * *", "UTC", False, "InvalidSchedule"),
-        ("* * * * * *", "UTC", False, "InvalidSchedule"),  # seconds only with the test hook
-        ("* * * * * * *", "UTC", True, "InvalidSchedule"),
-        ("@reboot", "UTC", False, "InvalidSchedule"),
-        ("@every 5m", "UTC", False, "InvalidSchedule"),
-        ("0 0 30 2 *", "UTC", False, "InvalidSchedule"),  # 30 February never comes
-        ("not a cron", "UTC", False, "InvalidSchedule"),
-        ("0 * * * *", "Mars/Olympus", False, "UnknownTimeZone"),
-        ("0 * * * *", "../etc/passwd", False, "UnknownTimeZone"),
-        ("0 * * * *", "", False, "UnknownTimeZone"),
+        ("61 * * * *", "UTC", False, "InvalidSchedule", "not a valid cron"),
+        ("* * * *", "UTC", False, "InvalidSchedule", "not a 5-field"),
+        (
+            "* * * * * *",
+            "UTC",
+            False,
+            "InvalidSchedule",
+            "not a 5-field",
+        ),  # seconds only with the test hook
+        ("* * * * * * *", "UTC", True, "InvalidSchedule", "not a 5-field"),
+        ("@reboot", "UTC", False, "InvalidSchedule", "@hourly"),
+        ("@every 5m", "UTC", False, "InvalidSchedule", "@hourly"),
+        ("0 0 30 2 *", "UTC", False, "InvalidSchedule", "never fires"),  # 30 February never comes
+        ("not a cron", "UTC", False, "InvalidSchedule", "not a 5-field"),
+        ("0 * * * *", "Mars/Olympus", False, "UnknownTimeZone", "Mars/Olympus"),
+        ("0 * * * *", "../etc/passwd", False, "UnknownTimeZone", "IANA"),
+        ("0 * * * *", "", False, "UnknownTimeZone", "IANA"),
+        (
+            "0 * * * *",
+            "Europe",
+            False,
+            "UnknownTimeZone",
+            "IANA",
+        ),  # a directory of zones, not a zone
+        # Only ever 02:30 on the last Sunday of March: always inside the spring-forward gap.
+        ("30 2 * 3 L0", "Europe/Stockholm", False, "InvalidSchedule", "never fires"),
     ],
 )
-def test_invalid_schedules(expression: str, zone: str, allow_seconds: bool, reason: str) -> None:
+def test_invalid_schedules(
+    expression: str, zone: str, allow_seconds: bool, reason: str, says: str
+) -> None:
     with pytest.raises(InvalidSpec) as caught:
         parse_schedule(expression, zone, allow_seconds=allow_seconds)
     assert caught.value.reason == reason
+    assert says in caught.value.message
 
 
 def test_seconds_field_only_with_the_test_hook() -> None:
@@ -130,6 +148,22 @@ def test_plan(
         suspended=suspended,
     )
     assert result == expected
+
+
+@pytest.mark.parametrize("deadline", [0, 1, 600])
+def test_an_awaited_slot_is_on_time_however_late_the_wake_up(deadline: int) -> None:
+    late_wake = utc(2026, 1, 1, 4, 0, 5)  # the loop slept until 04:00 and woke 5 s late
+    result = plan(
+        HOURLY,
+        now=late_wake,
+        last_slot=utc(2026, 1, 1, 3),
+        not_before=CREATED,
+        deadline_seconds=deadline,
+        suspended=False,
+        awaited=utc(2026, 1, 1, 4),
+    )
+    assert result.due == utc(2026, 1, 1, 4)
+    assert result.skipped == 0
 
 
 def test_plan_ignores_slots_before_not_before() -> None:

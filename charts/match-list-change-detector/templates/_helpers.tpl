@@ -79,35 +79,29 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 
 {{/* RBAC rules for what the operator does in each namespace it serves. */}}
 {{- define "mlcd.namespacedRules" -}}
-# The watched resource: kopf lists and watches it, patches it (its finalizer and progress
-# annotations); the operator reads single objects.
+# The watched resource: kopf lists and watches it and patches it (its finalizer and progress
+# annotations); get for kopf's re-reads of single objects.
 - apiGroups: [matchlist.io]
   resources: [matchwatchers]
   verbs: [get, list, watch, patch]
-# Each run ends in one status patch.
+# Each run ends in one status patch (a merge patch: no read needed).
 - apiGroups: [matchlist.io]
   resources: [matchwatchers/status]
-  verbs: [get, patch]
-# The snapshot ConfigMap is owned by its MatchWatcher with blockOwnerDeletion; clusters with the
-# OwnerReferencesPermissionEnforcement admission plugin require this to set such a reference.
-- apiGroups: [matchlist.io]
-  resources: [matchwatchers/finalizers]
-  verbs: [update]
-# One snapshot ConfigMap per watcher, read and written by name (never listed or watched).
+  verbs: [patch]
+# One snapshot ConfigMap per watcher, read, created and replaced by name (never listed, watched,
+# patched or deleted: garbage collection removes it with its MatchWatcher). Its owner reference
+# sets blockOwnerDeletion=false, so no matchwatchers/finalizers permission is needed for it.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch, update, delete]
+  verbs: [get, create, update]
 # FOGIS credentials and webhook settings, read by name from the watcher's namespace only.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Events about runs and errors (kopf posts core/v1 Events; the operator may use either API).
+# Events about runs and errors: kopf creates core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
 
 {{/* kopf peering: watch the peering objects; read and patch (keep-alives) only ours. */}}
