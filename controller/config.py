@@ -48,6 +48,10 @@ class Settings:
     webhook_backoff_max_seconds: float = 30.0
     # Retry-After above this is capped, so one receiver cannot stall a watcher for hours.
     webhook_max_retry_after_seconds: float = 120.0
+    # Comma-separated FOGIS host names watchers may use (spec.source.fogis.baseUrl); empty allows
+    # any. Whoever may create a MatchWatcher chooses where its credentials Secret is sent: set
+    # this where that is not the same people as those who may read the namespace's Secrets.
+    fogis_allowed_hosts: str = ""
     # kopf peering for HA: empty means standalone (one replica).
     peering_name: str = ""
     # Peering priority: "auto" draws a random one so replicas of a Deployment differ.
@@ -57,6 +61,11 @@ class Settings:
     # Test hook, off in production: accept 6-field cron (seconds first) so integration tests
     # need not wait for whole minutes. The CRD documents 5 fields; this never changes that.
     allow_seconds_schedules: bool = False
+
+    @property
+    def allowed_fogis_hosts(self) -> frozenset[str]:
+        hosts = (h.strip().lower() for h in self.fogis_allowed_hosts.split(","))
+        return frozenset(h for h in hosts if h)
 
 
 def _parse_int(text: str) -> int:

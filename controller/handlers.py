@@ -52,11 +52,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our own finalizer name: it shows in `kubectl get -o yaml` and names its owner.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Keep kopf's bookkeeping in annotations: the status schema is structural and owned by us,
-    # so kopf must not write status.kopf (it would be pruned and re-written forever).
+    # so kopf must not write status.kopf (it would be pruned and re-written forever). There are
+    # no create/update handlers, so no diff-base is ever stored.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
     # Events come only from our explicit calls (one per run, one per failure), not from log
     # lines, so `kubectl describe` stays readable.
     settings.posting.enabled = True

@@ -32,6 +32,7 @@ from controller.diff import (
 )
 from controller.errors import (
     DetectorError,
+    InvalidSpec,
     LoginFailed,
     SecretNotFound,
     SourceUnavailable,
@@ -261,6 +262,15 @@ class WatcherRunner:
             await session[1].aclose()
         self._metrics.forget(ref.namespace, ref.name)
 
+    def _check_host(self, base_url: str) -> None:
+        allowed = self._settings.allowed_fogis_hosts
+        host = (httpx.URL(base_url).host or "").lower()
+        if allowed and host not in allowed:
+            raise InvalidSpec(
+                f"FOGIS host {host!r} is not in the operator's MLCD_FOGIS_ALLOWED_HOSTS",
+                reason="SourceNotAllowed",
+            )
+
     async def _session(self, ref: WatcherRef, base_url: str) -> FogisClient:
         key = (ref.namespace, ref.name)
         current = self._sessions.get(key)
@@ -325,6 +335,7 @@ class WatcherRunner:
         error: DetectorError | None = None
         source: FogisSource | None = None
         try:
+            self._check_host(spec.fogis.base_url)
             source = FogisSource(
                 await self._session(ref, spec.fogis.base_url),
                 read_credentials,

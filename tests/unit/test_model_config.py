@@ -102,6 +102,18 @@ def test_settings_defaults_and_overrides() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", frozenset()),
+        ("fogis.svenskfotboll.se", frozenset({"fogis.svenskfotboll.se"})),
+        (" A.example , b.example,,", frozenset({"a.example", "b.example"})),
+    ],
+)
+def test_allowed_fogis_hosts(value: str, expected: frozenset[str]) -> None:
+    assert load_settings({"MLCD_FOGIS_ALLOWED_HOSTS": value}).allowed_fogis_hosts == expected
+
+
+@pytest.mark.parametrize(
     ("env", "fragment"),
     [
         ({"MLCD_METRICS_PORTT": "1"}, "unknown setting MLCD_METRICS_PORTT"),
