@@ -421,3 +421,22 @@ def test_restarted_operator_reports_the_change_not_a_new_baseline(
         first.stop()
         second.stop()
         cluster.force_delete_watcher(namespace, "restart")
+
+
+def test_a_fogis_host_outside_the_allow_list_never_gets_the_credentials(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    env = {"MLCD_FOGIS_ALLOWED_HOSTS": "fogis.svenskfotboll.se"}
+    operator = Operator(cluster.kubeconfig, [namespace], tmp_path / "op.log", env=env).start()
+    try:
+        cluster.create_watcher(namespace, "elsewhere", fogis_spec(fogis.base_url, credentials))
+        status = ManualRuns(cluster, namespace, "elsewhere")()
+        assert _ready(status) == ("False", "SourceNotAllowed")
+        assert "127.0.0.1" in status["lastError"]
+        assert fogis.login_attempts == 0  # not even the login page was asked for
+        cluster.wait_event(namespace, "elsewhere", "SourceNotAllowed")
+        cluster.delete_watcher(namespace, "elsewhere")
+        wait_for("deletion", lambda: not cluster.exists(namespace, "elsewhere"), timeout=15)
+    finally:
+        operator.stop()
+        cluster.force_delete_watcher(namespace, "elsewhere")
