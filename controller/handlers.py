@@ -6,6 +6,7 @@ Routing stays thin: every decision lives in loop.WatcherLoop and run.WatcherRunn
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -93,6 +94,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _operator = _Operator()
     if SETTINGS.metrics_port:
         _operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
+    # Everything imported and built so far lives for the whole process: keep it out of the
+    # collector's full passes, which otherwise pause the loop for tenths of a second at scale.
+    gc.freeze()
 
 
 @kopf.on.cleanup()

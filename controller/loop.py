@@ -204,6 +204,7 @@ class WatcherLoop:
                 generation=generation,
                 next_time=next_time,
                 emit=self._emit,
+                started=self._clock(),  # now, not when the run's task gets its first turn
             )
         )
         try:

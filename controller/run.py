@@ -163,18 +163,20 @@ class FogisSource:
         client: FogisClient,
         credentials: Callable[[], Awaitable[Credentials]],
         budget_seconds: float,
+        gate: asyncio.Semaphore,
     ) -> None:
         self._client = client
         self._credentials = credentials
         self._budget = budget_seconds
+        self._gate = gate
         self.fetched = False  # the credentials were accepted (a list came back)
 
     async def fetch(self, today: date, window: Window) -> list[Any]:
         credentials = await self._credentials()
         try:
-            # One deadline for the whole exchange: per-step timeouts alone let a server that
-            # trickles bytes hold a pooled connection (and this watcher) for ever.
-            async with asyncio.timeout(self._budget):
+            # One deadline for the whole exchange (after the wait for a turn): per-step timeouts
+            # alone let a server that trickles bytes hold a pooled connection for ever.
+            async with self._gate, asyncio.timeout(self._budget):
                 matches = await self._client.fetch_matches(credentials, window, today)
         except TimeoutError:
             raise SourceUnavailable(
@@ -185,12 +187,16 @@ class FogisSource:
 
 
 class WebhookNotifier:
-    def __init__(self, sender: WebhookSender, target: WebhookTarget) -> None:
+    def __init__(
+        self, sender: WebhookSender, target: WebhookTarget, gate: asyncio.Semaphore
+    ) -> None:
         self._sender = sender
         self._target = target
+        self._gate = gate
 
     async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
-        return await self._sender.deliver(self._target, body, delivery_id)
+        async with self._gate:
+            return await self._sender.deliver(self._target, body, delivery_id)
 
 
 def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
@@ -247,6 +253,11 @@ class WatcherRunner:
         )
         self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
         self._logins = LoginGuard()
+        # At most as many exchanges in flight per pool as it has connections. With more, 1,000
+        # watchers firing together make httpcore's pool re-scan its queue on every change (the
+        # event loop starves, requests time out) and can strand connections in it for good.
+        self._fogis_gate = asyncio.Semaphore(settings.http_max_connections)
+        self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
 
     async def aclose(self) -> None:
         for _, client in self._sessions.values():
@@ -294,7 +305,7 @@ class WatcherRunner:
             data = await self._kube.read_secret(
                 ref.namespace, spec.webhook.secret_name, purpose="webhook"
             )
-        return WebhookNotifier(self._sender, resolve_target(spec.webhook, data))
+        return WebhookNotifier(self._sender, resolve_target(spec.webhook, data), self._webhook_gate)
 
     async def run(
         self,
@@ -309,9 +320,10 @@ class WatcherRunner:
         generation: int | None,
         next_time: Callable[[], datetime | None],
         emit: EventSink,
+        started: datetime | None = None,
     ) -> dict[str, Any]:
         """One run of one watcher; returns the status after its single patch."""
-        started = self._clock()
+        started = started or self._clock()
         if slot is not None:
             self._metrics.schedule_lag.observe(max(0.0, (started - slot).total_seconds()))
 
@@ -341,6 +353,7 @@ class WatcherRunner:
                 read_credentials,
                 # Up to four requests (login page, login, list, one re-login) at the step timeout.
                 budget_seconds=4 * self._settings.fogis_timeout_seconds,
+                gate=self._fogis_gate,
             )
             notifier = await self._notifier(ref, spec)
             detection = await detect(

@@ -6,6 +6,7 @@ Prints the change document (the webhook's payload) on stdout.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,7 @@ async def run_once(settings: RunOnceSettings) -> bytes:
             )
             secret = {"hmacKey": settings.webhook_hmac_key} if settings.webhook_hmac_key else None
             sender = WebhookSender(http, policy=RetryPolicy(), user_agent=USER_AGENT)
-            notifier = WebhookNotifier(sender, resolve_target(spec, secret))
+            notifier = WebhookNotifier(sender, resolve_target(spec, secret), asyncio.Semaphore())
         try:
             detection = await detect(
                 watcher=watcher_for(settings),
@@ -64,7 +65,10 @@ async def run_once(settings: RunOnceSettings) -> bytes:
                 trigger="run-once",
                 now=datetime.now(UTC),
                 source=FogisSource(
-                    fogis, read_credentials, budget_seconds=4 * settings.fogis_timeout_seconds
+                    fogis,
+                    read_credentials,
+                    budget_seconds=4 * settings.fogis_timeout_seconds,
+                    gate=asyncio.Semaphore(),
                 ),
                 store=FileSnapshots(Path(settings.previous_matches_file)),
                 notifier=notifier,

@@ -9,6 +9,7 @@ a wall-clock slot that does not exist (spring forward) is skipped, and one that 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,9 @@ class Schedule:
         return utc
 
 
+# Every loop step re-reads its spec; a thousand watchers waking on one slot share a handful of
+# schedules, so the validation walk runs once per distinct one (errors are not cached).
+@functools.lru_cache(maxsize=4096)
 def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = False) -> Schedule:
     """Validate a cron expression and zone name; raises InvalidSpec with the condition reason."""
     try:

@@ -60,6 +60,9 @@ _ZONE = ZoneInfo("Europe/Stockholm")
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Hundreds of watchers connect at the same second in the benchmark; the default of 5
+    # queued connections would drop most of them.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], fake: FakeFogis) -> None:
         self.fake = fake

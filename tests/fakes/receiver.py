@@ -57,6 +57,9 @@ class Received:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Hundreds of watchers connect at the same second in the benchmark; the default of 5
+    # queued connections would drop most of them.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
         self.receiver = receiver

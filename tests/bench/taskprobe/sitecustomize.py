@@ -1,0 +1,136 @@
+"""Loaded into the operator process by tests/bench/bench_operator.py only, through PYTHONPATH.
+
+On SIGUSR1 it writes the asyncio tasks of the running loop, counted by coroutine name, and the
+state of the operator's two httpcore connection pools as JSON to the file named by
+BENCH_TASKS_FILE (not an MLCD_* name: those are validated by the operator). The
+handler runs on the main thread, which is the thread running kopf's event loop, so it sees that
+loop; it costs nothing until the signal comes.
+
+It also times the garbage collector's full (generation 2) collections through gc.callbacks and
+reports those since the previous signal: a full collection stops the event loop, and with every
+watcher's objects in the heap it is long.
+
+With BENCH_TRACEMALLOC=<frames>, SIGUSR2 starts tracing allocations (slow: a diagnostic run, not
+a measurement; started late so the operator's imports stay fast and out of the figures), and the
+JSON gets the biggest allocation sites of what is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import gc
+import json
+import os
+import re
+import signal
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+_FRAMES = int(os.environ.get("BENCH_TRACEMALLOC") or 0)
+_gc_started: float | None = None
+_full_collections: list[tuple[float, float, int]] = []  # (wall time, seconds, objects collected)
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    global _gc_started  # noqa: PLW0603 - the callback has no other place to keep its state
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    elif _gc_started is not None:
+        took = time.perf_counter() - _gc_started
+        _full_collections.append((time.time(), took, info.get("collected", 0)))
+        _gc_started = None
+
+
+def _allocations() -> dict[str, object]:
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    by_file = snapshot.statistics("filename")[:25]
+    by_trace = snapshot.statistics("traceback")[:20]
+    return {
+        "tracedMiB": round(tracemalloc.get_traced_memory()[0] / 2**20, 1),
+        "byFile": [f"{s.size / 2**20:7.1f} MiB {s.count:8d} {s.traceback[0]}" for s in by_file],
+        "byTraceback": [
+            {"MiB": round(s.size / 2**20, 2), "count": s.count, "frames": s.traceback.format()}
+            for s in by_trace
+        ],
+    }
+
+
+def _state(info: str) -> str:
+    """'http://host:port', HTTP/1.1, ACTIVE, Request Count: 3 -> HTTP/1.1 ACTIVE"""
+    match = re.search(r"(HTTP/[\d.]+), (\w+)", info)
+    return f"{match[1]} {match[2]}" if match else info
+
+
+def _pool_state(pool: Any) -> dict[str, object]:
+    states = collections.Counter(_state(connection.info()) for connection in pool._connections)
+    return {
+        "maxConnections": pool._max_connections,
+        "connections": dict(states.most_common()),
+        "requests": len(pool._requests),
+        "queued": sum(r.is_queued() for r in pool._requests),
+    }
+
+
+def _pools() -> dict[str, dict[str, object]]:
+    """The operator's httpcore pools (private attributes: a diagnostic, not an interface): its
+    limit, its connections by state, the requests waiting or in flight."""
+    runner = getattr(
+        getattr(sys.modules.get("controller.handlers"), "_operator", None), "runner", None
+    )
+    pools: dict[str, Any] = {}
+    with contextlib.suppress(AttributeError):
+        pools["fogis"] = runner._fogis_transport._pool  # type: ignore[union-attr]
+    with contextlib.suppress(AttributeError):
+        pools["webhook"] = runner._webhook_client._transport._pool  # type: ignore[union-attr]
+    return {name: _pool_state(pool) for name, pool in pools.items()}
+
+
+def _dump(signum: int, frame: FrameType | None) -> None:
+    target = os.environ.get("BENCH_TASKS_FILE")
+    if not target:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        document: dict[str, object] = {"total": None, "byCoroutine": {}}
+    else:
+        tasks = asyncio.all_tasks(loop)
+        names = collections.Counter(
+            getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
+            for task in tasks
+        )
+        document = {"total": len(tasks), "byCoroutine": dict(names.most_common())}
+    document["httpcorePools"] = _pools()
+    document["fullCollections"] = [
+        {"at": at, "seconds": round(took, 3), "collected": n} for at, took, n in _full_collections
+    ]
+    document["gcObjects"] = len(gc.get_objects())
+    _full_collections.clear()
+    if tracemalloc.is_tracing():
+        document["allocations"] = _allocations()
+    path = Path(target)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(document, indent=1))
+    partial.replace(path)
+
+
+def _trace(signum: int, frame: FrameType | None) -> None:
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(_FRAMES)
+
+
+if os.environ.get("BENCH_TASKS_FILE"):
+    signal.signal(signal.SIGUSR1, _dump)
+    gc.callbacks.append(_gc_timer)
+    if _FRAMES:
+        signal.signal(signal.SIGUSR2, _trace)
