@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -49,7 +49,6 @@ from controller.status import (
     Readiness,
     RunRecord,
     WebhookState,
-    parse_timestamp,
     status_after_run,
     timestamp,
 )
@@ -391,15 +390,7 @@ class WatcherRunner:
             error=error,
             previous_status=previous_status,
         )
-        self._observe(
-            ref=ref,
-            trigger=trigger,
-            started=started,
-            finished=finished,
-            detection=detection,
-            error=error,
-        )
-        status = dict(previous_status)
+        self._observe(ref=ref, trigger=trigger, record=record, detection=detection, error=error)
         try:
             status = await self._kube.patch_status(
                 ref,
@@ -429,7 +420,7 @@ class WatcherRunner:
         error: DetectorError | None,
         previous_status: Mapping[str, Any],
     ) -> RunRecord:
-        prev_hook: Mapping[str, Any] = previous_status.get("webhook") or {}
+        previous = WebhookState.from_status(previous_status.get("webhook") or {})
         webhook: WebhookState | None = None
         summary = detection.summary if detection else None
         match_count = detection.match_count if detection else None
@@ -444,25 +435,16 @@ class WatcherRunner:
         elif isinstance(error, ChangesPending):
             summary = summarise(error.changes)
             match_count = error.match_count
-            webhook = WebhookState(
-                last_delivery_time=parse_timestamp(prev_hook.get("lastDeliveryTime")),
+            webhook = replace(
+                previous,
                 last_status_code=error.last_status_code,
-                consecutive_failures=int(prev_hook.get("consecutiveFailures") or 0) + 1,
+                consecutive_failures=previous.consecutive_failures + 1,
                 pending_changes=len(error.changes),
-                last_delivery_id=prev_hook.get("lastDeliveryId"),
             )
-        elif detection is not None and (
-            prev_hook.get("pendingChanges") or prev_hook.get("consecutiveFailures")
-        ):
+        elif detection is not None and (previous.pending_changes or previous.consecutive_failures):
             # Nothing left to deliver (the list changed back, or the webhook was removed):
             # what was pending is settled.
-            webhook = WebhookState(
-                last_delivery_time=parse_timestamp(prev_hook.get("lastDeliveryTime")),
-                last_status_code=prev_hook.get("lastStatusCode"),
-                consecutive_failures=0,
-                pending_changes=0,
-                last_delivery_id=prev_hook.get("lastDeliveryId"),
-            )
+            webhook = replace(previous, consecutive_failures=0, pending_changes=0)
         if error is None:
             assert detection is not None  # noqa: S101 - narrowing: no error means a detection
             readiness = Readiness(True, "Succeeded", _describe_success(detection))
@@ -486,12 +468,12 @@ class WatcherRunner:
         *,
         ref: WatcherRef,
         trigger: str,
-        started: datetime,
-        finished: datetime,
+        record: RunRecord,
         detection: Detection | None,
         error: DetectorError | None,
     ) -> None:
         m, labels = self._metrics, {"namespace": ref.namespace, "name": ref.name}
+        started, finished = record.started, record.finished
         result = "success" if error is None else "failure"
         m.runs.labels(**labels, trigger=trigger, result=result).inc()
         m.run_duration.labels(trigger=trigger).observe((finished - started).total_seconds())

@@ -67,6 +67,17 @@ class WebhookState:
     pending_changes: int
     last_delivery_id: str | None
 
+    @classmethod
+    def from_status(cls, webhook: Mapping[str, Any]) -> WebhookState:
+        """The state as status.webhook last recorded it (absent fields: nothing happened yet)."""
+        return cls(
+            last_delivery_time=parse_timestamp(webhook.get("lastDeliveryTime")),
+            last_status_code=webhook.get("lastStatusCode"),
+            consecutive_failures=int(webhook.get("consecutiveFailures") or 0),
+            pending_changes=int(webhook.get("pendingChanges") or 0),
+            last_delivery_id=webhook.get("lastDeliveryId"),
+        )
+
     def to_status(self) -> dict[str, Any]:
         return {
             "lastDeliveryTime": timestamp(self.last_delivery_time),

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,8 +59,6 @@ def kubectl(*args: str, kubeconfig: str, stdin: str | None = None, echo: bool = 
 
 
 def free_port() -> int:
-    import socket  # noqa: PLC0415 - only needed here
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

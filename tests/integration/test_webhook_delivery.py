@@ -118,6 +118,26 @@ def _snapshot_version(cluster: Cluster, namespace: str, name: str) -> str:
     return version
 
 
+def _change_answered(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    replies: tuple[Reply | int, ...],
+    **webhook: object,
+) -> tuple[ManualRuns, str, dict[str, Any]]:
+    """A watcher with a baseline, then change A, whose delivery the receiver answers with
+    `replies`. Returns its runs, the baseline snapshot's resourceVersion and the run's status."""
+    cluster.create_watcher(namespace, name, _spec(fogis, **webhook))
+    run = ManualRuns(cluster, namespace, name)
+    run()
+    baseline = _snapshot_version(cluster, namespace, name)
+    fogis.set_matches(_change_a())
+    hook.enqueue(*replies)
+    return run, baseline, run()
+
+
 def test_a_change_is_posted_once_signed_with_the_documented_body(
     cluster: Cluster,
     namespace: str,
@@ -203,12 +223,7 @@ def test_server_errors_are_retried_within_the_run(
     hook: WebhookReceiver,
     operator: Operator,
 ) -> None:
-    cluster.create_watcher(namespace, "retry", _spec(fogis))
-    run = ManualRuns(cluster, namespace, "retry")
-    run()
-    fogis.set_matches(_change_a())
-    hook.enqueue(500, 500, 200)
-    status = run()
+    _, _, status = _change_answered(cluster, namespace, "retry", fogis, hook, (500, 500, 200))
     requests = hook.requests
     assert len(requests) == 3
     assert len({_delivery(r) for r in requests}) == 1
@@ -235,14 +250,9 @@ def test_an_outage_redelivers_the_same_id_when_nothing_else_changed(
     hook: WebhookReceiver,
     operator: Operator,
 ) -> None:
-    cluster.create_watcher(namespace, "outage", _spec(fogis, maxAttempts=2))
-    run = ManualRuns(cluster, namespace, "outage")
-    run()
-    baseline = _snapshot_version(cluster, namespace, "outage")
-    fogis.set_matches(_change_a())
-
-    hook.enqueue(503, 503)
-    status = run()
+    run, baseline, status = _change_answered(
+        cluster, namespace, "outage", fogis, hook, (503, 503), maxAttempts=2
+    )
     assert _ready(status) == ("False", "WebhookFailing")
     assert "answered 503 after 2 attempts" in status["lastError"]
     assert status["webhook"]["lastStatusCode"] == 503
@@ -296,13 +306,9 @@ def test_an_outage_with_a_further_change_delivers_every_change_once(
     hook: WebhookReceiver,
     operator: Operator,
 ) -> None:
-    cluster.create_watcher(namespace, "more", _spec(fogis, maxAttempts=2))
-    run = ManualRuns(cluster, namespace, "more")
-    run()
-    baseline = _snapshot_version(cluster, namespace, "more")
-    fogis.set_matches(_change_a())
-    hook.enqueue(503, 503)
-    status = run()
+    run, baseline, status = _change_answered(
+        cluster, namespace, "more", fogis, hook, (503, 503), maxAttempts=2
+    )
     assert status["webhook"]["pendingChanges"] == 2
     first_id = _delivery(hook.requests[0])
 
@@ -344,13 +350,7 @@ def test_a_client_error_is_not_retried(
     hook: WebhookReceiver,
     operator: Operator,
 ) -> None:
-    cluster.create_watcher(namespace, "refused", _spec(fogis))
-    run = ManualRuns(cluster, namespace, "refused")
-    run()
-    baseline = _snapshot_version(cluster, namespace, "refused")
-    fogis.set_matches(_change_a())
-    hook.enqueue(400)
-    status = run()
+    run, baseline, status = _change_answered(cluster, namespace, "refused", fogis, hook, (400,))
     # The run is over (its status is written) after one attempt, with maxAttempts 5.
     assert len(hook.requests) == 1
     assert _ready(status) == ("False", "WebhookFailing")
@@ -384,12 +384,8 @@ def test_retry_after_is_honoured(
 ) -> None:
     arrivals: list[float] = []
     hook.on_request = lambda _: arrivals.append(time.monotonic())
-    cluster.create_watcher(namespace, "later", _spec(fogis))
-    run = ManualRuns(cluster, namespace, "later")
-    run()
-    fogis.set_matches(_change_a())
-    hook.enqueue(Reply(429, headers={"Retry-After": "1"}))
-    status = run()
+    too_many = Reply(429, headers={"Retry-After": "1"})
+    _, _, status = _change_answered(cluster, namespace, "later", fogis, hook, (too_many,))
     assert _ready(status) == ("True", "Succeeded")
     first, second = hook.requests
     assert _delivery(first) == _delivery(second)
