@@ -11,7 +11,7 @@ BENCH_WATCHERS ?= 300
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lint format unit integration test bench demo demo-down cluster-up cluster-down \
-	tools render chart-check clean
+	tools render chart-check clean image node-up node-down test-e2e
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,20 @@ demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, op
 
 demo-down: ## stop what `make demo KEEP=1` left running, and the local control plane
 	$(BIN)/python -m hack.demo down
+
+image: ## build the operator image (buildah, Debian base) plus pause/stand-in images; last line = the image reference
+	hack/images all
+
+node-up: setup ## (root) a real local node: control plane + kubelet, containerd, kube-proxy, CoreDNS
+	hack/local-node up
+
+node-down: ## (root) stop the local node and the control plane; leaves nothing behind
+	hack/local-node down
+
+test-e2e: setup ## (root) the chart's pod on a real local node: install, probes, GC, upgrade, HA, uninstall
+	@[ "$$(id -u)" = 0 ] || { echo "make test-e2e: needs root (containerd, kubelet, iptables); run it as root" >&2; exit 1; }
+	$(BIN)/pytest tests/e2e -q --junitxml=$(RESULTS)/e2e.xml
+	$(BIN)/python hack/check_results.py $(RESULTS)/e2e.xml
 
 tools: ## build helm and kubeconform once into the per-user cache
 	hack/tools

@@ -6,8 +6,10 @@ naming the variable, instead of surfacing later as odd behaviour.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -21,6 +23,24 @@ from controller.model import (
 )
 
 PREFIX = "MLCD_"
+
+# Docker-link style variables the kubelet injects for every Service in the pod's namespace
+# (enableServiceLinks, on by default): a Service named `mlcd-...` yields MLCD_..._SERVICE_HOST,
+# MLCD_..._PORT=tcp://IP:PORT and so on. Each suffix comes with the value shape it always has, so a
+# typo such as MLCD_METRIC_PORT=9090 still fails instead of being mistaken for a link.
+_SERVICE_LINK_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(rf"{PREFIX}(\w+_)?{suffix}"), shape)
+    for suffix, shape in (
+        ("SERVICE_HOST", "ip"),
+        (r"SERVICE_PORT(_\w+)?", "port"),
+        (r"PORT", "url"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)", "url"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_PROTO", "proto"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_PORT", "port"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_ADDR", "ip"),
+    )
+)
+_LINK_URL = re.compile(r"(tcp|udp|sctp)://\[?([0-9a-fA-F.:]+)\]?:\d{1,5}")
 
 
 class ConfigError(ValueError):
@@ -125,7 +145,11 @@ def _check(settings: Settings) -> None:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from MLCD_* variables; unknown MLCD_* names are errors (they are typos)."""
+    """Build Settings from MLCD_* variables; unknown MLCD_* names are errors (they are typos).
+
+    The one exception is a Kubernetes service-link variable (see _SERVICE_LINK_SHAPES): a Service
+    whose name starts with `mlcd` must not crash-loop a Deployment that leaves enableServiceLinks on.
+    """
     env = os.environ if environ is None else environ
     known = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -133,6 +157,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if not key.startswith(PREFIX):
             continue
         name = key[len(PREFIX) :].lower()
+        if name not in known and is_service_link(key, raw):
+            continue
         if name not in known:
             raise ConfigError(f"unknown setting {key}; known: {', '.join(_env_names())}")
         parser = _PARSERS[str(known[name].type)]
@@ -143,6 +169,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     _check(settings)
     return settings
+
+
+def is_service_link(key: str, value: str) -> bool:
+    """Whether KEY=VALUE looks exactly like a variable the kubelet injects for a Service."""
+    for pattern, shape in _SERVICE_LINK_SHAPES:
+        if pattern.fullmatch(key) and _has_shape(value, shape):
+            return True
+    return False
+
+
+def _has_shape(value: str, shape: str) -> bool:
+    if shape == "port":
+        return value.isdigit() and 0 < int(value) < 65536
+    if shape == "proto":
+        return value in ("tcp", "udp", "sctp")
+    if shape == "url":
+        match = _LINK_URL.fullmatch(value)
+        return match is not None and _has_shape(match.group(2), "ip")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _env_names() -> list[str]:

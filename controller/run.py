@@ -399,14 +399,16 @@ class WatcherRunner:
                 ),
             )
         finally:
+            # The slot names a scheduled run, so Events and logs show that no slot ran twice.
+            what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
             if error is None and detection is not None:
-                emit(
-                    "Normal",
-                    "Baseline" if detection.baseline else "RunSucceeded",
-                    f"{trigger} run: {_describe_success(detection)}",
-                )
+                message = f"{what}: {_describe_success(detection)}"
+                emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
+                log.info("%s/%s: %s", ref.namespace, ref.name, message)
             elif error is not None:
-                emit("Warning", error.reason, f"{trigger} run failed: {error.message}")
+                message = f"{what} failed: {error.message}"
+                emit("Warning", error.reason, message)
+                log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, message, error.reason)
         return status
 
     @staticmethod

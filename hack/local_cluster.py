@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".cache" / "local-cluster"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 READY_TIMEOUT_SECONDS = 90.0
+SERVICE_CIDR = "198.19.0.0/16"
 
 
 class ClusterError(RuntimeError):
@@ -182,7 +183,11 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
             f"--secure-port={api_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            # RFC 2544 addresses, never a private range: the `kubernetes` Service is 198.19.0.1,
+            # which the self-signed serving certificate carries (pods on hack/local-node use it).
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # The local node's kubelet registers a name nobody resolves; reach it by address.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa_key}",
             f"--service-account-signing-key-file={sa_key}",

@@ -11,7 +11,11 @@ so a test cannot pass by agreeing with a broken implementation.
         ...  # point the operator at hook.url
         (first, second, third) = hook.wait_for(3)
 
-As a program, for the demo: `python -m tests.fakes.receiver --port 8000 [--hmac-key K]`.
+As a program, for the demo and the end-to-end tests:
+`python -m tests.fakes.receiver --port 8000 [--hmac-key K]`, driven over HTTP with
+    GET  /_control/requests  every request so far (method, path, headers, payload, signatureValid)
+    POST /_control/replies   {"statuses": [503, 503]}: answers for the next requests, in order,
+                             instead of any still queued ([] = 204 again from now on)
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.fakes.background import BackgroundServer
+
+# Requests under this path drive the receiver instead of being recorded (see _control).
+CONTROL_PREFIX = "/_control/"
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self.server.receiver._handle(self.command, self.path, headers, body)
+        if self.path.startswith(CONTROL_PREFIX):
+            reply = self.server.receiver._control(self.command, self.path, body)
+        else:
+            reply = self.server.receiver._handle(self.command, self.path, headers, body)
         if reply.delay_seconds and self.server.receiver._stopping.wait(reply.delay_seconds):
             return  # taken down meanwhile: drop the connection without an answer
         self.send_response(reply.status)
@@ -87,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply.body)
 
-    do_POST = do_PUT = _serve
+    do_GET = do_POST = do_PUT = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: tests look at the recordings, the CLI prints its own lines."""
@@ -153,6 +163,31 @@ class WebhookReceiver(BackgroundServer):
         # http.server decodes headers as latin-1; compare bytes so odd input cannot raise.
         given = headers.get("x-signature", "").encode("latin-1")
         return hmac.compare_digest(given, expected.encode())
+
+    def _control(self, method: str, path: str, body: bytes) -> Reply:
+        """The program's remote control (a test outside the receiver's pod drives it over HTTP)."""
+        if method == "GET" and path == f"{CONTROL_PREFIX}requests":
+            listing = [
+                {
+                    "method": r.method,
+                    "path": r.path,
+                    "headers": dict(r.headers),
+                    "payload": r.payload,
+                    "signatureValid": r.signature_valid,
+                }
+                for r in self.requests
+            ]
+            return Reply(200, {"Content-Type": "application/json"}, json.dumps(listing).encode())
+        if method == "POST" and path == f"{CONTROL_PREFIX}replies":
+            try:
+                statuses = [int(code) for code in json.loads(body)["statuses"]]
+            except (ValueError, KeyError, TypeError):
+                return Reply(400, body=b'expected {"statuses": [503, ...]}')
+            with self._changed:
+                self._replies.clear()
+            self.enqueue(*statuses)
+            return Reply(204)
+        return Reply(404)
 
     def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         try:

@@ -133,6 +133,47 @@ def test_bad_settings_fail_with_the_variable_name(env: dict[str, str], fragment:
     assert fragment in str(caught.value)
 
 
+# What the kubelet injects for a Service named mlcd-match-list-change-detector (ports metrics 8080,
+# health 8081), captured from a pod on the local node.
+SERVICE_LINKS = {
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_SERVICE_HOST": "198.19.0.42",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_SERVICE_PORT": "8080",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_SERVICE_PORT_METRICS": "8080",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_PORT": "tcp://198.19.0.42:8080",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_PORT_8080_TCP": "tcp://198.19.0.42:8080",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_PORT_8080_TCP_PROTO": "tcp",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_PORT_8080_TCP_PORT": "8080",
+    "MLCD_MATCH_LIST_CHANGE_DETECTOR_PORT_8080_TCP_ADDR": "198.19.0.42",
+    "MLCD_X_PORT_53_UDP": "udp://[fd00::a]:53",
+    # A Service named just `mlcd`.
+    "MLCD_SERVICE_HOST": "198.19.0.7",
+    "MLCD_PORT": "tcp://198.19.0.7:80",
+}
+
+
+def test_service_link_variables_are_not_settings() -> None:
+    settings = load_settings({**SERVICE_LINKS, "MLCD_METRICS_PORT": "9090"})
+    assert settings.metrics_port == 9090
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("MLCD_METRIC_PORT", "9090"),  # a typo of MLCD_METRICS_PORT, not a link (no tcp://)
+        ("MLCD_X_SERVICE_HOST", "receiver.example"),
+        ("MLCD_X_SERVICE_PORT", "http"),
+        ("MLCD_X_SERVICE_PORT", "70000"),
+        ("MLCD_X_PORT", "http://198.19.0.1:80"),
+        ("MLCD_X_PORT_80_TCP", "tcp://host:80"),
+        ("MLCD_X_PORT_80_TCP_PROTO", "http"),
+        ("MLCD_X_PORT_80_TCP_ADDR", "999.1.1.1"),
+    ],
+)
+def test_near_service_links_are_still_unknown_settings(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"unknown setting {key}"):
+        load_settings({key: value})
+
+
 def test_run_once_settings() -> None:
     settings = load_run_once(
         {
