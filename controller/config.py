@@ -148,7 +148,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from MLCD_* variables; unknown MLCD_* names are errors (they are typos).
 
     The one exception is a Kubernetes service-link variable (see _SERVICE_LINK_SHAPES): a Service
-    whose name starts with `mlcd` must not crash-loop a Deployment that leaves enableServiceLinks on.
+    whose name starts with `mlcd` must not crash-loop a Deployment with enableServiceLinks on.
     """
     env = os.environ if environ is None else environ
     known = {f.name: f for f in fields(Settings)}

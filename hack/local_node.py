@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -626,7 +627,7 @@ def _remove_iptables() -> None:
         for table in ("nat", "filter", "mangle"):
             rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
             for rule in rules:
-                parts = rule.split()
+                parts = shlex.split(rule)  # comments are quoted and hold spaces
                 if (
                     parts[:1] == ["-A"]
                     and not parts[1].startswith(ours)
