@@ -72,6 +72,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Events of one object arriving within this window are processed together; short, because
     # the manual trigger's promise is a run within a second.
     settings.batching.batch_window = 0.05
+    # A stopped daemon (watcher deleted, operator paused by peering) that has not exited after a
+    # few zero-time cycles makes kopf re-check it only on the next watch event or after the
+    # cancellation timeout (65 s). Closing the deleted watcher's FOGIS session, or the status
+    # patch of a shielded run, takes longer than those cycles, so a deletion could hang for a
+    # minute when the last event raced the daemon's exit. Waiting up to 2 s for the exit removes
+    # the finalizer as soon as the daemon is done; a loop never starts a run once stopped.
+    settings.background.instant_exit_timeout = 2.0
     # Fetches and deliveries happen in our own async code; kopf's sync-handler threads are idle.
     settings.execution.max_workers = 4
     # Peering only when HA is asked for; otherwise run standalone without looking for peers.
