@@ -245,6 +245,9 @@ class Snapshot:
     """The normalised match list of one successful fetch, keyed by matchId."""
 
     matches: Mapping[str, NormalisedMatch] = field(default_factory=dict)
+    # How many times the stored snapshot has advanced (0: none stored, or one written before
+    # revisions existed). Delivery ids include it, so a list seen before is a new transition.
+    revision: int = 0
 
     @cached_property
     def digest(self) -> str:
@@ -252,7 +255,9 @@ class Snapshot:
         return hashlib.sha256(_canonical(dict(self.matches)).encode()).hexdigest()
 
     def to_json(self) -> str:
-        return _canonical({"format": SNAPSHOT_FORMAT, "matches": dict(self.matches)})
+        return _canonical(
+            {"format": SNAPSHOT_FORMAT, "revision": self.revision, "matches": dict(self.matches)}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
@@ -275,7 +280,10 @@ class Snapshot:
             problem = _match_problem(key, match)
             if problem is not None:
                 raise ValueError(f"snapshot match {key!r} is corrupt: {problem}")
-        return cls(matches)
+        revision = document.get("revision", 0)
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise ValueError(f"snapshot revision {revision!r} is not a non-negative integer")
+        return cls(matches, revision)
 
 
 # --- comparison ----------------------------------------------------------------------------------

@@ -118,18 +118,20 @@ async def detect(
     today = now.astimezone(zone).date()
     window = window_for(today, days[0], days[1])
     raw = await source.fetch(today, window)
-    new = Snapshot(normalise_all(raw))
+    old = await store.load()
+    new = Snapshot(normalise_all(raw), revision=(old.revision if old else 0) + 1)
     if raw and not new.matches:
         # Records without a match id: FOGIS changed shape. Comparing would report every match
         # as removed and then re-added; failing keeps the snapshot until the client is fixed.
         raise SourceUnavailable(
             f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
         )
-    old = await store.load()
     changes = [] if old is None else compare(old, new, window)
     report = build_report(
         watcher=watcher,
-        delivery_id=delivery_id(watcher.uid, old.digest if old else "", new.digest),
+        delivery_id=delivery_id(
+            watcher.uid, old.revision if old else 0, old.digest if old else "", new.digest
+        ),
         detected_at=now,
         trigger=trigger,
         changes=changes,

@@ -393,6 +393,14 @@ def up(state_dir: Path = STATE_DIR) -> NodeInfo:
         return existing
     if existing is not None:
         down(state_dir, quiet=True)
+    elif _containerd_answers():
+        # One node per machine: its addresses, bridge and directories are fixed.
+        raise NodeError(
+            f"another local node runs ({CONTAINERD_SOCK} answers), e.g. from another checkout: "
+            "stop it there with `hack/local-node down` first"
+        )
+    else:
+        _sweep(None)  # what a crashed or killed run may have left behind
     install_packages()
     bin_dir = Path(_built([str(ROOT / "hack" / "build-control-plane"), "--node"]))
     coredns = _built([str(ROOT / "hack" / "tools"), "coredns"])
@@ -641,17 +649,17 @@ def _remove_iptables() -> None:
                 _run(tool, "-t", table, "-X", chain, check=False)
 
 
-def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
-    """Stop the node and undo every change it made to the machine; the control plane too."""
-    info = NodeInfo.load(state_dir)
-    if info is not None:
-        for name in ("kube-controller-manager", "kube-scheduler"):
-            if name in info.pids:
-                _stop(info.pids[name])
-        _drain(info)
-        for name in ("kubelet", "kube-proxy", "coredns", "containerd"):
-            if name in info.pids:
-                _stop(info.pids[name])
+def _containerd_answers() -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(CONTAINERD_SOCK))
+        except OSError:
+            return False
+    return True
+
+
+def _sweep(info: NodeInfo | None) -> None:
+    """Undo what a node did to the machine once its daemons are gone (also after a crash)."""
     _kill_shims()
     _unmount_under(LIB_DIR / "kubelet", RUN_DIR, LIB_DIR / "containerd")
     _remove_netns(info.started if info is not None else time.time())
@@ -665,9 +673,22 @@ def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
             with contextlib.suppress(OSError):
                 _sysctl_path(name).write_text(value)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
-    shutil.rmtree(LIB_DIR / "kubelet", ignore_errors=True)
-    shutil.rmtree(LIB_DIR / "kubelet-pki", ignore_errors=True)
-    shutil.rmtree(LIB_DIR / "pod-logs", ignore_errors=True)
+    for directory in ("kubelet", "kubelet-pki", "pod-logs"):
+        shutil.rmtree(LIB_DIR / directory, ignore_errors=True)
+
+
+def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
+    """Stop the node and undo every change it made to the machine; the control plane too."""
+    info = NodeInfo.load(state_dir)
+    if info is not None:
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in info.pids:
+                _stop(info.pids[name])
+        _drain(info)
+        for name in ("kubelet", "kube-proxy", "coredns", "containerd"):
+            if name in info.pids:
+                _stop(info.pids[name])
+    _sweep(info)
     local_cluster.down(quiet=True)
     if state_dir.exists():
         shutil.rmtree(state_dir)

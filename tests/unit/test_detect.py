@@ -133,6 +133,35 @@ async def test_failed_delivery_keeps_snapshot_and_the_same_id() -> None:
     assert store.snapshot is not baseline
 
 
+async def test_a_list_seen_before_is_a_new_transition_with_a_new_id() -> None:
+    """A->B->A->B: three transitions, three ids (the second A->B is not a repeat of the first)."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    for flag in (True, False, True):  # cancelled, uncancelled, cancelled again
+        source.matches = matches({"installd": flag})
+        await run(source, store, notifier)
+    ids = [delivery_id for _, delivery_id in notifier.bodies]
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+    assert store.snapshot is not None
+    assert store.snapshot.revision == 4  # the baseline, then three accepted transitions
+
+
+async def test_a_retried_transition_keeps_its_id_across_a_restart() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches({"installd": True})
+    notifier.fail = True
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    assert store.snapshot is not None
+    store.snapshot = Snapshot.from_json(store.snapshot.to_json())  # what a new process reads
+    notifier.fail = False
+    await run(source, store, notifier)
+    first, second = (delivery_id for _, delivery_id in notifier.bodies)
+    assert first == second
+
+
 async def test_failed_fetch_is_never_compared() -> None:
     source, store, notifier = Source(matches()), Store(), Notifier()
     await run(source, store, notifier)

@@ -446,9 +446,11 @@ def test_summarise(types: list[str], expected: Summary) -> None:
 
 def test_snapshot_round_trip_and_digest() -> None:
     original = snapshot(record(1), record(2, installd=True), record(3, domaruppdraglista=[]))
+    original = Snapshot(original.matches, revision=7)
     text = original.to_json()
     restored = Snapshot.from_json(text)
     assert restored == original
+    assert restored.revision == 7
     assert restored.digest == original.digest
     assert restored.to_json() == text
     assert json.loads(text)["format"] == 1
@@ -457,8 +459,14 @@ def test_snapshot_round_trip_and_digest() -> None:
     )
 
 
+def test_snapshot_without_revision_reads_as_revision_zero() -> None:
+    """Snapshots written before revisions existed stay readable."""
+    assert Snapshot.from_json(_stored()).revision == 0
+
+
 def test_snapshot_digest_ignores_insertion_order_and_sees_content() -> None:
     a, b = normalise(record(1)) or {}, normalise(record(2)) or {}
+    assert Snapshot({"1": a}, revision=1).digest == Snapshot({"1": a}, revision=2).digest
     assert Snapshot({"1": a, "2": b}).digest == Snapshot({"2": b, "1": a}).digest
     assert Snapshot({"1": a, "2": b}).to_json() == Snapshot({"2": b, "1": a}).to_json()
     assert Snapshot({"1": a}).digest != Snapshot({"1": a, "2": b}).digest
@@ -489,6 +497,9 @@ def _stored(**change: Any) -> str:
         (_stored(cancelled="no"), "must be booleans"),
         (_stored(referees={}), "referees must be a list"),
         (_stored(referees=[{"id": "1", "name": None}]), "referees must be a list"),
+        ('{"format": 1, "revision": -1, "matches": {}}', "revision -1 is not"),
+        ('{"format": 1, "revision": "3", "matches": {}}', "revision '3' is not"),
+        ('{"format": 1, "revision": true, "matches": {}}', "revision True is not"),
     ],
 )
 def test_snapshot_from_corrupt_json(text: str, message: str) -> None:

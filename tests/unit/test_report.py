@@ -46,17 +46,18 @@ def _report(trigger: str = "schedule", changes: list[MatchChange] | None = None)
 @pytest.mark.parametrize(
     ("other", "same"),
     [
-        ((WATCHER.uid, "a" * 64, "b" * 64), True),
-        (("another-uid", "a" * 64, "b" * 64), False),
-        ((WATCHER.uid, "c" * 64, "b" * 64), False),
-        ((WATCHER.uid, "a" * 64, "c" * 64), False),
-        ((WATCHER.uid, "b" * 64, "a" * 64), False),
+        ((WATCHER.uid, 3, "a" * 64, "b" * 64), True),
+        (("another-uid", 3, "a" * 64, "b" * 64), False),
+        ((WATCHER.uid, 3, "c" * 64, "b" * 64), False),
+        ((WATCHER.uid, 3, "a" * 64, "c" * 64), False),
+        ((WATCHER.uid, 3, "b" * 64, "a" * 64), False),
+        ((WATCHER.uid, 5, "a" * 64, "b" * 64), False),  # the same lists, a later transition
     ],
 )
 def test_delivery_id_is_deterministic_per_transition(
-    other: tuple[str, str, str], same: bool
+    other: tuple[str, int, str, str], same: bool
 ) -> None:
-    first = delivery_id(WATCHER.uid, "a" * 64, "b" * 64)
+    first = delivery_id(WATCHER.uid, 3, "a" * 64, "b" * 64)
     assert uuid.UUID(first).version == 5
     assert (delivery_id(*other) == first) is same
 
