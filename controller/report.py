@@ -30,9 +30,7 @@ def delivery_id(uid: str, revision: int, old_digest: str, new_digest: str) -> st
     redelivered pending transition starts from the same one (same id), while a later transition
     starts from a later one, so A->B->A->B yields three ids, not two.
     """
-    return str(
-        uuid.uuid5(_DELIVERY_NAMESPACE, f"{uid}\n{revision}\n{old_digest}\n{new_digest}")
-    )
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{uid}\n{revision}\n{old_digest}\n{new_digest}"))
 
 
 def rfc3339(moment: datetime) -> str:
