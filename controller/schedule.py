@@ -10,6 +10,7 @@ a wall-clock slot that does not exist (spring forward) is skipped, and one that 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,11 @@ class Schedule:
         return utc
 
 
+# croniter extensions that make slots unpredictable (R fires at random, H at a hash-chosen time):
+# an R or H standing alone as a value, not inside a name such as MAR or THU.
+_RANDOM_VALUE = re.compile(r"(?<![A-Za-z])[RrHh](?![A-Za-z])")
+
+
 # Every loop step re-reads its spec; a thousand watchers waking on one slot share a handful of
 # schedules, so the validation walk runs once per distinct one (errors are not cached).
 @functools.lru_cache(maxsize=4096)
@@ -98,6 +104,12 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
         raise InvalidSpec(
             f"schedule {expression!r} is not a 5-field cron expression "
             "or one of @hourly, @daily, @weekly, @monthly, @yearly",
+            reason="InvalidSchedule",
+        )
+    if _RANDOM_VALUE.search(expr):
+        raise InvalidSpec(
+            f"schedule {expression!r} uses croniter's random (R) or hashed (H) values; "
+            "give fixed minutes and hours",
             reason="InvalidSchedule",
         )
     schedule = Schedule(expr, zone)

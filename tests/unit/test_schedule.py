@@ -17,6 +17,13 @@ def utc(*fields: int) -> datetime:
 
 
 @pytest.mark.parametrize(
+    "expression", ["0 9 * MAR THU", "0 9 * mar-oct sun,thu", "0 0 L * *", "*/15 8-18 * * MON-FRI"]
+)
+def test_names_with_r_and_h_are_not_random(expression: str) -> None:
+    assert parse_schedule(expression, "UTC").expression == expression
+
+
+@pytest.mark.parametrize(
     ("expression", "zone", "after", "expected"),
     [
         ("0 * * * *", "UTC", utc(2026, 1, 1, 10, 0), utc(2026, 1, 1, 11, 0)),  # strictly after
@@ -89,6 +96,13 @@ def test_latest_at_or_before(expression: str, zone: str, at: datetime, expected:
         ),  # a directory of zones, not a zone
         # Only ever 02:30 on the last Sunday of March: always inside the spring-forward gap.
         ("30 2 * 3 L0", "Europe/Stockholm", False, "InvalidSchedule", "never fires"),
+        # croniter's random (R) and hashed (H) values: slots nobody can predict.
+        ("R * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
+        ("0 R * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
+        ("H * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
+        ("H(0-29) * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
+        ("0 0 * * r", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
+        ("* * * * * R", "UTC", True, "InvalidSchedule", "random (R) or hashed (H)"),
     ],
 )
 def test_invalid_schedules(
