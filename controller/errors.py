@@ -11,6 +11,18 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+# Longest message shown to users (status.lastError, condition messages, Events, log lines): one
+# run's error must never make every later status patch too large to be accepted.
+MAX_MESSAGE_CHARS = 1024
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` if it fits, else its start and how much was cut: never more than `limit` chars."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - 60)  # room for the note below, whatever the count
+    return f"{text[:keep]} ... ({len(text) - keep} more characters cut)"[:limit]
+
 
 class DetectorError(Exception):
     """Base class: a run failed for a reason the user can act on."""
@@ -18,7 +30,7 @@ class DetectorError(Exception):
     reason = "RunFailed"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(clip(message))
         if reason is not None:
             self.reason = reason
 

@@ -11,11 +11,12 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Protocol
 
 from controller.diff import Snapshot
-from controller.errors import DetectorError
+from controller.errors import DetectorError, clip
 from controller.kube import Kube
 from controller.model import WatcherRef
 
@@ -24,6 +25,9 @@ from controller.model import WatcherRef
 DATA_KEY = "snapshot.json.gz"
 WATCHER_LABEL = "matchlist.io/watcher"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "match-list-change-detector"}
+# A ConfigMap holds at most 1 MiB, about 20 MiB of our JSON once decompressed. Anything that
+# inflates beyond this is not ours (a gzip bomb from whoever may edit ConfigMaps there).
+MAX_SNAPSHOT_JSON_BYTES = 64 * 1024 * 1024
 
 
 class SnapshotCorrupt(DetectorError):
@@ -48,12 +52,39 @@ def config_map_name(watcher_name: str) -> str:
     return _short(f"{watcher_name}-matchlist-snapshot", 253)
 
 
+def _gunzip(data: bytes, limit: int = MAX_SNAPSHOT_JSON_BYTES) -> bytes:
+    """gzip-decompress at most `limit` bytes; OSError for anything that is not that."""
+    decompressor = zlib.decompressobj(wbits=31)  # 31: gzip framing
+    try:
+        out = decompressor.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise OSError(str(exc)) from None
+    if len(out) > limit:
+        raise OSError(f"it inflates beyond {limit // (1024 * 1024)} MiB")
+    if not decompressor.eof:
+        raise OSError("truncated")
+    return out
+
+
+def _decode(data: bytes, where: str) -> Snapshot:
+    """The stored bytes to a Snapshot (CPU-heavy for big lists: called off the event loop)."""
+    try:
+        text = _gunzip(data).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotCorrupt(
+            f"snapshot in {where} is not gzip-compressed JSON ({exc}); delete it to record a "
+            "new baseline"
+        ) from None
+    return _parse(text, where)
+
+
 def _parse(text: str, where: str) -> Snapshot:
     try:
         return Snapshot.from_json(text)
     except ValueError as exc:
         raise SnapshotCorrupt(
-            f"snapshot in {where} is unreadable ({exc}); delete it to record a new baseline"
+            f"snapshot in {where} is unreadable ({clip(str(exc), 300)}); delete it to record a "
+            "new baseline"
         ) from None
 
 
@@ -71,16 +102,8 @@ class ConfigMapSnapshots:
         # is not instant); this watcher has no snapshot yet and records its own baseline.
         if stored is None or DATA_KEY not in stored.data or self._ref.uid not in stored.owner_uids:
             return None
-        data = stored.data
         where = f"ConfigMap {self._ref.namespace}/{self.name}"
-        try:
-            text = gzip.decompress(data[DATA_KEY]).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError):
-            raise SnapshotCorrupt(
-                f"snapshot in {where} is not gzip-compressed JSON; delete it to record a new "
-                "baseline"
-            ) from None
-        return _parse(text, where)
+        return await asyncio.to_thread(_decode, stored.data[DATA_KEY], where)
 
     async def save(self, snapshot: Snapshot) -> None:
         labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}

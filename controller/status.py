@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.diff import Summary
+from controller.errors import clip
 from controller.report import rfc3339
 
 
@@ -51,7 +52,7 @@ def conditions_with(
         "type": "Ready",
         "status": status,
         "reason": readiness.reason,
-        "message": readiness.message[:1024],
+        "message": clip(readiness.message),
         "lastTransitionTime": transition,
     }
     if generation is not None:

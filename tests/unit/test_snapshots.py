@@ -1,0 +1,91 @@
+"""The snapshot ConfigMap's decoding: what a hostile or broken ConfigMap does to a load."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import Any
+
+import pytest
+
+from controller.diff import Snapshot, normalise_all
+from controller.errors import MAX_MESSAGE_CHARS, clip
+from controller.kube import StoredConfigMap
+from controller.model import WatcherRef
+from controller.snapshots import DATA_KEY, ConfigMapSnapshots, SnapshotCorrupt
+from tests.fakes.fogis import make_match
+
+REF = WatcherRef("referees", "anna", "uid-1")
+
+
+class OneConfigMap:
+    """Just enough of controller.kube.Kube for ConfigMapSnapshots.load."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap:
+        return StoredConfigMap(data={DATA_KEY: self.data}, owner_uids=(REF.uid,))
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1024 * 1024)
+    parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
+    return b"".join([*parts, compressor.flush()])
+
+
+async def load(data: bytes) -> Snapshot | None:
+    store = ConfigMapSnapshots(OneConfigMap(data), REF)  # type: ignore[arg-type]
+    return await store.load()
+
+
+async def test_a_stored_snapshot_loads() -> None:
+    snapshot = Snapshot(normalise_all([make_match(1), make_match(2)]), revision=3)
+    loaded = await load(gzip.compress(snapshot.to_json().encode()))
+    assert loaded == snapshot
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"plain text", "not gzip-compressed JSON"),
+        (gzip.compress(b'{"format": 1, "matches": {}}')[:-6], "truncated"),
+        (gzip.compress(b"\xff\xfe"), "not gzip-compressed JSON"),
+        (gzip.compress(b"[]"), "must be a JSON object"),
+        # 200 MiB of zeros in about 200 KiB: refused after 64 MiB, never held whole in memory.
+        (_gzip_bomb(200 * 1024 * 1024), "inflates beyond 64 MiB"),
+    ],
+)
+async def test_broken_or_hostile_snapshots_fail_with_a_short_message(
+    data: bytes, fragment: str
+) -> None:
+    with pytest.raises(SnapshotCorrupt) as caught:
+        await load(data)
+    assert fragment in caught.value.message
+    assert "delete it to record a new baseline" in caught.value.message
+    assert len(caught.value.message) <= MAX_MESSAGE_CHARS
+
+
+async def test_a_huge_error_inside_a_snapshot_is_clipped() -> None:
+    """A corrupt entry quoted in the error could be megabytes: status patches must stay small."""
+    document = '{"format": 1, "matches": {"' + "x" * 5_000_000 + '": 1}}'
+    with pytest.raises(SnapshotCorrupt) as caught:
+        await load(gzip.compress(document.encode()))
+    assert len(caught.value.message) <= 500
+    assert "more characters cut)" in caught.value.message
+    assert caught.value.message.endswith("delete it to record a new baseline")
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 1024, "short"),
+        ("x" * 1024, 1024, "x" * 1024),
+        ("x" * 1025, 1024, "x" * 964 + " ... (61 more characters cut)"),
+        ("y" * 10**6, 100, "y" * 40 + " ... (999960 more characters cut)"),
+    ],
+)
+def test_clip(text: str, limit: int, expected: Any) -> None:
+    assert clip(text, limit) == expected
+    assert len(clip(text, limit)) <= limit
