@@ -62,6 +62,9 @@ class Settings:
     # Shared connection pool for all outgoing HTTP (FOGIS and webhooks).
     http_max_connections: int = 64
     fogis_timeout_seconds: float = 30.0
+    # Largest FOGIS answer read, after decompression (a referee's year is a few MiB): a broken
+    # or hostile server cannot make one watcher exhaust the memory every watcher shares.
+    fogis_max_response_bytes: int = 32 * 1024 * 1024
     # How long a run in progress may take to finish when the operator is asked to stop.
     shutdown_timeout_seconds: float = 60.0
     webhook_backoff_base_seconds: float = 1.0
@@ -127,6 +130,7 @@ def _check(settings: Settings) -> None:
         "kube_workers",
         "http_max_connections",
         "fogis_timeout_seconds",
+        "fogis_max_response_bytes",
         "shutdown_timeout_seconds",
         "webhook_backoff_base_seconds",
         "webhook_backoff_max_seconds",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from html.parser import HTMLParser
@@ -169,17 +170,78 @@ def parse_match_list(body: bytes) -> list[dict[str, Any]]:
 # --- client --------------------------------------------------------------------------------------
 
 
-class _BorrowedTransport(httpx.AsyncBaseTransport):
-    """Lends a shared transport to one client without letting the client close it."""
+class _TooLarge(httpx.TransportError):
+    """A FOGIS answer grew past the byte limit (raw, or once decompressed)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+
+class _BoundedStream(httpx.AsyncByteStream):
+    """A response body that stops at `limit` bytes, decompressing gzip/deflate itself in bounded
+    steps: httpx inflates a whole network chunk at once, and 300 KB of gzip can be 1 GB."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, *, inflate: bool, limit: int) -> None:
         self._inner = inner
+        self._limit = limit
+        self._inflater = zlib.decompressobj(wbits=47) if inflate else None  # gzip or zlib
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._inner.handle_async_request(request)
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        total = 0
+        async for chunk in self._inner:
+            pending = chunk
+            while pending:
+                if self._inflater is None:
+                    out, pending = pending, b""
+                else:
+                    try:
+                        out = self._inflater.decompress(pending, self._limit - total + 1)
+                    except zlib.error:
+                        raise httpx.DecodingError("invalid compressed body") from None
+                    pending = self._inflater.unconsumed_tail
+                total += len(out)
+                if total > self._limit:
+                    raise _TooLarge(f"more than {self._limit} bytes")
+                if out:
+                    yield out
+                if not out and pending:  # no progress (cannot happen with a sane zlib)
+                    raise httpx.DecodingError("invalid compressed body")
 
     async def aclose(self) -> None:
-        """The owner of the shared transport closes it, once, after every client is done."""
+        await self._inner.aclose()
+
+
+class _GuardedTransport(httpx.AsyncBaseTransport):
+    """Bounds every FOGIS answer (redirect pages included) and, for a shared transport, lends it
+    to one client without letting the client close it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, owned: bool, limit: int) -> None:
+        self._inner = inner
+        self._owned = owned
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate", "x-gzip", ""):
+            await response.aclose()
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - async transport
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            stream=_BoundedStream(
+                response.stream, inflate=encoding not in ("identity", ""), limit=self._limit
+            ),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        # A shared transport is closed by its owner, once, after every client is done.
+        if self._owned:
+            await self._inner.aclose()
 
 
 class FogisClient:
@@ -197,14 +259,21 @@ class FogisClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
+        max_response_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._host = httpx.URL(self._base_url).host or self._base_url
         self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
         self._client = httpx.AsyncClient(
-            transport=None if transport is None else _BorrowedTransport(transport),
+            transport=_GuardedTransport(
+                transport or httpx.AsyncHTTPTransport(),
+                owned=transport is None,
+                limit=max_response_bytes,
+            ),
             timeout=timeout,
-            headers={"User-Agent": USER_AGENT},
+            # Only what _BoundedStream can inflate in bounded steps.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
         )
         # Who the current cookies belong to: a rotated password must not reuse the old session.
         self._session_for: Credentials | None = None
@@ -262,6 +331,13 @@ class FogisClient:
         except httpx.TimeoutException:
             raise SourceUnavailable(
                 f"FOGIS at {self._host} did not answer within {self._timeout:g} s"
+            ) from None
+        except _TooLarge:
+            limit = self._max_response_bytes
+            size = f"{limit / (1024 * 1024):g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
+            raise SourceUnavailable(
+                f"FOGIS at {self._host} answered more than {size} "
+                "(MLCD_FOGIS_MAX_RESPONSE_BYTES); the answer was not used"
             ) from None
         except httpx.HTTPError as exc:
             raise SourceUnavailable(

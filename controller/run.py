@@ -293,6 +293,7 @@ class WatcherRunner:
                 base_url,
                 transport=self._fogis_transport,
                 timeout=self._settings.fogis_timeout_seconds,
+                max_response_bytes=self._settings.fogis_max_response_bytes,
             )
             self._sessions[key] = (base_url, client)
             return client

@@ -23,12 +23,15 @@ and drive it with
 from __future__ import annotations
 
 import argparse
+import functools
+import gzip
 import html
 import json
 import secrets
 import signal
 import sys
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -45,7 +48,11 @@ AUTH_COOKIE = "FogisMobilDomarKlient.ASPXAUTH"
 IDSRV_COOKIE = "idsrv"
 MATCH_LIST_PATH = "/mdk/MatchWebMetoder.aspx/GetMatcherAttRapportera"
 LOGIN_STYLES = ("classic", "oauth")
-_ANSWER_FAILURES = ("500", "timeout", "garbage", "success_false", "no_matchlista")
+# "gzipped" is no failure: the normal answer, gzip-compressed. "gzip_bomb" is 100 MiB of zeros
+# in 100 KiB of gzip; "huge" is a valid answer padded to 40 MiB.
+_ANSWER_FAILURES = (
+    "500", "timeout", "garbage", "success_false", "no_matchlista", "gzipped", "gzip_bomb", "huge",
+)  # fmt: skip
 FAILURE_KINDS = (*_ANSWER_FAILURES, "expire_session", "login_rejected")
 
 _VIEWSTATE = "/wEPDwUKLTM0NjU2OTcyMw9kFgJmD2QWAgIDD2QWAgIBDw8WAh4EVGV4dAUHTG9nZ2EgaW4+&Zw=="
@@ -84,7 +91,9 @@ class _Reply:
         location: str | None = None,
         cookies: Mapping[str, str] | None = None,
         delay: float = 0.0,
+        encoding: str | None = None,
     ) -> None:
+        self.encoding = encoding  # Content-Encoding of `body`, when compressed
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.content_type = content_type
@@ -108,6 +117,13 @@ class _Request:
         return {name: values[0] for name, values in pairs.items()}
 
 
+@functools.cache
+def _gzip_bomb() -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(zeros) for _ in range(100)), compressor.flush()])
+
+
 def _json_reply(document: Any, status: int = 200) -> _Reply:
     return _Reply(status, json.dumps(document, ensure_ascii=False), content_type="application/json")
 
@@ -126,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", reply.content_type)
         if reply.location is not None:
             self.send_header("Location", reply.location)
+        if reply.encoding is not None:
+            self.send_header("Content-Encoding", reply.encoding)
         for name, value in reply.cookies.items():
             self.send_header("Set-Cookie", f"{name}={value}; path=/; HttpOnly")
         self.send_header("Content-Length", str(len(reply.body)))
@@ -218,6 +236,8 @@ class FakeFogis(BackgroundServer):
         """Make the next `count` match-list requests (logins for "login_rejected") fail."""
         if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r}; known: {', '.join(FAILURE_KINDS)}")
+        if kind == "gzip_bomb":
+            _gzip_bomb()  # made now, not while a client waits for its answer
         with self._lock:
             self._failures.extend([kind] * count)
 
@@ -507,11 +527,17 @@ class FakeFogis(BackgroundServer):
         }
         if failure == "no_matchlista":
             del inner["matchlista"]
+        if failure == "gzip_bomb":
+            return _Reply(200, _gzip_bomb(), content_type="application/json", encoding="gzip")
+        if failure == "huge":
+            inner["padding"] = "x" * (40 * 1024 * 1024)
         if failure is None:
             with self._lock:
                 self._fetches += 1
         reply = _json_reply({"d": json.dumps(inner, ensure_ascii=False)})
         reply.delay = self.timeout_delay if failure == "timeout" else 0.0
+        if failure == "gzipped":
+            reply.body, reply.encoding = gzip.compress(reply.body), "gzip"
         return reply
 
     # the control API

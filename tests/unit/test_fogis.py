@@ -160,6 +160,9 @@ async def test_rotated_password_starts_a_new_session(fogis: FakeFogis, client: F
         ("garbage", "invalid JSON"),
         ("success_false", "success=false"),
         ("no_matchlista", "no matchlista"),
+        # Bounded while reading: never the whole 1 GiB (or 40 MiB) in memory.
+        ("gzip_bomb", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)"),
+        ("huge", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)"),
     ],
 )
 async def test_injected_failures(
@@ -178,6 +181,22 @@ async def test_injected_failures(
     assert await fetch_ids(client) == [1, 2]  # the session survives a failed fetch
     assert fogis.logins == 1
     assert PASSWORD not in caplog.text
+
+
+async def test_a_gzip_compressed_answer_is_read(fogis: FakeFogis, client: FogisClient) -> None:
+    fogis.fail_next("gzipped")
+    assert await fetch_ids(client) == [1, 2]
+
+
+async def test_the_limit_is_a_setting(fogis: FakeFogis) -> None:
+    small = FogisClient(fogis.base_url, timeout=5, max_response_bytes=64 * 1024)
+    try:
+        await fetch_ids(small)  # the login pages and a two-match answer fit in 64 KiB
+        fogis.set_matches([make_match(i, on=TODAY) for i in range(1, 200)])
+        with pytest.raises(SourceUnavailable, match="more than 65536 bytes"):
+            await fetch_ids(small)
+    finally:
+        await small.aclose()
 
 
 async def test_unreachable_server() -> None:
