@@ -73,7 +73,7 @@ def window_for(today: date, days_back: int, days_ahead: int) -> Window:
 def _text(value: Any) -> str | None:
     """A field as trimmed text; numbers become their decimal form, anything else is missing."""
     if isinstance(value, str):
-        return value.strip() or None
+        return _valid_unicode(value.strip()) or None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -81,6 +81,17 @@ def _text(value: Any) -> str | None:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return None
+
+
+def _valid_unicode(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (.NET can cut a string inside an emoji, and JSON
+    carries the half as \\udXXX) replaced by U+FFFD: such text cannot be encoded as UTF-8, so
+    digests, snapshots and webhook bodies would fail on it for ever."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _first_text(raw: Mapping[str, Any], *keys: str) -> str | None:
@@ -266,6 +277,8 @@ class Snapshot:
             document = json.loads(text)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"snapshot is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("snapshot is not valid JSON: nested too deeply") from None
         if not isinstance(document, dict):
             raise ValueError("snapshot must be a JSON object")
         if document.get("format") != SNAPSHOT_FORMAT:

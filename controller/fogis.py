@@ -155,7 +155,7 @@ def parse_match_list(body: bytes) -> list[dict[str, Any]]:
         inner = outer.get("d", outer) if isinstance(outer, dict) else None
         if isinstance(inner, str):
             inner = json.loads(inner)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a match list
         raise SourceUnavailable("FOGIS answered the match list request with invalid JSON") from None
     if not isinstance(inner, dict):
         raise SourceUnavailable("FOGIS match list answer is not a JSON object")

@@ -506,3 +506,22 @@ def test_snapshot_from_corrupt_json(text: str, message: str) -> None:
     with pytest.raises(ValueError, match="snapshot") as caught:
         Snapshot.from_json(text)
     assert message in str(caught.value)
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    """.NET can cut a string inside an emoji; JSON then carries half a surrogate pair."""
+    raw = json.loads(
+        json.dumps(record(1, lag1namn="IF Hemma \ud83d", anlaggningnamn="Arena \ud83d\ude00"))
+    )
+    match = normalise(raw) or {}
+    assert match["homeTeam"]["name"] == "IF Hemma \ufffd"
+    assert match["venue"]["name"] == "Arena \U0001f600"  # a whole pair is a real emoji
+    stored = Snapshot({"1": match})
+    assert len(stored.digest) == 64
+    assert Snapshot.from_json(stored.to_json()) == stored
+    stored.to_json().encode("utf-8")  # what the snapshot ConfigMap and webhook bodies need
+
+
+def test_snapshot_nested_too_deeply_is_corrupt_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        Snapshot.from_json("[" * 100_000)

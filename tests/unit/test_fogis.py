@@ -335,6 +335,8 @@ def test_parse_match_list(body: bytes, expected: list[dict[str, Any]]) -> None:
         (_d({"success": True}), "no matchlista"),
         (_d({"matchlista": None}), "no matchlista"),
         (_d({"matchlista": {"1": {}}}), "no matchlista"),
+        (b"[" * 100_000, "invalid JSON"),  # too deep for the parser: data, not a crash
+        (json.dumps({"d": "[" * 100_000}).encode(), "invalid JSON"),
     ],
 )
 def test_parse_match_list_refuses(body: bytes, message: str) -> None:
