@@ -373,6 +373,11 @@ class FogisClient:
             return
         if landed.status_code >= 500:
             raise SourceUnavailable(f"FOGIS answered HTTP {landed.status_code} to the login")
+        if landed.status_code in (403, 429):
+            raise SourceUnavailable(
+                f"FOGIS answered HTTP {landed.status_code} to the login (rate limiting or a "
+                "firewall): not a verdict on the password; the next run tries again"
+            )
         raise LoginFailed(
             "FOGIS rejected the login; check username and password in the credentials Secret"
         )

@@ -246,8 +246,19 @@ RELAY_FORM = "<form method=post action=/cb><input type=hidden name=code value=c>
         (200, LOGIN_FORM, LoginFailed, "rejected the login", 2),
         (200, LOGIN_FORM + RELAY_FORM, LoginFailed, "rejected the login", 2),
         (200, RELAY_FORM, LoginFailed, "rejected the login", 3),  # relayed once, no cookie
+        # Rate limiting and firewalls say nothing about the password: no LoginFailed (and so no
+        # login backoff, no "check your password").
+        (429, LOGIN_FORM, SourceUnavailable, "HTTP 429 to the login .*not a verdict", 2),
+        (403, "Request blocked", SourceUnavailable, "HTTP 403 to the login .*not a verdict", 2),
     ],
-    ids=["server-error", "form-again", "form-again-with-hidden-form", "relay-without-cookie"],
+    ids=[
+        "server-error",
+        "form-again",
+        "form-again-with-hidden-form",
+        "relay-without-cookie",
+        "rate-limited",
+        "blocked",
+    ],
 )
 async def test_login_outcomes_without_auth_cookie(
     status: int, page: str, error: type[Exception], message: str, requests: int
