@@ -182,8 +182,14 @@ class WatcherLoop:
         slot: datetime | None,
         handled: str | None,
     ) -> None:
-        # Remember first: whatever happens to the status patch, this slot/trigger never reruns
-        # in this process.
+        if slot is not None:
+            # Claim the slot in status before running it: a run that takes the process down
+            # (OOM-kill, SIGKILL) is not started again after the restart, so it cannot crash-loop
+            # the operator. Nothing is lost: the snapshot has not advanced, and the next run
+            # reports every change since. A refused claim raises: the slot is planned again.
+            self.status = await self._patch_status(self.ref, {"lastScheduleTime": timestamp(slot)})
+        # Remember first: whatever happens to the run's status patch, this slot/trigger never
+        # reruns in this process.
         if slot is not None:
             self._last_slot = slot
         if handled is not None:

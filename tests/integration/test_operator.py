@@ -188,6 +188,33 @@ def test_restart_runs_one_missed_slot_inside_the_deadline(
         _delete_with(cluster, namespace, "restart")
 
 
+def test_a_run_that_kills_the_process_is_not_started_again_after_the_restart(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    """The slot is claimed in status before its run: an OOM-kill during the run must not make
+    every restart run the same slot again (a crash loop for every watcher of the operator)."""
+    spec = fogis_spec(fogis.base_url, credentials, "* * * * * */20")
+    op = Operator(cluster.kubeconfig, [namespace], tmp_path / "op1.log").start()
+    try:
+        cluster.create_watcher(namespace, "crash", spec)
+        cluster.wait_status(namespace, "crash", "Ready", ready)
+        fogis.fail_next("timeout")  # the first slot's match list is held back ...
+        wait_for("the first slot's login", lambda: fogis.logins >= 1, timeout=30)
+        time.sleep(0.5)
+        claimed = cluster.status(namespace, "crash").get("lastScheduleTime")
+        op.stop(signal.SIGKILL)  # ... and the process dies in the middle of that run
+    finally:
+        op.stop()
+    assert claimed is not None
+    assert "executionCount" not in cluster.status(namespace, "crash")
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")):
+        time.sleep(4)  # long enough for a catch-up run of the claimed slot, were there one
+        assert "executionCount" not in cluster.status(namespace, "crash")
+        status = cluster.wait_status(namespace, "crash", "the next slot", _runs_at_least(1), 30)
+        assert _ts(status["lastScheduleTime"]) >= _ts(claimed) + timedelta(seconds=20)
+        _delete_with(cluster, namespace, "crash")
+
+
 def test_restart_skips_a_missed_slot_past_the_deadline(
     cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
 ) -> None:
