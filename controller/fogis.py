@@ -286,24 +286,43 @@ class FogisClient:
     ) -> list[dict[str, Any]]:
         """The raw `matchlista` for `window`; logs in only without a usable session.
 
-        An expired session (401 or a redirect to the login page) gets one fresh login and one
-        retry; the run fails after that rather than hammering the login.
+        Any answer that is not the expected list (401, a redirect or a 200 login page, an error
+        status, JSON without a list) costs the session: a session that was not fresh gets one
+        new login and one retry in this run; after that the run fails rather than hammering
+        the login. No answer at all (a timeout, a refused connection) keeps the session.
         """
-        if self._session_for != credentials or AUTH_COOKIE not in self._cookie_names():
+        fresh = self._session_for != credentials or AUTH_COOKIE not in self._cookie_names()
+        if fresh:
             await self._login(credentials)
         body = match_list_request(window, today)
-        response = await self._post_match_list(body)
-        if self._session_expired(response):
-            _log.info("FOGIS session at %s expired; logging in again", self._host)
-            await self._login(credentials)
+        while True:
             response = await self._post_match_list(body)
-            if self._session_expired(response):
-                raise SourceUnavailable("FOGIS refused the session right after a fresh login")
+            try:
+                return self._match_list_from(response)
+            except SourceUnavailable as problem:
+                self._client.cookies.clear()
+                self._session_for = None
+                if fresh:
+                    raise self._after_fresh_login(response, problem) from None
+            _log.info("FOGIS at %s gave no match list on its session; logging in again", self._host)
+            await self._login(credentials)
+            fresh = True
+
+    def _match_list_from(self, response: httpx.Response) -> list[dict[str, Any]]:
+        if self._session_expired(response):
+            raise SourceUnavailable("FOGIS asked for a login again")
         if response.status_code != 200:
             raise SourceUnavailable(
                 f"FOGIS answered HTTP {response.status_code} to the match list request"
             )
         return parse_match_list(response.content)
+
+    def _after_fresh_login(
+        self, response: httpx.Response, problem: SourceUnavailable
+    ) -> SourceUnavailable:
+        if self._session_expired(response):
+            return SourceUnavailable("FOGIS refused the session right after a fresh login")
+        return problem
 
     def _cookie_names(self) -> set[str]:
         return {cookie.name for cookie in self._client.cookies.jar}

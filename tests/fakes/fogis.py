@@ -186,8 +186,8 @@ class FakeFogis(BackgroundServer):
     ) -> None:
         if login_style not in LOGIN_STYLES:
             raise ValueError(f"login_style must be one of {LOGIN_STYLES}")
-        if expired_answer not in ("401", "redirect"):
-            raise ValueError("expired_answer must be '401' or 'redirect'")
+        if expired_answer not in ("401", "redirect", "login_page"):
+            raise ValueError("expired_answer must be '401', 'redirect' or 'login_page'")
         self.login_style = login_style
         # OAuth only: answer like ASP.NET Core's default response_mode=form_post (a self-posting
         # page of hidden fields) instead of redirecting to /mdk/signin-oidc with a query.
@@ -491,6 +491,8 @@ class FakeFogis(BackgroundServer):
         if not authorised:
             if self.expired_answer == "redirect":
                 return _Reply(302, location="/mdk/Login.aspx?ReturnUrl=%2fmdk%2fMatchWebMetoder")
+            if self.expired_answer == "login_page":  # as some proxies and .NET setups do
+                return self._classic_page({}, "")
             return _json_reply({"Message": "Authentication failed."}, 401)
         # ASP.NET page methods only answer JSON to AJAX-style POSTs.
         if (

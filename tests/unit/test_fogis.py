@@ -111,7 +111,7 @@ async def test_session_is_kept_between_fetches(fogis: FakeFogis, client: FogisCl
     assert (fogis.logins, fogis.fetches) == (1, 3)
 
 
-@pytest.mark.parametrize("answer", ["401", "redirect"])
+@pytest.mark.parametrize("answer", ["401", "redirect", "login_page"])
 @pytest.mark.parametrize("how", ["fail_next", "expire_sessions"])
 async def test_expired_session_logs_in_again_once(answer: str, how: str) -> None:
     with FakeFogis(users={USER: PASSWORD}, matches=MATCHES, expired_answer=answer) as fogis:
@@ -153,16 +153,16 @@ async def test_rotated_password_starts_a_new_session(fogis: FakeFogis, client: F
 
 
 @pytest.mark.parametrize(
-    ("kind", "message"),
+    ("kind", "message", "answered"),
     [
-        ("500", "HTTP 500"),
-        ("timeout", "did not answer within 0.5 s"),
-        ("garbage", "invalid JSON"),
-        ("success_false", "success=false"),
-        ("no_matchlista", "no matchlista"),
-        # Bounded while reading: never the whole 1 GiB (or 40 MiB) in memory.
-        ("gzip_bomb", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)"),
-        ("huge", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)"),
+        ("500", "HTTP 500", True),
+        ("timeout", "did not answer within 0.5 s", False),
+        ("garbage", "invalid JSON", True),
+        ("success_false", "success=false", True),
+        ("no_matchlista", "no matchlista", True),
+        # Bounded while reading: never the whole 100 MiB (or 40 MiB) in memory.
+        ("gzip_bomb", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)", False),
+        ("huge", r"more than 32 MiB \(MLCD_FOGIS_MAX_RESPONSE_BYTES\)", False),
     ],
 )
 async def test_injected_failures(
@@ -171,16 +171,31 @@ async def test_injected_failures(
     caplog: pytest.LogCaptureFixture,
     kind: str,
     message: str,
+    answered: bool,
 ) -> None:
+    """An answer that is not the list costs the session: one fresh login and one retry in the
+    run (here failing too). No usable answer at all keeps the session for the next run."""
     caplog.set_level(logging.DEBUG)
     await fetch_ids(client)
-    fogis.fail_next(kind)
+    fogis.fail_next(kind, count=2 if answered else 1)  # one for the retry
     with pytest.raises(SourceUnavailable, match=message) as caught:
         await fetch_ids(client)
     assert_safe(caught.value)
-    assert await fetch_ids(client) == [1, 2]  # the session survives a failed fetch
-    assert fogis.logins == 1
+    assert fogis.logins == (2 if answered else 1)
+    assert await fetch_ids(client) == [1, 2]
+    assert fogis.logins == (3 if answered else 1)
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["500", "garbage", "success_false", "no_matchlista"])
+async def test_one_bad_answer_on_an_old_session_is_retried_with_a_fresh_login(
+    fogis: FakeFogis, client: FogisClient, kind: str
+) -> None:
+    """E.g. a 200 login page on a session FOGIS dropped: the run still gets its list."""
+    await fetch_ids(client)
+    fogis.fail_next(kind)
+    assert await fetch_ids(client) == [1, 2]
+    assert fogis.logins == 2
 
 
 async def test_a_gzip_compressed_answer_is_read(fogis: FakeFogis, client: FogisClient) -> None:
@@ -466,13 +481,13 @@ async def test_control_api_drives_the_fake(fogis: FakeFogis, client: FogisClient
     async with httpx.AsyncClient(base_url=fogis.origin) as http:
         await http.put("/_control/matches", json=[make_match(5, on=TODAY)])
         assert await fetch_ids(client) == [5]
-        await http.post("/_control/fail", json={"kind": "success_false"})
+        await http.post("/_control/fail", json={"kind": "success_false", "count": 2})
         with pytest.raises(SourceUnavailable):
             await fetch_ids(client)
         await http.post("/_control/expire")
         assert await fetch_ids(client) == [5]
         state = (await http.get("/_control/state")).json()
-    assert state["logins"] == 2
+    assert state["logins"] == 3
     assert state["fetches"] == 2
     assert state["pendingFailures"] == []
     assert state["lastFilter"]["sparadDatum"] == TODAY.isoformat()
