@@ -18,7 +18,7 @@ from controller.config import Settings
 from controller.errors import DetectorError, InvalidSpec, bug_location
 from controller.model import TRIGGER_ANNOTATION, WatcherRef, WatcherSpec, parse_spec
 from controller.run import EventSink, WatcherRunner
-from controller.schedule import MAX_COUNTED_MISSES, Schedule, parse_schedule, plan
+from controller.schedule import Schedule, parse_schedule, plan
 from controller.status import Readiness, parse_timestamp, status_seen, timestamp
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class WatcherLoop:
             self._emit(
                 "Warning",
                 "MissedSchedule",
-                f"{p.skipped}{'+' if p.skipped >= MAX_COUNTED_MISSES else ''} missed schedule "
+                f"{p.skipped}{'+' if p.capped else ''} missed schedule "
                 "slot(s) not run"
                 + (
                     ""

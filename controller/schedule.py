@@ -29,9 +29,10 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-# Counting missed slots stops here: after a long outage of a per-minute schedule the exact number
-# is not worth iterating millions of slots for (the count is reported as "at least").
-MAX_COUNTED_MISSES = 1_000
+# Counting missed slots stops here: the count only feeds a MissedSchedule Event ("10+"), and
+# each slot is a croniter step on the event loop (a per-minute watcher down for a day would
+# otherwise walk 1,440 of them at every restart, for every such watcher).
+MAX_COUNTED_MISSES = 10
 # Wall-clock slots tried in a row before a schedule whose every slot falls into a DST gap
 # counts as never firing (a real schedule needs one or two).
 _MAX_GAP_SLOTS = 1_000
@@ -135,6 +136,7 @@ class Plan:
     skipped: int  # missed slots that will not run (older ones, or past the deadline)
     skipped_through: datetime | None  # when nothing runs: the newest slot counted in `skipped`
     next: datetime | None  # the next future slot; None while suspended
+    capped: bool = False  # counting stopped at MAX_COUNTED_MISSES: `skipped` is a lower bound
 
 
 def plan(
@@ -165,14 +167,16 @@ def plan(
     if latest <= floor:
         return Plan(due=None, skipped=0, skipped_through=None, next=upcoming)
     missed = _count_slots(schedule, floor, latest)
+    capped = missed >= MAX_COUNTED_MISSES
     late = (now - latest).total_seconds()
     if deadline_seconds is not None and late > deadline_seconds and latest != awaited:
-        return Plan(due=None, skipped=missed, skipped_through=latest, next=upcoming)
+        return Plan(due=None, skipped=missed, skipped_through=latest, next=upcoming, capped=capped)
     return Plan(
         due=latest,
         skipped=missed - 1,
         skipped_through=None,  # the run advances lastScheduleTime past the older misses
         next=upcoming,
+        capped=capped,
     )
 
 

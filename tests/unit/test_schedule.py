@@ -206,3 +206,4 @@ def test_long_outage_counts_are_capped() -> None:
     )
     assert result.due == now
     assert result.skipped == MAX_COUNTED_MISSES - 1
+    assert result.capped  # reported as "9+": at least that many, not exactly
