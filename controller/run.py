@@ -136,6 +136,9 @@ async def detect(
         trigger=trigger,
         changes=changes,
     )
+    advances = old is None or old.digest != new.digest
+    if advances:
+        await store.check(new)
     delivery: DeliveryResult | None = None
     if changes and notifier is not None:
         try:
@@ -143,7 +146,7 @@ async def detect(
         except DeliveryFailed as failure:
             raise ChangesPending(failure, changes, len(new.matches)) from None
     # Also when nothing reportable changed but the digest did (a match slid out of the window).
-    if old is None or old.digest != new.digest:
+    if advances:
         await store.save(new)
     return Detection(
         baseline=old is None,

@@ -30,12 +30,25 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "match-list-change-detector"}
 MAX_SNAPSHOT_JSON_BYTES = 64 * 1024 * 1024
 
 
+# ConfigMaps stop at 1 MiB (data, metadata and encoding together): keep a margin.
+MAX_STORED_BYTES = 900 * 1024
+
+
 class SnapshotCorrupt(DetectorError):
     reason = "SnapshotCorrupt"
 
 
+class SnapshotTooLarge(DetectorError):
+    reason = "SnapshotTooLarge"
+
+
 class SnapshotStore(Protocol):
     async def load(self) -> Snapshot | None: ...
+
+    async def check(self, snapshot: Snapshot) -> None:
+        """Raise SnapshotTooLarge if `snapshot` could not be saved: called before delivering,
+        so a receiver is never sent a change that then fails to be recorded (and is redelivered
+        for ever)."""
 
     async def save(self, snapshot: Snapshot) -> None: ...
 
@@ -50,6 +63,10 @@ def _short(value: str, limit: int) -> str:
 
 def config_map_name(watcher_name: str) -> str:
     return _short(f"{watcher_name}-matchlist-snapshot", 253)
+
+
+def _encode(snapshot: Snapshot) -> bytes:
+    return gzip.compress(snapshot.to_json().encode(), mtime=0)
 
 
 def _gunzip(data: bytes, limit: int = MAX_SNAPSHOT_JSON_BYTES) -> bytes:
@@ -105,14 +122,23 @@ class ConfigMapSnapshots:
         where = f"ConfigMap {self._ref.namespace}/{self.name}"
         return await asyncio.to_thread(_decode, stored.data[DATA_KEY], where)
 
+    async def check(self, snapshot: Snapshot) -> None:
+        await self._encoded(snapshot)
+
     async def save(self, snapshot: Snapshot) -> None:
         labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}
-        await self._kube.write_config_map(
-            self._ref,
-            self.name,
-            {DATA_KEY: gzip.compress(snapshot.to_json().encode(), mtime=0)},
-            labels,
-        )
+        data = await self._encoded(snapshot)
+        await self._kube.write_config_map(self._ref, self.name, {DATA_KEY: data}, labels)
+
+    async def _encoded(self, snapshot: Snapshot) -> bytes:
+        data = await asyncio.to_thread(_encode, snapshot)
+        if len(data) > MAX_STORED_BYTES:
+            raise SnapshotTooLarge(
+                f"the match list ({len(snapshot.matches)} matches) is {len(data) // 1024} KiB "
+                f"compressed, more than a snapshot ConfigMap holds ({MAX_STORED_BYTES // 1024} "
+                "KiB); nothing was delivered: narrow the window (daysBack, daysAhead)"
+            )
+        return data
 
 
 class FileSnapshots:
@@ -124,6 +150,9 @@ class FileSnapshots:
     async def load(self) -> Snapshot | None:
         text = await asyncio.to_thread(self._read)
         return None if text is None else _parse(text, str(self._path))
+
+    async def check(self, snapshot: Snapshot) -> None:
+        """A file takes any size."""
 
     async def save(self, snapshot: Snapshot) -> None:
         await asyncio.to_thread(self._write, snapshot.to_json())

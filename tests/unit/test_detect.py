@@ -14,6 +14,7 @@ from controller.diff import Snapshot, Window
 from controller.errors import SourceUnavailable
 from controller.model import WatcherRef
 from controller.run import ChangesPending, detect
+from controller.snapshots import SnapshotTooLarge
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
 from tests.fakes.fogis import make_match
 
@@ -39,9 +40,14 @@ class Store:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.saves = 0
+        self.too_large = False
 
     async def load(self) -> Snapshot | None:
         return self.snapshot
+
+    async def check(self, snapshot: Snapshot) -> None:
+        if self.too_large:
+            raise SnapshotTooLarge("too large")
 
     async def save(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -160,6 +166,19 @@ async def test_a_retried_transition_keeps_its_id_across_a_restart() -> None:
     await run(source, store, notifier)
     first, second = (delivery_id for _, delivery_id in notifier.bodies)
     assert first == second
+
+
+async def test_a_snapshot_too_large_to_store_is_never_delivered() -> None:
+    """Delivering first and failing to record after would redeliver the change for ever."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    baseline = store.snapshot
+    source.matches = matches({"installd": True})
+    store.too_large = True
+    with pytest.raises(SnapshotTooLarge):
+        await run(source, store, notifier)
+    assert notifier.bodies == []
+    assert store.snapshot is baseline
 
 
 async def test_failed_fetch_is_never_compared() -> None:

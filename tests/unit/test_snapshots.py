@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import secrets
 import zlib
 from typing import Any
 
@@ -12,7 +13,7 @@ from controller.diff import Snapshot, normalise_all
 from controller.errors import MAX_MESSAGE_CHARS, clip
 from controller.kube import StoredConfigMap
 from controller.model import WatcherRef
-from controller.snapshots import DATA_KEY, ConfigMapSnapshots, SnapshotCorrupt
+from controller.snapshots import DATA_KEY, ConfigMapSnapshots, SnapshotCorrupt, SnapshotTooLarge
 from tests.fakes.fogis import make_match
 
 REF = WatcherRef("referees", "anna", "uid-1")
@@ -89,3 +90,11 @@ async def test_a_huge_error_inside_a_snapshot_is_clipped() -> None:
 def test_clip(text: str, limit: int, expected: Any) -> None:
     assert clip(text, limit) == expected
     assert len(clip(text, limit)) <= limit
+
+
+async def test_a_snapshot_larger_than_a_config_map_is_refused_before_anything_is_sent() -> None:
+    noisy = [make_match(i, lag1namn=secrets.token_urlsafe(300)) for i in range(1, 4001)]
+    store = ConfigMapSnapshots(OneConfigMap(b""), REF)  # type: ignore[arg-type]
+    with pytest.raises(SnapshotTooLarge, match=r"4000 matches.*narrow the window"):
+        await store.check(Snapshot(normalise_all(noisy)))
+    await store.check(Snapshot(normalise_all(noisy[:100])))  # a usual list fits
