@@ -199,8 +199,7 @@ class WebhookNotifier:
         self._gate = gate
 
     async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
-        async with self._gate:
-            return await self._sender.deliver(self._target, body, delivery_id)
+        return await self._sender.deliver(self._target, body, delivery_id, self._gate)
 
 
 def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
@@ -310,7 +309,9 @@ class WatcherRunner:
             data = await self._kube.read_secret(
                 ref.namespace, spec.webhook.secret_name, purpose="webhook"
             )
-        return WebhookNotifier(self._sender, resolve_target(spec.webhook, data), self._webhook_gate)
+        # In a thread: the Secret's `headers` YAML is parsed there (bounded, but not free).
+        target = await asyncio.to_thread(resolve_target, spec.webhook, data)
+        return WebhookNotifier(self._sender, target, self._webhook_gate)
 
     async def run(
         self,

@@ -9,6 +9,7 @@ their text could echo Secret content, so not even a traceback shows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 EVENT = "MatchListChanged"
 _REASON = "InvalidWebhookSecret"  # Ready=False reason when the webhook Secret is unusable
+# Limits of the webhook Secret's `headers` value (see _parse_headers).
+MAX_HEADERS_BYTES = 16 * 1024
+MAX_HEADERS = 64
 
 # Headers the operator sets itself or that frame the request; a Secret may not replace them, or
 # a typo there could silently break signatures or the HTTP framing.
@@ -67,6 +71,10 @@ class WebhookTarget:
 
 
 def _parse_headers(raw: str, where: str) -> dict[str, str]:
+    # A real header map is a few hundred bytes; YAML parsing is slow on big or deeply nested
+    # input (a 1 MiB map took 19 s), so anything larger is refused before it is parsed.
+    if len(raw) > MAX_HEADERS_BYTES:
+        raise InvalidSpec(f"{where} is larger than {MAX_HEADERS_BYTES // 1024} KiB", reason=_REASON)
     try:
         # BaseLoader: every scalar stays a string and no tag is resolved, so a value such as
         # `!!int Bearer-xyz` cannot raise a constructor error that quotes it.
@@ -77,6 +85,8 @@ def _parse_headers(raw: str, where: str) -> dict[str, str]:
         return {}
     if not isinstance(loaded, dict):
         raise InvalidSpec(f"{where} must be a map of header names to string values", reason=_REASON)
+    if len(loaded) > MAX_HEADERS:
+        raise InvalidSpec(f"{where} has more than {MAX_HEADERS} headers", reason=_REASON)
     headers: dict[str, str] = {}
     for name, value in loaded.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
@@ -304,12 +314,23 @@ class WebhookSender:
             return Attempt(None, error, time.perf_counter() - started), None
         return Attempt(response.status_code, None, time.perf_counter() - started), response
 
-    async def deliver(self, target: WebhookTarget, body: bytes, delivery_id: str) -> DeliveryResult:
-        """Deliver `body` as is; returns on the first 2xx, raises DeliveryFailed otherwise."""
+    async def deliver(
+        self,
+        target: WebhookTarget,
+        body: bytes,
+        delivery_id: str,
+        gate: asyncio.Semaphore | None = None,
+    ) -> DeliveryResult:
+        """Deliver `body` as is; returns on the first 2xx, raises DeliveryFailed otherwise.
+
+        `gate` (shared by all watchers) is held only while an attempt is in flight, never
+        through a backoff or Retry-After wait: one failing receiver must not delay the others.
+        """
         headers = build_headers(target, delivery_id, body, self._user_agent)
         attempts: list[Attempt] = []
         while True:
-            attempt, response = await self._attempt(target, body, headers)
+            async with gate or contextlib.nullcontext():
+                attempt, response = await self._attempt(target, body, headers)
             attempts.append(attempt)
             status = attempt.status_code
             if status is not None and 200 <= status <= 299:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
@@ -198,6 +199,25 @@ HOOK = WebhookSpec(url=SPEC_URL, secret_name="hook")
             "InvalidWebhookSecret",
             "s3cret",
             id="reserved-host",
+        ),
+        # Refused before parsing (a 1 MiB map took 19 s on the event loop): size, then count.
+        pytest.param(
+            {"headers": "X-A: s3cret\n" + "X-B: v\n" * 3000},
+            "InvalidWebhookSecret",
+            "s3cret",
+            id="too-large",
+        ),
+        pytest.param(
+            {"headers": "[" * 20_000 + "s3cret"},
+            "InvalidWebhookSecret",
+            "s3cret",
+            id="too-deep",
+        ),
+        pytest.param(
+            {"headers": "".join(f"X-H{i}: s3cret\n" for i in range(65))},
+            "InvalidWebhookSecret",
+            "s3cret",
+            id="too-many",
         ),
     ],
 )
@@ -432,6 +452,23 @@ async def test_delivers_exact_signed_body_first_time(
     assert got.header("Content-Type") == "application/json"
     assert got.header("User-Agent") == "mlcd-test/1"
     assert got.header("X-Tenant") == "anna"
+
+
+async def test_the_shared_gate_is_free_while_a_delivery_waits_to_retry(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    """One receiver answering 503 with a long Retry-After must not hold up other watchers."""
+    receiver.enqueue(Reply(503, headers={"Retry-After": "60"}), 204)
+    gate = asyncio.Semaphore(1)
+    held: list[bool] = []
+    sleep = FakeSleep(on_sleep=lambda: held.append(gate.locked()))
+
+    result = await _sender(client, sleep).deliver(_target(receiver.url), BODY, "d-1", gate)
+
+    assert result.status_code == 204
+    assert sleep.delays == [60.0]
+    assert held == [False]
+    assert not gate.locked()
 
 
 async def test_retries_server_errors_with_backoff(
