@@ -165,6 +165,10 @@ async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Any, **_: 
             and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
         ):
             await asyncio.shield(op.runner.forget(ref))
+        else:
+            # Paused by peering (another replica serves it now) or shutting down: this process
+            # must not keep exporting the watcher's series as if it still ran it.
+            op.metrics.forget(ref.namespace, ref.name)
 
 
 @kopf.on.probe(id="watchers")

@@ -9,6 +9,7 @@ status patch, one Event and the metrics.
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -208,6 +209,18 @@ def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
         missing = "username" if not username else "password"
         raise SecretNotFound(f"{where} has no {missing} key (or it is empty)")
     return Credentials(username, password)
+
+
+# The registered HTTP status codes: a receiver answering 599, 777, ... must not mint a new
+# metric series per code (up to 900 per watcher); those count as "other".
+_REGISTERED_CODES = frozenset(int(status) for status in http.HTTPStatus)
+
+
+def attempt_code(status: int | None) -> str:
+    """The `code` label of an attempt: a registered status code, "other", or "error"."""
+    if status is None:
+        return "error"
+    return str(status) if status in _REGISTERED_CODES else "other"
 
 
 def _describe_success(detection: Detection) -> str:
@@ -501,6 +514,6 @@ class WatcherRunner:
             attempts = error.attempts
             m.deliveries.labels(**labels, result="failed").inc()
         for attempt in attempts:
-            code = "error" if attempt.status_code is None else str(attempt.status_code)
+            code = attempt_code(attempt.status_code)
             m.attempts.labels(**labels, code=code).inc()
             m.webhook_duration.observe(attempt.duration_seconds)

@@ -13,7 +13,7 @@ import pytest
 from controller.diff import Snapshot, Window
 from controller.errors import SourceUnavailable
 from controller.model import WatcherRef
-from controller.run import ChangesPending, detect
+from controller.run import ChangesPending, attempt_code, detect
 from controller.snapshots import SnapshotTooLarge
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
 from tests.fakes.fogis import make_match
@@ -199,3 +199,23 @@ async def test_without_notifier_snapshot_advances_at_once() -> None:
     assert [c.type for c in detection.changes] == ["removed"]
     assert detection.delivery is None
     assert store.saves == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [
+        (None, "error"),
+        (200, "200"),
+        (204, "204"),
+        (429, "429"),
+        (503, "503"),
+        (418, "418"),
+        (599, "other"),
+        (777, "other"),
+        (999, "other"),
+        (100_000, "other"),
+    ],
+)
+def test_attempt_code_labels_are_bounded(status: int | None, label: str) -> None:
+    """A receiver inventing status codes must not mint a metric series per code."""
+    assert attempt_code(status) == label
