@@ -142,8 +142,8 @@ async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Any, **_: 
     op = _op()
     ref = _ref(body)
 
-    def emit(type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
+    async def emit(type_: str, reason: str, message: str) -> None:
+        await op.kube.post_event(ref, type_, reason, message)
 
     loop = WatcherLoop(
         ref=ref,

@@ -11,9 +11,12 @@ import asyncio
 import base64
 import binascii
 import functools
+import logging
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -21,13 +24,17 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from controller.errors import DetectorError, KubernetesError, SecretNotFound
+from controller.errors import DetectorError, KubernetesError, SecretNotFound, clip
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
 
 T = TypeVar("T")
 # (connect, read) seconds for every API call: a half-open connection must not hold one of the
 # few worker threads (and with it every watcher's status writes) for ever.
 _REQUEST_TIMEOUT = (5, 30)
+# Events name us, and the pod (HOSTNAME) that wrote them.
+EVENT_COMPONENT = "match-list-change-detector"
+_INSTANCE = os.environ.get("HOSTNAME", "local")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,40 @@ class Kube:
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         new_status: dict[str, Any] = obj.get("status") or {}
         return new_status
+
+    async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the watcher, written before this returns (kopf's own posting
+        queue is dropped at shutdown, losing the Events of runs that finish while stopping).
+        A refused Event is logged, never raised: it must not fail the run it describes."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": clip(message),
+            "source": {"component": EVENT_COMPONENT, "host": _INSTANCE},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": _INSTANCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call(
+                f"posting an Event about {ref.namespace}/{ref.name}",
+                self._core.create_namespaced_event,
+                ref.namespace,
+                body,
+            )
+        except DetectorError as exc:
+            log.warning("%s (reason %s was not recorded)", exc.message, reason)
 
     async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None:
         """A ConfigMap's data (binaryData decoded) and owners, or None when it does not exist."""

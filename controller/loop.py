@@ -68,7 +68,14 @@ class WatcherLoop:
         self._skip_reported: datetime | None = None
         self._invalid_reported: tuple[Any, ...] | None = None
         self._seen_fields: tuple[Any, ...] | None = None
-        self._timing: tuple[str, str] | None = None
+        # The (schedule, zone) of the last claimed slot, from status: a schedule changed while
+        # no operator ran is detected at the first step like a change seen live.
+        claimed_for = self.status.get("lastScheduleOf") or {}
+        self._timing: tuple[str, str] | None = (
+            (str(claimed_for.get("schedule")), str(claimed_for.get("timeZone")))
+            if isinstance(claimed_for, dict) and claimed_for.get("schedule")
+            else None
+        )
         # The slot this loop last slept until: it is on time however late the wake-up.
         self._awaited: datetime | None = None
         # Whether the Ready condition was last written for the spec (Scheduled, Suspended,
@@ -100,7 +107,9 @@ class WatcherLoop:
                     type(exc).__name__,
                     bug_location(exc),
                 )
-                self._emit("Warning", "InternalError", f"internal error: {type(exc).__name__}")
+                await self._emit(
+                    "Warning", "InternalError", f"internal error: {type(exc).__name__}"
+                )
                 await self._sleep(_INTERNAL_ERROR_RETRY_SECONDS)
 
     async def _sleep(self, seconds: float | None) -> None:
@@ -149,7 +158,7 @@ class WatcherLoop:
         skip_key = p.skipped_through or p.due  # the slot the skipped ones lead up to
         if p.skipped and skip_key != self._skip_reported:
             self._skip_reported = skip_key
-            self._emit(
+            await self._emit(
                 "Warning",
                 "MissedSchedule",
                 f"{p.skipped}{'+' if p.capped else ''} missed schedule "
@@ -187,7 +196,13 @@ class WatcherLoop:
             # (OOM-kill, SIGKILL) is not started again after the restart, so it cannot crash-loop
             # the operator. Nothing is lost: the snapshot has not advanced, and the next run
             # reports every change since. A refused claim raises: the slot is planned again.
-            self.status = await self._patch_status(self.ref, {"lastScheduleTime": timestamp(slot)})
+            self.status = await self._patch_status(
+                self.ref,
+                {
+                    "lastScheduleTime": timestamp(slot),
+                    "lastScheduleOf": {"schedule": schedule.expression, "timeZone": spec.time_zone},
+                },
+            )
         # Remember first: whatever happens to the run's status patch, this slot/trigger never
         # reruns in this process.
         if slot is not None:
@@ -242,7 +257,7 @@ class WatcherLoop:
         # Only once written: a refused patch is retried on the next step.
         self._invalid_reported = key
         self._ready_from_spec = True
-        self._emit("Warning", exc.reason, exc.message)
+        await self._emit("Warning", exc.reason, exc.message)
 
     async def _write_seen(
         self, spec: WatcherSpec, generation: int | None, next_time: datetime | None

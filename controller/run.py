@@ -75,7 +75,9 @@ class Notifier(Protocol):
 
 
 class EventSink(Protocol):
-    def __call__(self, type_: str, reason: str, message: str) -> None: ...
+    """Posts one Kubernetes Event about the watcher; awaited, so none is lost at shutdown."""
+
+    async def __call__(self, type_: str, reason: str, message: str) -> None: ...
 
 
 class ChangesPending(DeliveryFailed):
@@ -423,11 +425,11 @@ class WatcherRunner:
             what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
             if error is None and detection is not None:
                 message = f"{what}: {_describe_success(detection)}"
-                emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
+                await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
                 log.info("%s/%s: %s", ref.namespace, ref.name, message)
             elif error is not None:
                 message = f"{what} failed: {error.message}"
-                emit("Warning", error.reason, message)
+                await emit("Warning", error.reason, message)
                 log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, message, error.reason)
         return status
 

@@ -215,6 +215,27 @@ def test_a_run_that_kills_the_process_is_not_started_again_after_the_restart(
         _delete_with(cluster, namespace, "crash")
 
 
+def test_a_schedule_changed_while_the_operator_is_down_starts_afresh(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    spec = fogis_spec(fogis.base_url, credentials, "* * * * * */20")
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op1.log")):
+        cluster.create_watcher(namespace, "moved", spec)
+        first = cluster.wait_status(namespace, "moved", "a scheduled run", _runs_at_least(1), 30)
+    assert first["lastScheduleOf"] == {"schedule": "* * * * * */20", "timeZone": "UTC"}
+    cluster.patch_spec(namespace, "moved", {"schedule": EVERY_2S})
+    time.sleep(5)  # slots of the new schedule pass while no operator runs
+    restarted = datetime.now(UTC).replace(microsecond=0)
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")):
+        status = cluster.wait_status(
+            namespace, "moved", "a run", _runs_at_least(first["executionCount"] + 1), 15
+        )
+        # Not a catch-up of a slot from before the restart: the new schedule starts afresh.
+        assert _ts(status["lastScheduleTime"]) >= restarted
+        assert status["lastScheduleOf"] == {"schedule": EVERY_2S, "timeZone": "UTC"}
+        _delete_with(cluster, namespace, "moved")
+
+
 def test_restart_skips_a_missed_slot_past_the_deadline(
     cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
 ) -> None:
