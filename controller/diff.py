@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -424,6 +424,15 @@ def compare(old: Snapshot, new: Snapshot, window: Window) -> list[MatchChange]:
             changes.append(_appeared(old_match, "removed", "removed"))
     changes.sort(key=lambda c: (c.match.get("date") or "", c.match.get("time") or "", c.match_id))
     return changes
+
+
+def sudden_drop(old: Snapshot, changes: Sequence[MatchChange], window: Window) -> bool:
+    """Whether `changes` remove all (at least two) or most (at least three, and three quarters)
+    of the matches `old` held inside `window`. A FOGIS answer that does so at once is more
+    often a glitch than a referee's season: it is reported only once a second fetch agrees."""
+    inside = sum(1 for match in old.matches.values() if _inside(match, window))
+    removed = sum(1 for change in changes if change.type == "removed")
+    return (removed == inside >= 2) or (removed >= 3 and removed * 4 >= inside * 3)
 
 
 @dataclass(frozen=True)

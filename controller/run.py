@@ -28,6 +28,7 @@ from controller.diff import (
     Window,
     compare,
     normalise_all,
+    sudden_drop,
     summarise,
     window_for,
 )
@@ -80,6 +81,14 @@ class EventSink(Protocol):
     async def __call__(self, type_: str, reason: str, message: str) -> None: ...
 
 
+class UnconfirmedDrop(SourceUnavailable):
+    """The list lost all or most of its matches at once: held back until a fetch confirms it."""
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
 class ChangesPending(DeliveryFailed):
     """Delivery failed; the snapshot did not advance and these changes wait for the next run."""
 
@@ -111,6 +120,7 @@ async def detect(
     source: MatchSource,
     store: SnapshotStore,
     notifier: Notifier | None,
+    held_back: str | None = None,
 ) -> Detection:
     """Fetch, compare with the last accepted snapshot, deliver, then advance the snapshot.
 
@@ -130,6 +140,15 @@ async def detect(
             f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
         )
     changes = [] if old is None else compare(old, new, window)
+    if old is not None and new.digest != held_back and sudden_drop(old, changes, window):
+        # `held_back`: the digest of the list the previous run held back; the same list again
+        # confirms it. Nothing is compared, delivered or stored until then.
+        removed = sum(1 for change in changes if change.type == "removed")
+        raise UnconfirmedDrop(
+            f"FOGIS suddenly answered without {removed} of the matches in the window; not "
+            "reported until the next run's fetch confirms it",
+            new.digest,
+        )
     report = build_report(
         watcher=watcher,
         delivery_id=delivery_id(
@@ -213,6 +232,28 @@ def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
     return Credentials(username, password)
 
 
+async def _announce(
+    ref: WatcherRef,
+    *,
+    trigger: str,
+    slot: datetime | None,
+    detection: Detection | None,
+    error: DetectorError | None,
+    emit: EventSink,
+) -> None:
+    """One Event and one log line per run. The slot names a scheduled run, so Events and logs
+    show that no slot ran twice."""
+    what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
+    if error is None and detection is not None:
+        message = f"{what}: {_describe_success(detection)}"
+        await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
+        log.info("%s/%s: %s", ref.namespace, ref.name, message)
+    elif error is not None:
+        message = f"{what} failed: {error.message}"
+        await emit("Warning", error.reason, message)
+        log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, message, error.reason)
+
+
 # The registered HTTP status codes: a receiver answering 599, 777, ... must not mint a new
 # metric series per code (up to 900 per watcher); those count as "other".
 _REGISTERED_CODES = frozenset(int(status) for status in http.HTTPStatus)
@@ -270,6 +311,8 @@ class WatcherRunner:
             user_agent=USER_AGENT,
         )
         self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
+        # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
+        self._held_back: dict[tuple[str, str], str] = {}
         self._logins = LoginGuard()
         # At most as many exchanges in flight per pool as it has connections. With more, 1,000
         # watchers firing together make httpcore's pool re-scan its queue on every change (the
@@ -286,6 +329,7 @@ class WatcherRunner:
     async def forget(self, ref: WatcherRef) -> None:
         """Drop a deleted watcher's session and metric series."""
         self._logins.accepted((ref.namespace, ref.name))
+        self._held_back.pop((ref.namespace, ref.name), None)
         session = self._sessions.pop((ref.namespace, ref.name), None)
         if session is not None:
             await session[1].aclose()
@@ -386,7 +430,11 @@ class WatcherRunner:
                 source=source,
                 store=ConfigMapSnapshots(self._kube, ref),
                 notifier=notifier,
+                held_back=self._held_back.pop(key, None),
             )
+        except UnconfirmedDrop as exc:
+            self._held_back[key] = exc.digest
+            error = exc
         except DetectorError as exc:
             error = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
@@ -421,16 +469,9 @@ class WatcherRunner:
                 ),
             )
         finally:
-            # The slot names a scheduled run, so Events and logs show that no slot ran twice.
-            what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
-            if error is None and detection is not None:
-                message = f"{what}: {_describe_success(detection)}"
-                await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
-                log.info("%s/%s: %s", ref.namespace, ref.name, message)
-            elif error is not None:
-                message = f"{what} failed: {error.message}"
-                await emit("Warning", error.reason, message)
-                log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, message, error.reason)
+            await _announce(
+                ref, trigger=trigger, slot=slot, detection=detection, error=error, emit=emit
+            )
         return status
 
     @staticmethod

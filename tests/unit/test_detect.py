@@ -13,7 +13,7 @@ import pytest
 from controller.diff import Snapshot, Window
 from controller.errors import SourceUnavailable
 from controller.model import WatcherRef
-from controller.run import ChangesPending, attempt_code, detect
+from controller.run import ChangesPending, UnconfirmedDrop, attempt_code, detect
 from controller.snapshots import SnapshotTooLarge
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
 from tests.fakes.fogis import make_match
@@ -67,7 +67,9 @@ class Notifier:
         return DeliveryResult(204, (Attempt(204, None, 0.01),))
 
 
-async def run(source: Source, store: Store, notifier: Notifier | None) -> Any:
+async def run(
+    source: Source, store: Store, notifier: Notifier | None, held_back: str | None = None
+) -> Any:
     return await detect(
         watcher=WATCHER,
         zone=STOCKHOLM,
@@ -77,6 +79,7 @@ async def run(source: Source, store: Store, notifier: Notifier | None) -> Any:
         source=source,
         store=store,
         notifier=notifier,
+        held_back=held_back,
     )
 
 
@@ -219,3 +222,32 @@ async def test_without_notifier_snapshot_advances_at_once() -> None:
 def test_attempt_code_labels_are_bounded(status: int | None, label: str) -> None:
     """A receiver inventing status codes must not mint a metric series per code."""
     assert attempt_code(status) == label
+
+
+async def test_a_sudden_empty_list_is_reported_only_when_the_next_fetch_confirms_it() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    baseline = store.snapshot
+    source.matches = []
+    with pytest.raises(UnconfirmedDrop) as caught:
+        await run(source, store, notifier)
+    assert "without 3 of the matches" in caught.value.message
+    assert notifier.bodies == []
+    assert store.snapshot is baseline
+    # The next run sees the same empty list: confirmed, reported and stored.
+    detection = await run(source, store, notifier, held_back=caught.value.digest)
+    assert detection.summary.removed == 3
+    assert len(notifier.bodies) == 1
+    assert store.snapshot is not baseline
+
+
+async def test_a_glitch_that_does_not_repeat_is_never_reported() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = []
+    with pytest.raises(UnconfirmedDrop) as caught:
+        await run(source, store, notifier)
+    source.matches = matches()  # FOGIS is back to normal
+    detection = await run(source, store, notifier, held_back=caught.value.digest)
+    assert detection.summary.total == 0
+    assert notifier.bodies == []

@@ -18,6 +18,7 @@ from controller.diff import (
     compare,
     normalise,
     normalise_all,
+    sudden_drop,
     summarise,
     window_for,
 )
@@ -525,3 +526,28 @@ def test_lone_surrogates_become_replacement_characters() -> None:
 def test_snapshot_nested_too_deeply_is_corrupt_not_a_crash() -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
         Snapshot.from_json("[" * 100_000)
+
+
+@pytest.mark.parametrize(
+    ("held", "kept", "sudden"),
+    [
+        (1, 0, False),  # a referee's only match removed: a real change, reported at once
+        (2, 0, True),  # everything, at least two
+        (14, 0, True),
+        (4, 1, True),  # three quarters
+        (14, 4, False),  # ten of fourteen: less than three quarters
+        (14, 3, True),
+        (14, 12, False),  # the off-season empties a list gradually
+        (3, 1, False),  # two removed: fewer than three
+    ],
+)
+def test_sudden_drop(held: int, kept: int, sudden: bool) -> None:
+    old = snapshot(*(record(i) for i in range(1, held + 1)))
+    new = snapshot(*(record(i) for i in range(1, kept + 1)))
+    assert sudden_drop(old, compare(old, new, WINDOW), WINDOW) is sudden
+
+
+def test_matches_that_slid_out_of_the_window_are_no_sudden_drop() -> None:
+    old = snapshot(*(record(i, speldatum="2020-01-01") for i in range(1, 10)), record(99))
+    new = snapshot(record(99))
+    assert not sudden_drop(old, compare(old, new, WINDOW), WINDOW)
