@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 class StoredConfigMap:
     data: dict[str, bytes]  # data and binaryData together
     owner_uids: tuple[str, ...]
+    resource_version: str = ""
+
+
+class ConfigMapConflict(KubernetesError):
+    """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
 
 class Kube:
@@ -181,7 +186,7 @@ class Kube:
                     f"ConfigMap {namespace}/{name}: {key} is not base64"
                 ) from None
         owners = tuple(ref.uid for ref in (cm.metadata.owner_references or []))
-        return StoredConfigMap(merged, owners)
+        return StoredConfigMap(merged, owners, cm.metadata.resource_version or "")
 
     async def write_config_map(
         self,
@@ -189,9 +194,12 @@ class Kube:
         name: str,
         binary_data: Mapping[str, bytes],
         labels: Mapping[str, str],
+        resource_version: str | None,
     ) -> None:
-        """Create or replace the ConfigMap, owned by the watcher so it is garbage-collected."""
-        body = {
+        """Create the ConfigMap (`resource_version` None: it did not exist when read) or replace
+        the version that was read, owned by the watcher so it is garbage-collected. Anything
+        written in between makes this raise ConfigMapConflict instead of overwriting it."""
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -212,13 +220,21 @@ class Kube:
             "binaryData": {k: base64.b64encode(v).decode() for k, v in binary_data.items()},
         }
         what = f"writing ConfigMap {ref.namespace}/{name}"
+        conflict = {409: ConfigMapConflict(f"ConfigMap {ref.namespace}/{name} changed meanwhile")}
+        if resource_version is None:
+            await self._call(
+                what, self._core.create_namespaced_config_map, ref.namespace, body, errors=conflict
+            )
+            return
+        body["metadata"]["resourceVersion"] = resource_version
         replaced = await self._call(
             what,
             self._core.replace_namespaced_config_map,
             name,
             ref.namespace,
             body,
+            errors=conflict,
             absent_ok=True,
         )
-        if replaced is None:
-            await self._call(what, self._core.create_namespaced_config_map, ref.namespace, body)
+        if replaced is None:  # deleted since it was read: someone else's move, not ours to undo
+            raise conflict[409]

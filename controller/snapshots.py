@@ -17,7 +17,7 @@ from typing import Protocol
 
 from controller.diff import Snapshot
 from controller.errors import DetectorError, clip
-from controller.kube import Kube
+from controller.kube import ConfigMapConflict, Kube
 from controller.model import WatcherRef
 
 # gzip: a snapshot is ~500 bytes a match as JSON and ConfigMaps stop at 1 MiB; compressed, a
@@ -40,6 +40,10 @@ class SnapshotCorrupt(DetectorError):
 
 class SnapshotTooLarge(DetectorError):
     reason = "SnapshotTooLarge"
+
+
+class SnapshotConflict(DetectorError):
+    reason = "SnapshotConflict"
 
 
 class SnapshotStore(Protocol):
@@ -112,9 +116,14 @@ class ConfigMapSnapshots:
         self._kube = kube
         self._ref = ref
         self.name = config_map_name(ref.name)
+        # The resourceVersion that load() saw (None: no ConfigMap), so save() never overwrites
+        # a snapshot written in between (a second replica in a peering handover, a restart
+        # racing a slow write) with one computed from an older state.
+        self._version: str | None = None
 
     async def load(self) -> Snapshot | None:
         stored = await self._kube.read_config_map(self._ref.namespace, self.name)
+        self._version = None if stored is None else stored.resource_version
         # Another owner: left behind by a deleted watcher of the same name (garbage collection
         # is not instant); this watcher has no snapshot yet and records its own baseline.
         if stored is None or DATA_KEY not in stored.data or self._ref.uid not in stored.owner_uids:
@@ -128,7 +137,16 @@ class ConfigMapSnapshots:
     async def save(self, snapshot: Snapshot) -> None:
         labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}
         data = await self._encoded(snapshot)
-        await self._kube.write_config_map(self._ref, self.name, {DATA_KEY: data}, labels)
+        try:
+            await self._kube.write_config_map(
+                self._ref, self.name, {DATA_KEY: data}, labels, self._version
+            )
+        except ConfigMapConflict:
+            raise SnapshotConflict(
+                f"the snapshot in ConfigMap {self._ref.namespace}/{self.name} was written by "
+                "someone else during this run (another replica?); not overwritten: the next run "
+                "compares against it"
+            ) from None
 
     async def _encoded(self, snapshot: Snapshot) -> bytes:
         data = await asyncio.to_thread(_encode, snapshot)

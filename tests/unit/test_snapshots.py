@@ -11,9 +11,15 @@ import pytest
 
 from controller.diff import Snapshot, normalise_all
 from controller.errors import MAX_MESSAGE_CHARS, clip
-from controller.kube import StoredConfigMap
+from controller.kube import ConfigMapConflict, StoredConfigMap
 from controller.model import WatcherRef
-from controller.snapshots import DATA_KEY, ConfigMapSnapshots, SnapshotCorrupt, SnapshotTooLarge
+from controller.snapshots import (
+    DATA_KEY,
+    ConfigMapSnapshots,
+    SnapshotConflict,
+    SnapshotCorrupt,
+    SnapshotTooLarge,
+)
 from tests.fakes.fogis import make_match
 
 REF = WatcherRef("referees", "anna", "uid-1")
@@ -98,3 +104,58 @@ async def test_a_snapshot_larger_than_a_config_map_is_refused_before_anything_is
     with pytest.raises(SnapshotTooLarge, match=r"4000 matches.*narrow the window"):
         await store.check(Snapshot(normalise_all(noisy)))
     await store.check(Snapshot(normalise_all(noisy[:100])))  # a usual list fits
+
+
+class VersionedConfigMaps:
+    """One ConfigMap with a resourceVersion, refusing writes based on an outdated read."""
+
+    def __init__(self) -> None:
+        self.stored: StoredConfigMap | None = None
+        self.version = 0
+
+    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None:
+        return self.stored
+
+    async def write_config_map(
+        self,
+        ref: WatcherRef,
+        name: str,
+        binary_data: dict[str, bytes],
+        labels: dict[str, str],
+        resource_version: str | None,
+    ) -> None:
+        current = None if self.stored is None else self.stored.resource_version
+        if resource_version != current:
+            raise ConfigMapConflict(f"ConfigMap {name} changed meanwhile")
+        self.version += 1
+        self.stored = StoredConfigMap(dict(binary_data), (ref.uid,), str(self.version))
+
+
+def _store(kube: VersionedConfigMaps) -> ConfigMapSnapshots:
+    return ConfigMapSnapshots(kube, REF)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_a_snapshot_written_meanwhile_is_never_overwritten(existing: bool) -> None:
+    """Two writers (a peering handover, a restart racing a slow write) read the same state; the
+    second to write must not move the snapshot back to what it computed from that state."""
+    kube = VersionedConfigMaps()
+    if existing:
+        await _store(kube).save(Snapshot(normalise_all([make_match(1)]), revision=1))
+    first, second = _store(kube), _store(kube)
+    await first.load()
+    await second.load()
+    newer = Snapshot(normalise_all([make_match(1), make_match(2)]), revision=2)
+    await second.save(newer)
+    with pytest.raises(SnapshotConflict, match="the next run compares against it"):
+        await first.save(Snapshot(normalise_all([make_match(3)]), revision=2))
+    assert await _store(kube).load() == newer
+
+
+async def test_load_then_save_in_turn_works() -> None:
+    kube = VersionedConfigMaps()
+    store = _store(kube)
+    for revision in range(1, 4):
+        assert (await store.load()) is None or revision > 1
+        await store.save(Snapshot(normalise_all([make_match(revision)]), revision=revision))
+    assert kube.version == 3
