@@ -108,6 +108,9 @@ class Detection:
     summary: Summary
     report: dict[str, Any]  # the document a webhook gets (changes empty on a baseline)
     delivery: DeliveryResult | None
+    # Why a watcher that had a snapshot recorded a baseline again (its changes since the last
+    # accepted list were not reported); None for a watcher's first baseline.
+    reset: str | None = None
 
 
 async def detect(
@@ -232,6 +235,21 @@ def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
     return Credentials(username, password)
 
 
+def _baseline_reset(store: ConfigMapSnapshots, previous: Mapping[str, Any]) -> str | None:
+    """Why a baseline is not this watcher's first, if it is not (see Detection.reset). A new
+    watcher (no matchCount yet) may find a deleted namesake's ConfigMap: that is no reset."""
+    if previous.get("matchCount") is None:
+        return None
+    pending = int((previous.get("webhook") or {}).get("pendingChanges") or 0)
+    lost = f" ({pending} changes were pending)" if pending else ""
+    if store.foreign_owner:
+        return (
+            f"ConfigMap {store.name} was not owned by this MatchWatcher (its owner reference "
+            f"was removed, or the watcher was re-created or restored){lost}"
+        )
+    return f"ConfigMap {store.name} was missing (deleted?){lost}"
+
+
 async def _announce(
     ref: WatcherRef,
     *,
@@ -244,7 +262,11 @@ async def _announce(
     """One Event and one log line per run. The slot names a scheduled run, so Events and logs
     show that no slot ran twice."""
     what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
-    if error is None and detection is not None:
+    if error is None and detection is not None and detection.reset is not None:
+        message = f"{what}: {_describe_success(detection)}"
+        await emit("Warning", "BaselineReset", message)
+        log.warning("%s/%s: %s", ref.namespace, ref.name, message)
+    elif error is None and detection is not None:
         message = f"{what}: {_describe_success(detection)}"
         await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
         log.info("%s/%s: %s", ref.namespace, ref.name, message)
@@ -267,6 +289,11 @@ def attempt_code(status: int | None) -> str:
 
 
 def _describe_success(detection: Detection) -> str:
+    if detection.reset is not None:
+        return (
+            f"recorded a new baseline of {detection.match_count} matches: {detection.reset}; "
+            "changes since the last accepted list were not reported"
+        )
     if detection.baseline:
         return f"recorded a baseline of {detection.match_count} matches"
     s = detection.summary
@@ -421,6 +448,7 @@ class WatcherRunner:
                 gate=self._fogis_gate,
             )
             notifier = await self._notifier(ref, spec)
+            store = ConfigMapSnapshots(self._kube, ref)
             detection = await detect(
                 watcher=ref,
                 zone=zone,
@@ -428,10 +456,12 @@ class WatcherRunner:
                 trigger=trigger,
                 now=started,
                 source=source,
-                store=ConfigMapSnapshots(self._kube, ref),
+                store=store,
                 notifier=notifier,
                 held_back=self._held_back.pop(key, None),
             )
+            if detection.baseline:
+                detection = replace(detection, reset=_baseline_reset(store, previous_status))
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             error = exc
@@ -512,7 +542,8 @@ class WatcherRunner:
             webhook = replace(previous, consecutive_failures=0, pending_changes=0)
         if error is None:
             assert detection is not None  # noqa: S101 - narrowing: no error means a detection
-            readiness = Readiness(True, "Succeeded", _describe_success(detection))
+            reason = "Succeeded" if detection.reset is None else "BaselineReset"
+            readiness = Readiness(True, reason, _describe_success(detection))
         else:
             readiness = Readiness(False, error.reason, error.message)
         return RunRecord(

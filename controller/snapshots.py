@@ -120,10 +120,13 @@ class ConfigMapSnapshots:
         # a snapshot written in between (a second replica in a peering handover, a restart
         # racing a slow write) with one computed from an older state.
         self._version: str | None = None
+        # load() found a ConfigMap of ours owned by another uid (a re-created or restored watcher)
+        self.foreign_owner = False
 
     async def load(self) -> Snapshot | None:
         stored = await self._kube.read_config_map(self._ref.namespace, self.name)
         self._version = None if stored is None else stored.resource_version
+        self.foreign_owner = stored is not None and self._ref.uid not in stored.owner_uids
         # Another owner: left behind by a deleted watcher of the same name (garbage collection
         # is not instant); this watcher has no snapshot yet and records its own baseline.
         if stored is None or DATA_KEY not in stored.data or self._ref.uid not in stored.owner_uids:

@@ -35,6 +35,7 @@ from tests.integration.harness import (
     running,
     snapshot_config_map,
     snapshot_document,
+    snapshot_name,
     wait_event_with,
     wait_for,
 )
@@ -593,3 +594,29 @@ def _exercise_every_message(
     assert len(hook.requests) == 5
     wait_event_with(cluster, namespace, "leak", "RunSucceeded", "delivered")
     wait_event_with(cluster, namespace, "leak", "LoginFailed", "rejected")
+
+
+def test_a_lost_snapshot_is_reported_as_a_baseline_reset(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    """Deleting the snapshot ConfigMap (or a restore under a new uid) drops what was pending:
+    the operator says so instead of silently starting over."""
+    cluster.create_watcher(namespace, "lost", _spec(fogis, maxAttempts=1))
+    run = ManualRuns(cluster, namespace, "lost")
+    run()
+    hook.enqueue(503)
+    fogis.set_matches(_change_a())
+    status = run()
+    assert status["webhook"]["pendingChanges"] == 2
+    cluster.core.delete_namespaced_config_map(snapshot_name("lost"), namespace)
+    status = run()
+    assert _ready(status) == ("True", "BaselineReset")
+    event = wait_event_with(cluster, namespace, "lost", "BaselineReset", "was missing")
+    assert event.type == "Warning"
+    assert "(2 changes were pending)" in event.message
+    assert status["webhook"]["pendingChanges"] == 0
+    assert len(hook.requests) == 1  # the refused attempt; the reset itself sends nothing
