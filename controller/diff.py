@@ -196,11 +196,16 @@ def normalise(raw: Mapping[str, Any]) -> NormalisedMatch | None:
 
 
 def normalise_all(raw: Iterable[Mapping[str, Any]]) -> dict[str, NormalisedMatch]:
-    """Normalised matches keyed by matchId; records without an id are dropped, a repeat wins."""
+    """Normalised matches keyed by matchId; records without an id are dropped. Of records that
+    repeat an id (FOGIS should not send them) the same one wins whatever their order, so a
+    reordered answer never reads as a change."""
     matches: dict[str, NormalisedMatch] = {}
     for record in raw:
         match = normalise(record)
-        if match is not None:
+        if match is None:
+            continue
+        kept = matches.get(match["matchId"])
+        if kept is None or _canonical(match) > _canonical(kept):
             matches[match["matchId"]] = match
     return matches
 

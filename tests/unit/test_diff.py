@@ -551,3 +551,10 @@ def test_matches_that_slid_out_of_the_window_are_no_sudden_drop() -> None:
     old = snapshot(*(record(i, speldatum="2020-01-01") for i in range(1, 10)), record(99))
     new = snapshot(record(99))
     assert not sudden_drop(old, compare(old, new, WINDOW), WINDOW)
+
+
+def test_a_repeated_match_id_resolves_the_same_way_in_any_order() -> None:
+    """Found by the reorder property: the winner of a repeated id must not depend on order."""
+    first, second = record(7, avsparkstid="18:00"), record(7, avsparkstid="20:00")
+    assert snapshot(first, second) == snapshot(second, first)
+    assert len(snapshot(first, second).matches) == 1
