@@ -174,6 +174,10 @@ class _TooLarge(httpx.TransportError):
     """A FOGIS answer grew past the byte limit (raw, or once decompressed)."""
 
 
+class _Refused(httpx.RequestError):
+    """A request (a redirect, a form's action) would go where FOGIS credentials must not."""
+
+
 class _BoundedStream(httpx.AsyncByteStream):
     """A response body that stops at `limit` bytes, decompressing gzip/deflate itself in bounded
     steps: httpx inflates a whole network chunk at once, and 300 KB of gzip can be 1 GB."""
@@ -260,12 +264,17 @@ class FogisClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
         max_response_bytes: int = 32 * 1024 * 1024,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._host = httpx.URL(self._base_url).host or self._base_url
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
+        self._allowed_hosts = allowed_hosts
+        self._https = httpx.URL(self._base_url).scheme == "https"
         self._client = httpx.AsyncClient(
+            # Every request, redirects included, is checked before it leaves (see _check).
+            event_hooks={"request": [self._check]},
             transport=_GuardedTransport(
                 transport or httpx.AsyncHTTPTransport(),
                 owned=transport is None,
@@ -280,6 +289,16 @@ class FogisClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def _check(self, request: httpx.Request) -> None:
+        """Credentials and session cookies go only to allowed hosts (when MLCD_FOGIS_ALLOWED_HOSTS
+        is set) and never over plain http when the baseUrl is https, whatever a redirect, a
+        307 re-sending the login form, or a form's `action` asks for."""
+        host = (request.url.host or "").lower()
+        if self._allowed_hosts and host not in self._allowed_hosts:
+            raise _Refused(f"{host!r} is not in MLCD_FOGIS_ALLOWED_HOSTS", request=request)
+        if self._https and request.url.scheme != "https":
+            raise _Refused(f"plain http to {host!r} from an https baseUrl", request=request)
 
     async def fetch_matches(
         self, credentials: Credentials, window: Window, today: date
@@ -350,6 +369,11 @@ class FogisClient:
         except httpx.TimeoutException:
             raise SourceUnavailable(
                 f"FOGIS at {self._host} did not answer within {self._timeout:g} s"
+            ) from None
+        except _Refused as exc:
+            raise SourceUnavailable(
+                f"FOGIS at {self._host} led to {exc}; nothing was sent there",
+                reason="SourceNotAllowed",
             ) from None
         except _TooLarge:
             limit = self._max_response_bytes

@@ -382,6 +382,7 @@ class WatcherRunner:
                 transport=self._fogis_transport,
                 timeout=self._settings.fogis_timeout_seconds,
                 max_response_bytes=self._settings.fogis_max_response_bytes,
+                allowed_hosts=self._settings.allowed_fogis_hosts,
             )
             self._sessions[key] = (base_url, client)
             return client

@@ -520,3 +520,58 @@ async def test_command_line(matches_file: Path) -> None:
     finally:
         fake.terminate()
         assert await fake.wait() == 0
+
+
+# --- where credentials may go ---------------------------------------------------------------------
+
+
+def _fogis_leading_to(target: str, *, via: str) -> tuple[httpx.MockTransport, list[str]]:
+    """A FOGIS whose login form posts to `target` (via="action"), or redirects the login POST
+    there with a 307 that re-sends the password (via="redirect")."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url}")
+        if request.method == "GET":
+            action = target if via == "action" else "/mdk/Login.aspx"
+            form = f"<form method=post action={action}><input name=u><input type=password name=p>"
+            return httpx.Response(200, text=form + "</form>")
+        return httpx.Response(307, headers={"Location": target})
+
+    return httpx.MockTransport(answer), seen
+
+
+@pytest.mark.parametrize("via", ["action", "redirect"])
+@pytest.mark.parametrize(
+    ("target", "allowed", "refusal"),
+    [
+        ("https://collector.example/steal", {"fogis.test"}, "'collector.example' is not in"),
+        ("http://fogis.test/mdk/Login.aspx", set(), "plain http to 'fogis.test'"),
+        ("http://fogis.test/mdk/Login.aspx", {"fogis.test"}, "plain http to 'fogis.test'"),
+    ],
+)
+async def test_credentials_never_leave_the_allowed_hosts_or_https(
+    via: str, target: str, allowed: set[str], refusal: str
+) -> None:
+    transport, seen = _fogis_leading_to(target, via=via)
+    client = FogisClient(
+        "https://fogis.test/mdk", transport=transport, allowed_hosts=frozenset(allowed)
+    )
+    try:
+        with pytest.raises(SourceUnavailable, match=refusal) as caught:
+            await fetch_ids(client)
+    finally:
+        await client.aclose()
+    assert caught.value.reason == "SourceNotAllowed"
+    assert_safe(caught.value)
+    assert not any(target in line for line in seen), seen  # nothing reached it
+
+
+async def test_an_allowed_identity_server_host_is_followed() -> None:
+    """The OAuth login crosses hosts (auth.fogis.se): list every FOGIS host in the allow-list."""
+    with FakeFogis(users={USER: PASSWORD}, matches=MATCHES, login_style="oauth") as fogis:
+        client = FogisClient(fogis.base_url, timeout=5, allowed_hosts=frozenset({"127.0.0.1"}))
+        try:
+            assert await fetch_ids(client) == [1, 2]
+        finally:
+            await client.aclose()
