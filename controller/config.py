@@ -75,6 +75,9 @@ class Settings:
     # any. Whoever may create a MatchWatcher chooses where its credentials Secret is sent: set
     # this where that is not the same people as those who may read the namespace's Secrets.
     fogis_allowed_hosts: str = ""
+    # Comma-separated webhook host names watchers may send to; empty allows any. Link-local and
+    # cloud metadata addresses and the API server are refused either way (controller/destinations).
+    webhook_allowed_hosts: str = ""
     # kopf peering for HA: empty means standalone (one replica).
     peering_name: str = ""
     # Peering priority: "auto" draws a random one so replicas of a Deployment differ.
@@ -87,8 +90,16 @@ class Settings:
 
     @property
     def allowed_fogis_hosts(self) -> frozenset[str]:
-        hosts = (h.strip().lower() for h in self.fogis_allowed_hosts.split(","))
-        return frozenset(h for h in hosts if h)
+        return _host_set(self.fogis_allowed_hosts)
+
+    @property
+    def allowed_webhook_hosts(self) -> frozenset[str]:
+        return _host_set(self.webhook_allowed_hosts)
+
+
+def _host_set(text: str) -> frozenset[str]:
+    hosts = (h.strip().lower() for h in text.split(","))
+    return frozenset(h for h in hosts if h)
 
 
 def _parse_int(text: str) -> int:

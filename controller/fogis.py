@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 import httpx
 
 from controller import USER_AGENT
+from controller.destinations import Resolver, api_server_addresses, refusal, system_resolver
 from controller.diff import Window
 from controller.errors import LoginFailed, SourceUnavailable
 from controller.model import Credentials
@@ -265,12 +266,15 @@ class FogisClient:
         timeout: float = 30.0,
         max_response_bytes: int = 32 * 1024 * 1024,
         allowed_hosts: frozenset[str] = frozenset(),
+        resolve: Resolver = system_resolver,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._host = httpx.URL(self._base_url).host or self._base_url
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._allowed_hosts = allowed_hosts
+        self._resolve = resolve
+        self._api_server = api_server_addresses()
         self._https = httpx.URL(self._base_url).scheme == "https"
         self._client = httpx.AsyncClient(
             # Every request, redirects included, is checked before it leaves (see _check).
@@ -299,6 +303,14 @@ class FogisClient:
             raise _Refused(f"{host!r} is not in MLCD_FOGIS_ALLOWED_HOSTS", request=request)
         if self._https and request.url.scheme != "https":
             raise _Refused(f"plain http to {host!r} from an https baseUrl", request=request)
+        reason = await refusal(
+            host,
+            request.url.port or (443 if request.url.scheme == "https" else 80),
+            resolve=self._resolve,
+            api_server=self._api_server,
+        )
+        if reason is not None:
+            raise _Refused(reason, request=request)
 
     async def fetch_matches(
         self, credentials: Credentials, window: Window, today: date

@@ -336,6 +336,7 @@ class WatcherRunner:
                 max_retry_after=settings.webhook_max_retry_after_seconds,
             ),
             user_agent=USER_AGENT,
+            allowed_hosts=settings.allowed_webhook_hosts,
         )
         self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
         # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).

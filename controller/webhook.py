@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from controller.destinations import Resolver, api_server_addresses, refusal, system_resolver
 from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
 from controller.model import WebhookSpec, is_http_url
 
@@ -281,12 +282,37 @@ class WebhookSender:
         user_agent: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
+        resolve: Resolver = system_resolver,
     ) -> None:
         self._client = client
+        self._allowed_hosts = allowed_hosts
+        self._resolve = resolve
+        self._api_server = api_server_addresses()
         self._policy = policy
         self._user_agent = user_agent
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    async def _check_destination(self, target: WebhookTarget) -> None:
+        """Refuse the metadata service, link-local addresses, the API server and (with
+        MLCD_WEBHOOK_ALLOWED_HOSTS) unlisted hosts before anything is sent: a configuration
+        error, so nothing counts as delivered and the changes stay pending."""
+        url = httpx.URL(target.url)
+        reason = await refusal(
+            url.host,
+            url.port or (443 if url.scheme == "https" else 80),
+            allowed_hosts=self._allowed_hosts,
+            resolve=self._resolve,
+            api_server=self._api_server,
+        )
+        if reason is not None:
+            # A URL from the Secret is not shown, not even its host.
+            detail = "its address is not allowed" if target.url_from_secret else reason
+            raise InvalidSpec(
+                f"webhook {target.display_url}: {detail}; nothing was sent",
+                reason="WebhookNotAllowed",
+            )
 
     async def _attempt(
         self, target: WebhookTarget, body: bytes, headers: dict[str, str]
@@ -326,6 +352,7 @@ class WebhookSender:
         `gate` (shared by all watchers) is held only while an attempt is in flight, never
         through a backoff or Retry-After wait: one failing receiver must not delay the others.
         """
+        await self._check_destination(target)
         headers = build_headers(target, delivery_id, body, self._user_agent)
         attempts: list[Attempt] = []
         while True:
