@@ -71,14 +71,14 @@ def find_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except OSError:
@@ -98,7 +98,7 @@ def _get(url: str, token: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 def healthy(info: ClusterInfo, state_dir: Path = STATE_DIR) -> bool:
-    if not (_alive(info.etcd_pid) and _alive(info.apiserver_pid)):
+    if not (alive(info.etcd_pid) and alive(info.apiserver_pid)):
         return False
     token = (state_dir / ADMIN_TOKEN_FILE).read_text().strip()
     status, _ = _get(f"{info.server}/readyz", token)
@@ -155,7 +155,7 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
     (state_dir / ADMIN_TOKEN_FILE).write_text(token)
     (state_dir / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
 
-    etcd_port, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     logs = state_dir / "logs"
     # start_new_session: the processes outlive `hack/local-cluster up` and ignore the caller's ^C.
@@ -222,17 +222,18 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
     return info
 
 
-def _stop(pid: int) -> None:
-    if not _alive(pid):
+def stop_process(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds; reaps it when it is our child."""
+    if not alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
         # Reap it when it is our child (the pytest fixture); harmless otherwise.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -240,8 +241,8 @@ def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
     """Stop both processes and remove their data."""
     info = ClusterInfo.load(state_dir)
     if info is not None:
-        _stop(info.apiserver_pid)
-        _stop(info.etcd_pid)
+        stop_process(info.apiserver_pid)
+        stop_process(info.etcd_pid)
     if state_dir.exists():
         shutil.rmtree(state_dir)
     if not quiet:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hack import local_cluster
+from hack.local_cluster import alive, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".cache" / "local-node"
@@ -110,14 +111,6 @@ def _log(message: str) -> None:
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def preflight() -> None:
@@ -275,8 +268,8 @@ def _kube_proxy_config(state: Path, kubeconfig: str) -> Path:
         "hostnameOverride": NODE_NAME,
         "clusterCIDR": POD_CIDR,
         "bindAddress": "127.0.0.1",
-        "healthzBindAddress": f"127.0.0.1:{_free_port()}",
-        "metricsBindAddress": f"127.0.0.1:{_free_port()}",
+        "healthzBindAddress": f"127.0.0.1:{free_port()}",
+        "metricsBindAddress": f"127.0.0.1:{free_port()}",
         # Lowering it needs CAP_SYS_RESOURCE, which this VM's bounding set lacks.
         "oomScoreAdj": 0,
         # Leave the host's conntrack sysctls alone (0 = do not set).
@@ -325,7 +318,7 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, info: NodeInfo, 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, pid in info.pids.items():
-            if not _alive(pid):
+            if not alive(pid):
                 raise NodeError(f"{name} exited while waiting for {what}; see {logs / name}.log")
         if check():
             return
@@ -347,13 +340,6 @@ def _node_ready(kubeconfig: str) -> bool:
         'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
     )
     return result.returncode == 0 and result.stdout.strip() == "True"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _bridge_up() -> None:
@@ -438,7 +424,7 @@ def up(state_dir: Path = STATE_DIR) -> NodeInfo:
             "--leader-elect=false",
             "--controllers=*",
             "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            f"--secure-port={free_port()}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ],
         logs,
@@ -451,7 +437,7 @@ def up(state_dir: Path = STATE_DIR) -> NodeInfo:
             *common,
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            f"--secure-port={free_port()}",
         ],
         logs,
     )
@@ -461,7 +447,7 @@ def up(state_dir: Path = STATE_DIR) -> NodeInfo:
         [
             str(bin_dir / "kubelet"),
             *common,
-            f"--config={_kubelet_config(state_dir, _free_port())}",
+            f"--config={_kubelet_config(state_dir, free_port())}",
             # A name the apiserver need not resolve: it reaches the kubelet by InternalIP.
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={NODE_IP}",
@@ -530,31 +516,17 @@ def _kube_dns_service(kubeconfig: str) -> None:
 
 
 def healthy(info: NodeInfo) -> bool:
-    if not info.pids or not all(_alive(pid) for pid in info.pids.values()):
+    if not info.pids or not all(alive(pid) for pid in info.pids.values()):
         return False
     cluster = local_cluster.ClusterInfo.load()
     return cluster is not None and local_cluster.healthy(cluster) and _node_ready(info.kubeconfig)
-
-
-def _stop(pid: int, timeout: float = 15.0) -> None:
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _drain(info: NodeInfo) -> None:
     """Delete every pod through the API while the kubelet still runs, so each sandbox is stopped
     the normal way (CNI DEL removes its veth, address lease and rules); nothing recreates them,
     the controller-manager and scheduler are already stopped."""
-    if "kubelet" not in info.pids or not _alive(info.pids["kubelet"]):
+    if "kubelet" not in info.pids or not alive(info.pids["kubelet"]):
         return
     _kubectl(info.kubeconfig, "delete", "pods", "--all", "-A", "--force", "--grace-period=0",
              "--wait=false")  # fmt: skip
@@ -683,11 +655,11 @@ def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
     if info is not None:
         for name in ("kube-controller-manager", "kube-scheduler"):
             if name in info.pids:
-                _stop(info.pids[name])
+                stop_process(info.pids[name])
         _drain(info)
         for name in ("kubelet", "kube-proxy", "coredns", "containerd"):
             if name in info.pids:
-                _stop(info.pids[name])
+                stop_process(info.pids[name])
     _sweep(info)
     local_cluster.down(quiet=True)
     if state_dir.exists():

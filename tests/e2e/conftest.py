@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from hack import local_cluster, local_node
+from tests.integration.harness import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "match-list-change-detector"
@@ -43,16 +44,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
-def wait_for(what: str, probe: Any, timeout: float = 60.0, interval: float = 0.5) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """The harness's wait_for, polling at kubectl's pace and untyped (probes answer JSON)."""
+    return _wait_for(what, probe, timeout=timeout, interval=0.5)
 
 
 @dataclass
