@@ -6,6 +6,7 @@ credentials or response bodies. The wire protocol is described in the design not
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
@@ -329,7 +330,7 @@ class FogisClient:
         while True:
             response = await self._post_match_list(body)
             try:
-                return self._match_list_from(response)
+                return await self._match_list_from(response)
             except SourceUnavailable as problem:
                 self._client.cookies.clear()
                 self._session_for = None
@@ -339,14 +340,15 @@ class FogisClient:
             await self._login(credentials)
             fresh = True
 
-    def _match_list_from(self, response: httpx.Response) -> list[dict[str, Any]]:
+    async def _match_list_from(self, response: httpx.Response) -> list[dict[str, Any]]:
         if self._session_expired(response):
             raise SourceUnavailable("FOGIS asked for a login again")
         if response.status_code != 200:
             raise SourceUnavailable(
                 f"FOGIS answered HTTP {response.status_code} to the match list request"
             )
-        return parse_match_list(response.content)
+        # In a thread: up to MLCD_FOGIS_MAX_RESPONSE_BYTES of JSON must not stall other watchers.
+        return await asyncio.to_thread(parse_match_list, response.content)
 
     def _after_fresh_login(
         self, response: httpx.Response, problem: SourceUnavailable

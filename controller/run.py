@@ -113,6 +113,12 @@ class Detection:
     reset: str | None = None
 
 
+def _snapshot_of(raw: list[Any], revision: int) -> Snapshot:
+    snapshot = Snapshot(normalise_all(raw), revision=revision)
+    _ = snapshot.digest  # computed here, off the event loop (a cached property)
+    return snapshot
+
+
 async def detect(
     *,
     watcher: WatcherRef,
@@ -135,7 +141,8 @@ async def detect(
     window = window_for(today, days[0], days[1])
     raw = await source.fetch(today, window)
     old = await store.load()
-    new = Snapshot(normalise_all(raw), revision=(old.revision if old else 0) + 1)
+    # In a thread: normalising and digesting thousands of matches must not stall other watchers.
+    new = await asyncio.to_thread(_snapshot_of, raw, (old.revision if old else 0) + 1)
     if raw and not new.matches:
         # Records without a match id: FOGIS changed shape. Comparing would report every match
         # as removed and then re-added; failing keeps the snapshot until the client is fixed.
