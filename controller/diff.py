@@ -264,6 +264,10 @@ class Snapshot:
     # How many times the stored snapshot has advanced (0: none stored, or one written before
     # revisions existed). Delivery ids include it, so a list seen before is a new transition.
     revision: int = 0
+    # After a delivery that may have been applied without the receiver saying so (in doubt):
+    # per match id it touched, the value it sent (None: it said the match was removed). The
+    # next delivery also moves those matches from there to the current list (see `undo`).
+    in_doubt: Mapping[str, NormalisedMatch | None] | None = None
 
     @cached_property
     def digest(self) -> str:
@@ -271,9 +275,14 @@ class Snapshot:
         return hashlib.sha256(_canonical(dict(self.matches)).encode()).hexdigest()
 
     def to_json(self) -> str:
-        return _canonical(
-            {"format": SNAPSHOT_FORMAT, "revision": self.revision, "matches": dict(self.matches)}
-        )
+        document: dict[str, Any] = {
+            "format": SNAPSHOT_FORMAT,
+            "revision": self.revision,
+            "matches": dict(self.matches),
+        }
+        if self.in_doubt is not None:
+            document["inDoubt"] = dict(self.in_doubt)
+        return _canonical(document)
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
@@ -301,7 +310,14 @@ class Snapshot:
         revision = document.get("revision", 0)
         if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
             raise ValueError(f"snapshot revision {revision!r} is not a non-negative integer")
-        return cls(matches, revision)
+        in_doubt = document.get("inDoubt")
+        if in_doubt is not None and not isinstance(in_doubt, dict):
+            raise ValueError("snapshot inDoubt must be an object")
+        for key, match in (in_doubt or {}).items():
+            problem = None if match is None else _match_problem(key, match)
+            if problem is not None:
+                raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
+        return cls(matches, revision, in_doubt)
 
 
 # --- comparison ----------------------------------------------------------------------------------
@@ -404,6 +420,11 @@ def _appeared(match: NormalisedMatch, type_: str, category: str) -> MatchChange:
     )
 
 
+def change_order(change: MatchChange) -> tuple[str, str, str]:
+    """Changes are listed by match date, time, then id."""
+    return (change.match.get("date") or "", change.match.get("time") or "", change.match_id)
+
+
 def compare(old: Snapshot, new: Snapshot, window: Window) -> list[MatchChange]:
     """What changed from `old` to `new`, ordered by match date, time, then id.
 
@@ -427,8 +448,29 @@ def compare(old: Snapshot, new: Snapshot, window: Window) -> list[MatchChange]:
     for match_id, old_match in old.matches.items():
         if match_id not in new.matches and _inside(old_match, window):
             changes.append(_appeared(old_match, "removed", "removed"))
-    changes.sort(key=lambda c: (c.match.get("date") or "", c.match.get("time") or "", c.match_id))
+    changes.sort(key=change_order)
     return changes
+
+
+def undo(
+    old: Snapshot, new: Snapshot, window: Window, changes: Sequence[MatchChange]
+) -> list[MatchChange]:
+    """What a receiver that applied `old.in_doubt` (a delivery that may have arrived) needs on
+    top of `changes` (old -> new) to end at `new`: for each match that delivery touched and
+    `changes` does not cover, the change from the value it sent to the current one. A receiver
+    that never got it finds those matches already so (an upsert, or a removal of nothing)."""
+    if not old.in_doubt:
+        return []
+    covered = {change.match_id for change in changes}
+    sent = {k: v for k, v in old.in_doubt.items() if v is not None}
+    attempted = Snapshot(
+        {
+            **{k: v for k, v in old.matches.items() if k not in old.in_doubt},
+            **sent,
+        }
+    )
+    touched = set(old.in_doubt) - covered
+    return [c for c in compare(attempted, new, window) if c.match_id in touched]
 
 
 def sudden_drop(old: Snapshot, changes: Sequence[MatchChange], window: Window) -> bool:

@@ -26,10 +26,12 @@ from controller.diff import (
     Snapshot,
     Summary,
     Window,
+    change_order,
     compare,
     normalise_all,
     sudden_drop,
     summarise,
+    undo,
     window_for,
 )
 from controller.errors import (
@@ -159,6 +161,8 @@ async def detect(
             "reported until the next run's fetch confirms it",
             new.digest,
         )
+    if old is not None:
+        changes = sorted([*changes, *undo(old, new, window, changes)], key=change_order)
     report = build_report(
         watcher=watcher,
         delivery_id=delivery_id(
@@ -168,7 +172,9 @@ async def detect(
         trigger=trigger,
         changes=changes,
     )
-    advances = old is None or old.digest != new.digest
+    # Also when nothing reportable changed but the digest did (a match slid out of the window),
+    # or an in-doubt delivery is now settled.
+    advances = old is None or old.digest != new.digest or old.in_doubt is not None
     if advances:
         await store.check(new)
     delivery: DeliveryResult | None = None
@@ -176,8 +182,12 @@ async def detect(
         try:
             delivery = await notifier.notify(encode_report(report), report["id"])
         except DeliveryFailed as failure:
+            if failure.in_doubt and old is not None:
+                # The receiver may have applied it: remember what was sent, so that it is also
+                # undone should FOGIS go back (the snapshot itself does not advance).
+                sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
+                await store.save(replace(old, in_doubt={**(old.in_doubt or {}), **sent}))
             raise ChangesPending(failure, changes, len(new.matches)) from None
-    # Also when nothing reportable changed but the digest did (a match slid out of the window).
     if advances:
         await store.save(new)
     return Detection(

@@ -230,6 +230,9 @@ class Attempt:
     status_code: int | None
     error: str | None  # safe description when there was no response
     duration_seconds: float
+    # No answer, but the request may have reached the receiver (a timeout or a connection lost
+    # after it was sent): the change may have been applied.
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,11 @@ class DeliveryFailed(WebhookFailing):
         self.attempts = attempts
         self.last_status_code = last_status_code
 
+    @property
+    def in_doubt(self) -> bool:
+        """Whether any attempt may have been applied by the receiver without saying so."""
+        return any(attempt.in_doubt for attempt in self.attempts)
+
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
@@ -256,6 +264,16 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+# Transport errors after which the request may have been received (not: connect failures).
+_MAYBE_SENT = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
 
 
 def _describe(exc: Exception, timeout_seconds: float) -> str:
@@ -337,7 +355,8 @@ class WebhookSender:
                 pass
         except (TimeoutError, httpx.HTTPError, UnicodeError) as exc:
             error = _describe(exc, target.timeout_seconds)
-            return Attempt(None, error, time.perf_counter() - started), None
+            in_doubt = isinstance(exc, (TimeoutError, *_MAYBE_SENT))
+            return Attempt(None, error, time.perf_counter() - started, in_doubt), None
         return Attempt(response.status_code, None, time.perf_counter() - started), response
 
     async def deliver(

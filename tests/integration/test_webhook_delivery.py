@@ -620,3 +620,32 @@ def test_a_lost_snapshot_is_reported_as_a_baseline_reset(
     assert "(2 changes were pending)" in event.message
     assert status["webhook"]["pendingChanges"] == 0
     assert len(hook.requests) == 1  # the refused attempt; the reset itself sends nothing
+
+
+def test_an_in_doubt_delivery_is_undone_when_fogis_reverts(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    """The receiver got the cancellation but its answer never came (a timeout after sending):
+    when FOGIS reverts, the receiver must hear it, or it stays wrong for good."""
+    cluster.create_watcher(namespace, "doubt", _spec(fogis, maxAttempts=1))
+    run = ManualRuns(cluster, namespace, "doubt")
+    run()
+    cancelled = sample_matches()
+    cancelled[1]["installd"] = True
+    hook.enqueue(Reply(204, delay_seconds=6))  # read, then no answer within timeoutSeconds (2)
+    fogis.set_matches(cancelled)
+    status = run()
+    assert _ready(status) == ("False", "WebhookFailing")
+    fogis.set_matches(sample_matches())  # FOGIS reverts
+    status = run()
+    assert _ready(status) == ("True", "Succeeded")
+    first, second = hook.wait_for(2)
+    assert first.payload is not None
+    assert second.payload is not None
+    assert [c["categories"] for c in first.payload["changes"]] == [["cancelled"]]
+    assert [c["categories"] for c in second.payload["changes"]] == [["uncancelled"]]
+    assert status["webhook"]["pendingChanges"] == 0

@@ -3,6 +3,7 @@ at-least-once delivery, and failures that must leave the snapshot alone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -58,9 +59,13 @@ class Notifier:
     def __init__(self) -> None:
         self.bodies: list[tuple[bytes, str]] = []
         self.fail = False
+        self.in_doubt = False  # fail by timing out after the request was sent
 
     async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
         self.bodies.append((body, delivery_id))
+        if self.in_doubt:
+            attempt = Attempt(None, "timed out after 5s", 5.0, in_doubt=True)
+            raise DeliveryFailed("webhook timed out", attempts=(attempt,), last_status_code=None)
         if self.fail:
             attempt = Attempt(503, None, 0.01)
             raise DeliveryFailed("webhook answered 503", attempts=(attempt,), last_status_code=503)
@@ -251,3 +256,78 @@ async def test_a_glitch_that_does_not_repeat_is_never_reported() -> None:
     detection = await run(source, store, notifier, held_back=caught.value.digest)
     assert detection.summary.total == 0
     assert notifier.bodies == []
+
+
+def _payload(body: bytes) -> Any:
+    return json.loads(body)
+
+
+async def test_an_in_doubt_delivery_is_undone_when_the_list_reverts() -> None:
+    """Cancelled, delivered in doubt (timed out after sending), then uncancelled at FOGIS: the
+    receiver may have applied the cancellation, so it is told the match is on again."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    baseline = store.snapshot
+    assert baseline is not None
+    source.matches = matches({"installd": True})
+    notifier.in_doubt = True
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    assert store.snapshot is not None
+    assert store.snapshot.digest == baseline.digest  # not advanced ...
+    assert store.snapshot.in_doubt is not None  # ... but what was sent is remembered
+    notifier.in_doubt = False
+    source.matches = matches()  # FOGIS reverts
+    detection = await run(source, store, notifier)
+    (cancel, uncancel) = (_payload(body) for body, _ in notifier.bodies)
+    assert [c["categories"] for c in cancel["changes"]] == [["cancelled"]]
+    assert [c["categories"] for c in uncancel["changes"]] == [["uncancelled"]]
+    assert uncancel["id"] != cancel["id"]
+    assert detection.summary.total == 1
+    assert store.snapshot.in_doubt is None
+    assert store.snapshot.revision == baseline.revision + 1
+
+
+async def test_a_refused_delivery_is_not_undone() -> None:
+    """A 503 says the receiver did not take it: when the list reverts, there is nothing to say."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches({"installd": True})
+    notifier.fail = True
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.fail = False
+    source.matches = matches()
+    detection = await run(source, store, notifier)
+    assert detection.summary.total == 0
+    assert len(notifier.bodies) == 1  # only the refused one
+
+
+async def test_an_in_doubt_delivery_is_redelivered_with_its_id() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches({"installd": True})
+    notifier.in_doubt = True
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.in_doubt = False
+    detection = await run(source, store, notifier)  # the same list: the same transition
+    first, second = (delivery_id for _, delivery_id in notifier.bodies)
+    assert first == second
+    assert [c.categories for c in detection.changes] == [("cancelled",)]
+    assert store.snapshot is not None
+    assert store.snapshot.in_doubt is None
+
+
+async def test_an_in_doubt_new_match_is_removed_again_when_it_goes_away() -> None:
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = [*matches(), make_match(4242, on=date(2026, 12, 20))]
+    notifier.in_doubt = True
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.in_doubt = False
+    source.matches = matches()
+    await run(source, store, notifier)
+    undo = _payload(notifier.bodies[-1][0])
+    assert [(c["type"], c["matchId"]) for c in undo["changes"]] == [("removed", "4242")]

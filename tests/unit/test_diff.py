@@ -460,6 +460,14 @@ def test_snapshot_round_trip_and_digest() -> None:
     )
 
 
+def test_snapshot_in_doubt_round_trip() -> None:
+    original = snapshot(record(1))
+    in_doubt = Snapshot(original.matches, 3, {"1": None, "2": normalise(record(2))})
+    assert Snapshot.from_json(in_doubt.to_json()) == in_doubt
+    assert in_doubt.digest == original.digest  # what was sent is not what was accepted
+    assert "inDoubt" not in original.to_json()
+
+
 def test_snapshot_without_revision_reads_as_revision_zero() -> None:
     """Snapshots written before revisions existed stay readable."""
     assert Snapshot.from_json(_stored()).revision == 0
@@ -501,6 +509,8 @@ def _stored(**change: Any) -> str:
         ('{"format": 1, "revision": -1, "matches": {}}', "revision -1 is not"),
         ('{"format": 1, "revision": "3", "matches": {}}', "revision '3' is not"),
         ('{"format": 1, "revision": true, "matches": {}}', "revision True is not"),
+        ('{"format": 1, "matches": {}, "inDoubt": []}', "inDoubt must be an object"),
+        ('{"format": 1, "matches": {}, "inDoubt": {"1": 5}}', "inDoubt match '1' is corrupt"),
     ],
 )
 def test_snapshot_from_corrupt_json(text: str, message: str) -> None:

@@ -553,6 +553,7 @@ async def test_connection_refused(receiver: WebhookReceiver, client: httpx.Async
     assert [(a.status_code, a.error) for a in caught.value.attempts] == [
         (None, "connection refused")
     ] * 3
+    assert not caught.value.in_doubt  # nothing reached a receiver
     assert len(sleep.delays) == 2
 
 
@@ -578,6 +579,8 @@ async def test_timeout_is_retried(receiver: WebhookReceiver, client: httpx.Async
         (None, "timed out after 0.2s"),
         (204, None),
     ]
+    # The request had been sent: the receiver may have applied it.
+    assert [a.in_doubt for a in result.attempts] == [True, False]
     assert len(sleep.delays) == 1
     assert len(receiver.requests) == 2
 
