@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.fakes.fogis import FakeFogis
 from tests.integration.harness import (
+    ROOT,
     Cluster,
     Operator,
     fogis_spec,
@@ -308,3 +309,42 @@ def test_sigterm_lets_a_running_run_finish_and_exits_zero(
     assert status.get("executionCount") == 1
     assert _ready(status)["status"] == "True"
     cluster.force_delete_watcher(namespace, "slow")
+
+
+def test_a_paused_replica_drops_the_series_of_the_watchers_it_no_longer_serves(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    """After a failover the standby must not keep exporting the old series as if it ran them."""
+    cluster.kubectl("apply", "-f", str(ROOT / "charts/match-list-change-detector/crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s"
+    )
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "ha"}}
+    cluster.custom.create_namespaced_custom_object(
+        "kopf.dev", "v1", namespace, "kopfpeerings", peering
+    )
+    env = {"MLCD_PEERING_NAME": "ha"}
+    low = Operator(
+        cluster.kubeconfig, [namespace], tmp_path / "low.log", {**env, "MLCD_PEERING_PRIORITY": "1"}
+    )
+    high = Operator(
+        cluster.kubeconfig,
+        [namespace],
+        tmp_path / "high.log",
+        {**env, "MLCD_PEERING_PRIORITY": "2"},
+    )
+    with running(low):
+        cluster.create_watcher(
+            namespace, "moved", fogis_spec(fogis.base_url, credentials, EVERY_2S)
+        )
+        cluster.wait_status(namespace, "moved", "runs", _runs_at_least(1), 30)
+        wait_for("the series", lambda: 'name="moved"' in low.metrics(), timeout=15)
+        with running(high):
+            wait_for("the pause", lambda: "Pausing operations" in low.logs(), timeout=30)
+            wait_for(
+                "the paused replica to drop the series",
+                lambda: 'name="moved"' not in low.metrics(),
+                timeout=30,
+            )
+            wait_for("the series on the active one", lambda: 'name="moved"' in high.metrics(), 30)
+            _delete_with(cluster, namespace, "moved")
