@@ -256,6 +256,11 @@ def release(node: Node) -> Iterator[Node]:
             )  # fmt: skip
         node.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
     node.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--ignore-not-found", "--wait=false")
+    # Gone before the next session on a kept node installs into them again.
+    node.kubectl(
+        "wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", f"namespace/{REFEREES}",
+        "namespace/e2e-doomed", "--timeout=120s", check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -470,6 +475,10 @@ def _active_pod(node: Node, watcher: str, pods: list[str], since: float) -> str 
     return None
 
 
+def _other_pods(node: Node, gone: str) -> list[str]:
+    return [p["metadata"]["name"] for p in _operator_pods(node) if p["metadata"]["name"] != gone]
+
+
 def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     node = standins.node
     node.helm("upgrade", *_install_args(node), "--reuse-values", "--set", "replicaCount=2")
@@ -482,14 +491,18 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     active = wait_for("the active replica", lambda: _active_pod(node, "ha", pods, since), 90)
     standby = next(p for p in pods if p != active)
 
-    # Graceful: the active pod says goodbye in its peering record; the standby resumes at once.
+    # Graceful: the active pod removes its peering record on the way out; the standby resumes at
+    # once. The ReplicaSet's new pod may draw a higher priority and take over right after: either
+    # way a live replica runs the next slot.
     started = time.time()
     node.kubectl("delete", "pod", active, "-n", RELEASE_NAMESPACE, "--wait=false")
     taken = wait_for(
-        "the standby to run a slot", lambda: _active_pod(node, "ha", [standby], started), 90
+        "another replica to run a slot",
+        lambda: _active_pod(node, "ha", _other_pods(node, active), started),
+        90,
     )
-    assert taken == standby
-    figure("failover, graceful delete -> standby runs a slot", time.time() - started)
+    who = "the standby" if taken == standby else "the replacement pod"
+    figure(f"failover, graceful delete -> {who} runs a slot", time.time() - started)
 
     # Crash: SIGKILL the active container; its peering record lingers until its lifetime ends.
     pods = [
