@@ -203,10 +203,9 @@ class WatcherLoop:
                     "lastScheduleOf": {"schedule": schedule.expression, "timeZone": spec.time_zone},
                 },
             )
-        # Remember first: whatever happens to the run's status patch, this slot/trigger never
-        # reruns in this process.
-        if slot is not None:
             self._last_slot = slot
+        # Remember first: whatever happens to the run's status patch, this trigger never reruns
+        # in this process.
         if handled is not None:
             self._handled_trigger = handled
 

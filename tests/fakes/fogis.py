@@ -117,6 +117,26 @@ class _Request:
         return {name: values[0] for name, values in pairs.items()}
 
 
+def _broken_answer(failure: str | None) -> _Reply | None:
+    """The canned answer of a failure that is no match list at all, else None."""
+    if failure == "500":
+        return _json_reply({"Message": "Ett fel har uppstått."}, 500)
+    if failure == "garbage":
+        return _Reply(200, '<html>Runtime Error</html>{"d":', content_type="application/json")
+    if failure == "gzip_bomb":
+        return _Reply(200, _gzip_bomb(), content_type="application/json", encoding="gzip")
+    if failure == "huge":
+        return _Reply(200, _huge_answer(), content_type="application/json")
+    return None
+
+
+@functools.cache
+def _huge_answer() -> bytes:
+    """A match-list answer padded to 40 MiB (built once: encoding it per request is slow)."""
+    inner = json.dumps({"success": True, "matchlista": [], "padding": "x" * (40 * 1024 * 1024)})
+    return json.dumps({"d": inner}).encode()
+
+
 @functools.cache
 def _gzip_bomb() -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -236,8 +256,8 @@ class FakeFogis(BackgroundServer):
         """Make the next `count` match-list requests (logins for "login_rejected") fail."""
         if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r}; known: {', '.join(FAILURE_KINDS)}")
-        if kind == "gzip_bomb":
-            _gzip_bomb()  # made now, not while a client waits for its answer
+        if kind in ("gzip_bomb", "huge"):
+            _gzip_bomb(), _huge_answer()  # made now, not while a client waits for its answer
         with self._lock:
             self._failures.extend([kind] * count)
 
@@ -517,10 +537,9 @@ class FakeFogis(BackgroundServer):
             self._last_filter = request_filter
             matches = [m for m in self._matches if _within(m, start, end)]
         failure = self._take_failure(_ANSWER_FAILURES)
-        if failure == "500":
-            return _json_reply({"Message": "Ett fel har uppstått."}, 500)
-        if failure == "garbage":
-            return _Reply(200, '<html>Runtime Error</html>{"d":', content_type="application/json")
+        broken = _broken_answer(failure)
+        if broken is not None:
+            return broken
         inner: dict[str, Any] = {
             "__type": "MDK.Domain.MatchlistaAttRapportera",
             "anvandartyp": 1,
@@ -529,10 +548,6 @@ class FakeFogis(BackgroundServer):
         }
         if failure == "no_matchlista":
             del inner["matchlista"]
-        if failure == "gzip_bomb":
-            return _Reply(200, _gzip_bomb(), content_type="application/json", encoding="gzip")
-        if failure == "huge":
-            inner["padding"] = "x" * (40 * 1024 * 1024)
         if failure is None:
             with self._lock:
                 self._fetches += 1
