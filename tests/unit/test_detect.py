@@ -262,21 +262,28 @@ def _payload(body: bytes) -> Any:
     return json.loads(body)
 
 
+async def _cancellation_failed(how: str) -> tuple[Source, Store, Notifier, Snapshot]:
+    """A baseline, then a cancellation whose delivery fails `how` ("refused" or "in_doubt");
+    returns the doubles (failing no more) and the baseline snapshot."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    assert store.snapshot is not None
+    baseline = store.snapshot
+    source.matches = matches({"installd": True})
+    notifier.fail, notifier.in_doubt = how == "refused", how == "in_doubt"
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.fail = notifier.in_doubt = False
+    return source, store, notifier, baseline
+
+
 async def test_an_in_doubt_delivery_is_undone_when_the_list_reverts() -> None:
     """Cancelled, delivered in doubt (timed out after sending), then uncancelled at FOGIS: the
     receiver may have applied the cancellation, so it is told the match is on again."""
-    source, store, notifier = Source(matches()), Store(), Notifier()
-    await run(source, store, notifier)
-    baseline = store.snapshot
-    assert baseline is not None
-    source.matches = matches({"installd": True})
-    notifier.in_doubt = True
-    with pytest.raises(ChangesPending):
-        await run(source, store, notifier)
+    source, store, notifier, baseline = await _cancellation_failed("in_doubt")
     assert store.snapshot is not None
     assert store.snapshot.digest == baseline.digest  # not advanced ...
     assert store.snapshot.in_doubt is not None  # ... but what was sent is remembered
-    notifier.in_doubt = False
     source.matches = matches()  # FOGIS reverts
     detection = await run(source, store, notifier)
     (cancel, uncancel) = (_payload(body) for body, _ in notifier.bodies)
@@ -290,13 +297,7 @@ async def test_an_in_doubt_delivery_is_undone_when_the_list_reverts() -> None:
 
 async def test_a_refused_delivery_is_not_undone() -> None:
     """A 503 says the receiver did not take it: when the list reverts, there is nothing to say."""
-    source, store, notifier = Source(matches()), Store(), Notifier()
-    await run(source, store, notifier)
-    source.matches = matches({"installd": True})
-    notifier.fail = True
-    with pytest.raises(ChangesPending):
-        await run(source, store, notifier)
-    notifier.fail = False
+    source, store, notifier, _ = await _cancellation_failed("refused")
     source.matches = matches()
     detection = await run(source, store, notifier)
     assert detection.summary.total == 0
@@ -304,13 +305,7 @@ async def test_a_refused_delivery_is_not_undone() -> None:
 
 
 async def test_an_in_doubt_delivery_is_redelivered_with_its_id() -> None:
-    source, store, notifier = Source(matches()), Store(), Notifier()
-    await run(source, store, notifier)
-    source.matches = matches({"installd": True})
-    notifier.in_doubt = True
-    with pytest.raises(ChangesPending):
-        await run(source, store, notifier)
-    notifier.in_doubt = False
+    source, store, notifier, _ = await _cancellation_failed("in_doubt")
     detection = await run(source, store, notifier)  # the same list: the same transition
     first, second = (delivery_id for _, delivery_id in notifier.bodies)
     assert first == second
