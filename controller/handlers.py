@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -56,14 +55,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # so kopf must not write status.kopf (it would be pruned and re-written forever). There are
     # no create/update handlers, so no diff-base is ever stored.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    # Events come only from our explicit calls (one per run, one per failure), not from log
-    # lines, so `kubectl describe` stays readable.
-    settings.posting.enabled = True
-    settings.posting.loggers = False
-    settings.posting.level = logging.INFO
-    # Events name us, and the pod (HOSTNAME) that wrote them, instead of "kopf"/"dev".
-    settings.posting.reporting_component = "match-list-change-detector"
-    settings.posting.reporting_instance = os.environ.get("HOSTNAME", "local")
+    # Events come only from our own calls (one per run, one per failure), posted and awaited
+    # through controller/kube.py so none is lost at shutdown; kopf posts none, not even for
+    # log lines, so `kubectl describe` stays readable.
+    settings.posting.enabled = False
     # Reconnect watches periodically even if the server keeps them open: a silently dead
     # connection would otherwise delay triggers until TCP notices.
     settings.watching.server_timeout = 300

@@ -279,18 +279,18 @@ async def _announce(
     """One Event and one log line per run. The slot names a scheduled run, so Events and logs
     show that no slot ran twice."""
     what = f"{trigger} run" if slot is None else f"{trigger} run ({timestamp(slot)})"
-    if error is None and detection is not None and detection.reset is not None:
-        message = f"{what}: {_describe_success(detection)}"
-        await emit("Warning", "BaselineReset", message)
-        log.warning("%s/%s: %s", ref.namespace, ref.name, message)
-    elif error is None and detection is not None:
-        message = f"{what}: {_describe_success(detection)}"
-        await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
-        log.info("%s/%s: %s", ref.namespace, ref.name, message)
-    elif error is not None:
+    if error is not None:
         message = f"{what} failed: {error.message}"
         await emit("Warning", error.reason, message)
         log.warning("%s/%s: %s (%s)", ref.namespace, ref.name, message, error.reason)
+    elif detection is not None:
+        message = f"{what}: {_describe_success(detection)}"
+        if detection.reset is not None:
+            await emit("Warning", "BaselineReset", message)
+            log.warning("%s/%s: %s", ref.namespace, ref.name, message)
+        else:
+            await emit("Normal", "Baseline" if detection.baseline else "RunSucceeded", message)
+            log.info("%s/%s: %s", ref.namespace, ref.name, message)
 
 
 # The registered HTTP status codes: a receiver answering 599, 777, ... must not mint a new
