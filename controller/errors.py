@@ -8,8 +8,11 @@ messages never contain credentials, tokens, HMAC keys or header values.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from pathlib import Path
+
+from controller.reasons import Reason
 
 # Longest message shown to users (status.lastError, condition messages, Events, log lines): one
 # run's error must never make every later status patch too large to be accepted.
@@ -27,9 +30,9 @@ def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 class DetectorError(Exception):
     """Base class: a run failed for a reason the user can act on."""
 
-    reason = "RunFailed"
+    reason = Reason.INTERNAL_ERROR
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
         super().__init__(clip(message))
         if reason is not None:
             self.reason = reason
@@ -42,37 +45,41 @@ class DetectorError(Exception):
 class InvalidSpec(DetectorError):
     """The MatchWatcher spec cannot be used (reason names the field: InvalidSchedule, ...)."""
 
-    reason = "InvalidSpec"
+    reason = Reason.INVALID_SPEC
 
 
 class SecretNotFound(DetectorError):
     """A referenced Secret, or a key in it, is missing or unusable."""
 
-    reason = "SecretNotFound"
+    reason = Reason.SECRET_NOT_FOUND
 
 
 class SourceUnavailable(DetectorError):
     """FOGIS could not be reached or answered something we cannot use."""
 
-    reason = "SourceUnavailable"
+    reason = Reason.SOURCE_UNAVAILABLE
 
 
 class LoginFailed(DetectorError):
     """FOGIS rejected the credentials."""
 
-    reason = "LoginFailed"
+    reason = Reason.LOGIN_FAILED
 
 
 class WebhookFailing(DetectorError):
     """The change could not be delivered; it stays pending for the next run."""
 
-    reason = "WebhookFailing"
+    reason = Reason.WEBHOOK_FAILING
 
 
 class KubernetesError(DetectorError):
     """The API server refused or failed a call the operator needed."""
 
-    reason = "KubernetesError"
+    reason = Reason.KUBERNETES_ERROR
+
+
+class ConfigMapConflict(KubernetesError):
+    """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
 
 def bug_location(exc: BaseException) -> str:
@@ -85,3 +92,13 @@ def bug_location(exc: BaseException) -> str:
         " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-4:]))
         or "unknown"
     )
+
+
+def unexpected(exc: BaseException, where: str, log: logging.Logger) -> DetectorError:
+    """Report a bug (an exception we did not expect) and turn it into the error users see.
+
+    The log line names the exception's type and code location but never its message (see
+    bug_location); the returned error's reason is InternalError.
+    """
+    log.error("%s: internal error %s at %s", where, type(exc).__name__, bug_location(exc))
+    return DetectorError(f"internal error: {type(exc).__name__}", reason=Reason.INTERNAL_ERROR)

@@ -24,6 +24,7 @@ from controller.destinations import Resolver, api_server_addresses, refusal, sys
 from controller.diff import Window
 from controller.errors import LoginFailed, SourceUnavailable
 from controller.model import Credentials
+from controller.reasons import Reason
 
 AUTH_COOKIE = "FogisMobilDomarKlient.ASPXAUTH"
 LOGIN_PATH = "/Login.aspx?ReturnUrl=%2fmdk%2f"
@@ -387,7 +388,7 @@ class FogisClient:
         except _Refused as exc:
             raise SourceUnavailable(
                 f"FOGIS at {self._host} led to {exc}; nothing was sent there",
-                reason="SourceNotAllowed",
+                reason=Reason.SOURCE_NOT_ALLOWED,
             ) from None
         except _TooLarge:
             limit = self._max_response_bytes

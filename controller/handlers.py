@@ -1,6 +1,8 @@
 """kopf wiring, and the only module that imports kopf.
 
-Routing stays thin: every decision lives in loop.WatcherLoop and run.WatcherRunner.
+Routing stays thin: decisions live in decide.py, carried out by scheduler.WatcherScheduler; runs
+in runner.WatcherRunner. Shared objects travel in kopf's memo: the operator-wide `Operator` in
+the global memo (set at startup), each watcher's scheduler in that watcher's own memo.
 """
 
 from __future__ import annotations
@@ -16,39 +18,37 @@ import kopf
 
 from controller.config import load_settings
 from controller.kube import Kube
-from controller.loop import WatcherLoop
 from controller.metrics import Metrics
 from controller.model import GROUP, PLURAL, VERSION, WatcherRef
-from controller.run import WatcherRunner
+from controller.runner import WatcherRunner
+from controller.scheduler import WatcherScheduler
 
+# Read at import: the daemon decorator below needs the shutdown timeout.
 SETTINGS = load_settings()
 log = logging.getLogger(__name__)
 
 
-class _Operator:
+class Operator:
     """Operator-wide objects, created in the startup handler."""
 
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.kube = Kube.from_environment(SETTINGS.kube_workers)
         self.runner = WatcherRunner(kube=self.kube, settings=SETTINGS, metrics=self.metrics)
-        # Keyed by uid: a watcher deleted and re-created under the same name is a new object.
-        self.loops: dict[str, WatcherLoop] = {}
+        # The schedulers this process runs now, for the probes.
+        self.schedulers: set[WatcherScheduler] = set()
 
 
-_operator: _Operator | None = None
-
-
-def _op() -> _Operator:
-    if _operator is None:
+def _operator(memo: kopf.Memo) -> Operator:
+    operator = memo.get("operator")
+    if not isinstance(operator, Operator):
         raise RuntimeError("the startup handler has not run")
-    return _operator
+    return operator
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Every kopf setting in one place, each with the reason it is set."""
-    global _operator  # noqa: PLW0603 - one operator per process, built once at startup
     # Our own finalizer name: it shows in `kubectl get -o yaml` and names its owner.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Keep kopf's bookkeeping in annotations: the status schema is structural and owned by us,
@@ -64,6 +64,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # kopf's own API calls (finalizers, its annotations, peering) wait 300 s by default: a hung
+    # API server would hold a watcher's handling that long. Ours (controller/kube.py) have theirs.
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
     # Events of one object arriving within this window are processed together; short, because
     # the manual trigger's promise is a run within a second.
     settings.batching.batch_window = 0.05
@@ -93,19 +97,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # httpx logs every request URL at INFO; a webhook URL from a Secret may carry a token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _operator = _Operator()
+    operator = memo["operator"] = Operator()
     if SETTINGS.metrics_port:
-        _operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
+        operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
     # Everything imported and built so far lives for the whole process: keep it out of the
     # collector's full passes, which otherwise pause the loop for tenths of a second at scale.
     gc.freeze()
 
 
 @kopf.on.cleanup()
-async def shutdown(**_: Any) -> None:
-    if _operator is not None:
-        await _operator.runner.aclose()
-        _operator.kube.close()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    operator = memo.get("operator")
+    if isinstance(operator, Operator):
+        await operator.runner.aclose()
+        operator.kube.close()
 
 
 def _ref(body: kopf.Body) -> WatcherRef:
@@ -118,62 +123,61 @@ def _ref(body: kopf.Body) -> WatcherRef:
 
 # Async on purpose: kopf runs sync handlers in threads, and asyncio.Event is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def poke(body: kopf.Body, uid: str | None, **_: Any) -> None:
-    """Wake the watcher's loop on a spec change, a new trigger value or deletion."""
-    loop = _op().loops.get(uid or "")
-    if loop is not None:
-        loop.poke(body)
+async def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the watcher's scheduler on a spec change, a new trigger value or deletion."""
+    scheduler = memo.get("scheduler")
+    if isinstance(scheduler, WatcherScheduler):
+        scheduler.poke(body)
 
 
 @kopf.daemon(
     GROUP,
     VERSION,
     PLURAL,
-    # On stop, an idle loop is cancelled at once; a run in progress is shielded and given
-    # the shutdown timeout to finish (see WatcherLoop._run).
+    # On stop, an idle scheduler is cancelled at once; a run in progress is shielded and given
+    # the shutdown timeout to finish (see WatcherScheduler._run).
     cancellation_timeout=SETTINGS.shutdown_timeout_seconds + 5,
 )
-async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Any, **_: Any) -> None:
-    op = _op()
+async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    operator = _operator(memo)
     ref = _ref(body)
-
-    async def emit(type_: str, reason: str, message: str) -> None:
-        await op.kube.post_event(ref, type_, reason, message)
-
-    loop = WatcherLoop(
+    scheduler = WatcherScheduler(
         ref=ref,
         body=lambda: body,
-        runner=op.runner,
-        patch_status=op.kube.patch_status,
-        emit=emit,
+        runner=operator.runner,
+        cluster=operator.kube,
         settings=SETTINGS,
     )
-    op.loops[ref.uid] = loop
-    op.metrics.watchers.inc()
+    memo["scheduler"] = scheduler
+    operator.schedulers.add(scheduler)
+    operator.metrics.watchers.inc()
     try:
-        await loop.serve(lambda: bool(stopped))
+        await scheduler.serve(lambda: bool(stopped))
     finally:
-        op.metrics.watchers.dec()
-        op.loops.pop(ref.uid, None)
+        operator.metrics.watchers.dec()
+        operator.schedulers.discard(scheduler)
+        memo.pop("scheduler", None)
         if (
             stopped.reason is not None
             and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
         ):
-            await asyncio.shield(op.runner.forget(ref))
+            await asyncio.shield(operator.runner.forget(ref))
         else:
             # Paused by peering (another replica serves it now) or shutting down: this process
             # must not keep exporting the watcher's series as if it still ran it.
-            op.metrics.forget(ref.namespace, ref.name)
+            operator.metrics.forget(ref.namespace, ref.name)
 
 
 @kopf.on.probe(id="watchers")
-async def watchers_running(**_: Any) -> int:
-    return len(_op().loops)
+async def watchers_running(memo: kopf.Memo, **_: Any) -> int:
+    return len(_operator(memo).schedulers)
 
 
 @kopf.on.probe(id="secondsSinceLastSuccess")
-async def last_success_age(**_: Any) -> float | None:
+async def last_success_age(memo: kopf.Memo, **_: Any) -> float | None:
     """Age of the freshest successful run of any watcher: an operator that is alive but stuck
     shows here while /healthz still answers."""
-    latest = max((w.last_success for w in _op().loops.values() if w.last_success), default=None)
+    latest = max(
+        (s.last_success for s in _operator(memo).schedulers if s.last_success), default=None
+    )
     return None if latest is None else round((datetime.now(UTC) - latest).total_seconds(), 1)

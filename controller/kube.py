@@ -24,7 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from controller.errors import DetectorError, KubernetesError, SecretNotFound, clip
+from controller.errors import (
+    ConfigMapConflict,
+    DetectorError,
+    KubernetesError,
+    SecretNotFound,
+    clip,
+)
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
 
 T = TypeVar("T")
@@ -42,10 +48,6 @@ class StoredConfigMap:
     data: dict[str, bytes]  # data and binaryData together
     owner_uids: tuple[str, ...]
     resource_version: str = ""
-
-
-class ConfigMapConflict(KubernetesError):
-    """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
 
 class Kube:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from controller.errors import InvalidSpec
+from controller.reasons import Reason
 
 GROUP = "matchlist.io"
 VERSION = "v1alpha1"
@@ -118,7 +119,7 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
     """Parse `spec`; raises InvalidSpec with a message naming the offending field."""
     schedule = _str(spec.get("schedule"), "spec.schedule")
     if schedule is None:
-        raise InvalidSpec("spec.schedule is required", reason="InvalidSchedule")
+        raise InvalidSpec("spec.schedule is required", reason=Reason.INVALID_SCHEDULE)
     fogis_raw = _mapping(
         _mapping(spec.get("source"), "spec.source").get("fogis"), "spec.source.fogis"
     )

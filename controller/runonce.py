@@ -16,10 +16,10 @@ import httpx
 
 from controller import USER_AGENT
 from controller.config import ConfigError, RunOnceSettings
+from controller.detection import FogisSource, WebhookNotifier, detect
 from controller.fogis import FogisClient
 from controller.model import Credentials, WatcherRef, WebhookSpec
 from controller.report import encode_report
-from controller.run import FogisSource, WebhookNotifier, detect
 from controller.snapshots import FileSnapshots
 from controller.webhook import RetryPolicy, WebhookSender, resolve_target
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from controller.errors import InvalidSpec
+from controller.reasons import Reason
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -96,7 +97,7 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
         raise InvalidSpec(
             f"unknown time zone {time_zone!r}: use an IANA name such as Europe/Stockholm",
-            reason="UnknownTimeZone",
+            reason=Reason.UNKNOWN_TIME_ZONE,
         ) from None
     expr = " ".join(expression.split())
     expr = MACROS.get(expr.lower(), expr)
@@ -105,13 +106,13 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
         raise InvalidSpec(
             f"schedule {expression!r} is not a 5-field cron expression "
             "or one of @hourly, @daily, @weekly, @monthly, @yearly",
-            reason="InvalidSchedule",
+            reason=Reason.INVALID_SCHEDULE,
         )
     if _RANDOM_VALUE.search(expr):
         raise InvalidSpec(
             f"schedule {expression!r} uses croniter's random (R) or hashed (H) values; "
             "give fixed minutes and hours",
-            reason="InvalidSchedule",
+            reason=Reason.INVALID_SCHEDULE,
         )
     schedule = Schedule(expr, zone)
     try:
@@ -119,11 +120,12 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
         schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
     except CroniterBadDateError:  # before ValueError: croniter's errors subclass it
         raise InvalidSpec(
-            f"schedule {expression!r} never fires", reason="InvalidSchedule"
+            f"schedule {expression!r} never fires", reason=Reason.INVALID_SCHEDULE
         ) from None
     except (CroniterBadCronError, ValueError, KeyError):
         raise InvalidSpec(
-            f"schedule {expression!r} is not a valid cron expression", reason="InvalidSchedule"
+            f"schedule {expression!r} is not a valid cron expression",
+            reason=Reason.INVALID_SCHEDULE,
         ) from None
     return schedule
 

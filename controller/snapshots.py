@@ -13,12 +13,15 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from controller.diff import Snapshot
-from controller.errors import DetectorError, clip
-from controller.kube import ConfigMapConflict, Kube
+from controller.errors import ConfigMapConflict, DetectorError, clip
 from controller.model import WatcherRef
+from controller.reasons import Reason
+
+if TYPE_CHECKING:  # run-once uses FileSnapshots only and must not load the Kubernetes client
+    from controller.kube import Kube
 
 # gzip: a snapshot is ~500 bytes a match as JSON and ConfigMaps stop at 1 MiB; compressed, a
 # watcher can hold ten times more matches than a plain ConfigMap would allow.
@@ -35,15 +38,15 @@ MAX_STORED_BYTES = 900 * 1024
 
 
 class SnapshotCorrupt(DetectorError):
-    reason = "SnapshotCorrupt"
+    reason = Reason.SNAPSHOT_CORRUPT
 
 
 class SnapshotTooLarge(DetectorError):
-    reason = "SnapshotTooLarge"
+    reason = Reason.SNAPSHOT_TOO_LARGE
 
 
 class SnapshotConflict(DetectorError):
-    reason = "SnapshotConflict"
+    reason = Reason.SNAPSHOT_CONFLICT
 
 
 class SnapshotStore(Protocol):

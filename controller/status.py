@@ -1,15 +1,17 @@
-"""Pure builders of the MatchWatcher status (one merge patch per run) and its Ready condition."""
+"""The MatchWatcher status: parsed once into `WatcherStatus`, and the pure builders of every
+merge patch the operator writes (seen, slot claim, after a run) and of its Ready condition."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.diff import Summary
 from controller.errors import clip
 from controller.report import rfc3339
+from controller.trigger import Manual, Scheduled, Trigger
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -28,55 +30,54 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def _count(value: Any) -> int | None:
+    """A counter from status; a hand-edited non-integer counts as absent, never as a crash."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass(frozen=True)
 class Readiness:
+    """The Ready condition to write."""
+
     ready: bool
-    reason: str
+    reason: str  # a Reason, or kept as an older version wrote it
     message: str
 
 
-def conditions_with(
-    previous: Sequence[Mapping[str, Any]] | None,
-    readiness: Readiness,
-    now: datetime,
-    generation: int | None,
-) -> list[dict[str, Any]]:
-    """The condition list with Ready replaced; lastTransitionTime moves only when status flips."""
-    status = "True" if readiness.ready else "False"
-    others = [dict(c) for c in previous or [] if c.get("type") != "Ready"]
-    old = next((c for c in previous or [] if c.get("type") == "Ready"), None)
-    transition = timestamp(now)
-    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
-        transition = old["lastTransitionTime"]
-    ready: dict[str, Any] = {
-        "type": "Ready",
-        "status": status,
-        "reason": readiness.reason,
-        "message": clip(readiness.message),
-        "lastTransitionTime": transition,
-    }
-    if generation is not None:
-        ready["observedGeneration"] = generation
-    return [*others, ready]
+@dataclass(frozen=True)
+class ReadyCondition:
+    """The Ready condition as last written (its reason may come from an older version)."""
+
+    ready: bool
+    reason: str
+    message: str
+    last_transition: str | None
+
+    def readiness(self) -> Readiness:
+        return Readiness(self.ready, self.reason, self.message)
 
 
 @dataclass(frozen=True)
 class WebhookState:
-    last_delivery_time: datetime | None
-    last_status_code: int | None
-    consecutive_failures: int
-    pending_changes: int
-    last_delivery_id: str | None
+    last_delivery_time: datetime | None = None
+    last_status_code: int | None = None
+    consecutive_failures: int = 0
+    pending_changes: int = 0
+    last_delivery_id: str | None = None
 
     @classmethod
     def from_status(cls, webhook: Mapping[str, Any]) -> WebhookState:
         """The state as status.webhook last recorded it (absent fields: nothing happened yet)."""
         return cls(
             last_delivery_time=parse_timestamp(webhook.get("lastDeliveryTime")),
-            last_status_code=webhook.get("lastStatusCode"),
-            consecutive_failures=int(webhook.get("consecutiveFailures") or 0),
-            pending_changes=int(webhook.get("pendingChanges") or 0),
-            last_delivery_id=webhook.get("lastDeliveryId"),
+            last_status_code=_count(webhook.get("lastStatusCode")),
+            consecutive_failures=_count(webhook.get("consecutiveFailures")) or 0,
+            pending_changes=_count(webhook.get("pendingChanges")) or 0,
+            last_delivery_id=_text(webhook.get("lastDeliveryId")),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -90,13 +91,88 @@ class WebhookState:
 
 
 @dataclass(frozen=True)
+class WatcherStatus:
+    """What the operator reads back from status.* (fields it only writes are not kept)."""
+
+    observed_generation: int | None = None
+    ready: ReadyCondition | None = None
+    # Conditions other than Ready (someone else's): kept as they are on every write.
+    other_conditions: tuple[Mapping[str, Any], ...] = ()
+    next_execution_time: datetime | None = None
+    last_schedule_time: datetime | None = None
+    # (schedule, timeZone) the last claimed slot belonged to: a schedule changed while no
+    # operator ran is then told apart from one that was always so.
+    last_schedule_of: tuple[str, str] | None = None
+    last_handled_trigger: str | None = None
+    last_successful_time: datetime | None = None
+    execution_count: int = 0
+    change_count: int = 0
+    match_count: int | None = None
+    webhook: WebhookState = field(default_factory=WebhookState)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None) -> WatcherStatus:
+        """Anything malformed (a hand edit, an older version) counts as absent."""
+        raw = raw if isinstance(raw, Mapping) else {}
+        conditions = [c for c in raw.get("conditions") or [] if isinstance(c, Mapping)]
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        claimed = raw.get("lastScheduleOf")
+        webhook = raw.get("webhook")
+        return cls(
+            observed_generation=_count(raw.get("observedGeneration")),
+            ready=None
+            if ready is None
+            else ReadyCondition(
+                ready=ready.get("status") == "True",
+                reason=str(ready.get("reason") or ""),
+                message=str(ready.get("message") or ""),
+                last_transition=_text(ready.get("lastTransitionTime")),
+            ),
+            other_conditions=tuple(c for c in conditions if c.get("type") != "Ready"),
+            next_execution_time=parse_timestamp(raw.get("nextExecutionTime")),
+            last_schedule_time=parse_timestamp(raw.get("lastScheduleTime")),
+            last_schedule_of=(str(claimed["schedule"]), str(claimed.get("timeZone")))
+            if isinstance(claimed, Mapping) and claimed.get("schedule")
+            else None,
+            last_handled_trigger=_text(raw.get("lastHandledTrigger")),
+            last_successful_time=parse_timestamp(raw.get("lastSuccessfulTime")),
+            execution_count=_count(raw.get("executionCount")) or 0,
+            change_count=_count(raw.get("changeCount")) or 0,
+            match_count=_count(raw.get("matchCount")),
+            webhook=WebhookState.from_status(webhook if isinstance(webhook, Mapping) else {}),
+        )
+
+
+def conditions_with(
+    previous: WatcherStatus,
+    readiness: Readiness,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """The condition list with Ready replaced; lastTransitionTime moves only when status flips."""
+    old = previous.ready
+    transition = timestamp(now)
+    if old is not None and old.ready == readiness.ready and old.last_transition:
+        transition = old.last_transition
+    ready: dict[str, Any] = {
+        "type": "Ready",
+        "status": "True" if readiness.ready else "False",
+        "reason": str(readiness.reason),
+        "message": clip(readiness.message),
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        ready["observedGeneration"] = generation
+    return [*(dict(c) for c in previous.other_conditions), ready]
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """Everything a finished run contributes to the status."""
 
+    trigger: Trigger
     started: datetime
     finished: datetime
-    slot: datetime | None  # set for scheduled runs
-    handled_trigger: str | None  # set for manual runs
     readiness: Readiness
     error: str | None
     match_count: int | None
@@ -106,7 +182,7 @@ class RunRecord:
 
 
 def status_after_run(
-    previous: Mapping[str, Any],
+    previous: WatcherStatus,
     record: RunRecord,
     *,
     next_time: datetime | None,
@@ -115,24 +191,23 @@ def status_after_run(
     """The one merge patch a run ends with."""
     patch: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": conditions_with(
-            previous.get("conditions"), record.readiness, record.finished, generation
-        ),
+        "conditions": conditions_with(previous, record.readiness, record.finished, generation),
         "lastExecutionTime": timestamp(record.started),
         "nextExecutionTime": timestamp(next_time),
-        "executionCount": int(previous.get("executionCount") or 0) + 1,
+        "executionCount": previous.execution_count + 1,
         "lastError": record.error,
     }
-    if record.slot is not None:
-        patch["lastScheduleTime"] = timestamp(record.slot)
-    if record.handled_trigger is not None:
-        patch["lastHandledTrigger"] = record.handled_trigger
+    match record.trigger:
+        case Scheduled(slot):
+            patch["lastScheduleTime"] = timestamp(slot)
+        case Manual(value):
+            patch["lastHandledTrigger"] = value
     if record.error is None:
         patch["lastSuccessfulTime"] = timestamp(record.finished)
     if record.match_count is not None:
         patch["matchCount"] = record.match_count
     if record.summary is not None and record.summary.total and record.delivered:
-        patch["changeCount"] = int(previous.get("changeCount") or 0) + record.summary.total
+        patch["changeCount"] = previous.change_count + record.summary.total
         patch["lastChange"] = {
             "time": timestamp(record.finished),
             "new": record.summary.new,
@@ -145,7 +220,7 @@ def status_after_run(
 
 
 def status_seen(
-    previous: Mapping[str, Any],
+    previous: WatcherStatus,
     readiness: Readiness,
     *,
     now: datetime,
@@ -155,6 +230,14 @@ def status_seen(
     """What is written as soon as a watcher is seen (created, changed, operator started)."""
     return {
         "observedGeneration": generation,
-        "conditions": conditions_with(previous.get("conditions"), readiness, now, generation),
+        "conditions": conditions_with(previous, readiness, now, generation),
         "nextExecutionTime": timestamp(next_time),
+    }
+
+
+def slot_claim(slot: datetime, schedule: str, time_zone: str) -> dict[str, Any]:
+    """Written before a scheduled run starts (see decide.decide)."""
+    return {
+        "lastScheduleTime": timestamp(slot),
+        "lastScheduleOf": {"schedule": schedule, "timeZone": time_zone},
     }

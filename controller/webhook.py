@@ -29,11 +29,11 @@ import yaml
 from controller.destinations import Resolver, api_server_addresses, refusal, system_resolver
 from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
 from controller.model import WebhookSpec, is_http_url
+from controller.reasons import Reason
 
 log = logging.getLogger(__name__)
 
 EVENT = "MatchListChanged"
-_REASON = "InvalidWebhookSecret"  # Ready=False reason when the webhook Secret is unusable
 # Limits of the webhook Secret's `headers` value (see _parse_headers).
 MAX_HEADERS_BYTES = 16 * 1024
 MAX_HEADERS = 64
@@ -75,34 +75,46 @@ def _parse_headers(raw: str, where: str) -> dict[str, str]:
     # A real header map is a few hundred bytes; YAML parsing is slow on big or deeply nested
     # input (a 1 MiB map took 19 s), so anything larger is refused before it is parsed.
     if len(raw) > MAX_HEADERS_BYTES:
-        raise InvalidSpec(f"{where} is larger than {MAX_HEADERS_BYTES // 1024} KiB", reason=_REASON)
+        raise InvalidSpec(
+            f"{where} is larger than {MAX_HEADERS_BYTES // 1024} KiB",
+            reason=Reason.INVALID_WEBHOOK_SECRET,
+        )
     try:
         # BaseLoader: every scalar stays a string and no tag is resolved, so a value such as
         # `!!int Bearer-xyz` cannot raise a constructor error that quotes it.
         loaded = yaml.load(raw, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds no objects
     except Exception:  # any parser error may quote the value
-        raise InvalidSpec(f"{where} is not valid YAML or JSON", reason=_REASON) from None
+        raise InvalidSpec(
+            f"{where} is not valid YAML or JSON", reason=Reason.INVALID_WEBHOOK_SECRET
+        ) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise InvalidSpec(f"{where} must be a map of header names to string values", reason=_REASON)
+        raise InvalidSpec(
+            f"{where} must be a map of header names to string values",
+            reason=Reason.INVALID_WEBHOOK_SECRET,
+        )
     if len(loaded) > MAX_HEADERS:
-        raise InvalidSpec(f"{where} has more than {MAX_HEADERS} headers", reason=_REASON)
+        raise InvalidSpec(
+            f"{where} has more than {MAX_HEADERS} headers", reason=Reason.INVALID_WEBHOOK_SECRET
+        )
     headers: dict[str, str] = {}
     for name, value in loaded.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise InvalidSpec(f"{where} has a header name that is not valid", reason=_REASON)
+            raise InvalidSpec(
+                f"{where} has a header name that is not valid", reason=Reason.INVALID_WEBHOOK_SECRET
+            )
         lowered = name.lower()
         if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIX):
             raise InvalidSpec(
                 f"{where}: header {name} is set by the operator and cannot be overridden",
-                reason=_REASON,
+                reason=Reason.INVALID_WEBHOOK_SECRET,
             )
         if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value.strip()):
             raise InvalidSpec(
                 f"{where}: the value of header {name} must be a string of printable ASCII "
                 "(quote numbers and booleans)",
-                reason=_REASON,
+                reason=Reason.INVALID_WEBHOOK_SECRET,
             )
         headers[name] = value.strip()
     return headers
@@ -126,7 +138,9 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
     if secret_url is not None:
         url = secret_url.strip()
         if not is_http_url(url):
-            raise InvalidSpec(f"{where} key url must be an http(s) URL", reason=_REASON)
+            raise InvalidSpec(
+                f"{where} key url must be an http(s) URL", reason=Reason.INVALID_WEBHOOK_SECRET
+            )
     elif spec.url is None:
         raise InvalidSpec("spec.webhook has no url, in the spec or as key url of its Secret")
     elif not is_http_url(spec.url):
@@ -136,7 +150,7 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
 
     hmac_key = secret.get("hmacKey")
     if hmac_key == "":
-        raise InvalidSpec(f"{where} key hmacKey is empty", reason=_REASON)
+        raise InvalidSpec(f"{where} key hmacKey is empty", reason=Reason.INVALID_WEBHOOK_SECRET)
     raw_headers = secret.get("headers")
     return WebhookTarget(
         url=url,
@@ -329,7 +343,7 @@ class WebhookSender:
             detail = "its address is not allowed" if target.url_from_secret else reason
             raise InvalidSpec(
                 f"webhook {target.display_url}: {detail}; nothing was sent",
-                reason="WebhookNotAllowed",
+                reason=Reason.WEBHOOK_NOT_ALLOWED,
             )
 
     async def _attempt(

@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from controller.detection import ChangesPending, UnconfirmedDrop, detect
 from controller.diff import Snapshot, Window
 from controller.errors import SourceUnavailable
 from controller.model import WatcherRef
-from controller.run import ChangesPending, UnconfirmedDrop, attempt_code, detect
+from controller.runner import attempt_code
 from controller.snapshots import SnapshotTooLarge
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
 from tests.fakes.fogis import make_match

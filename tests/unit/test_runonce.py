@@ -124,3 +124,15 @@ def test_corrupt_snapshot_file_is_reported_not_overwritten(
     assert result.returncode == 1
     assert "unreadable" in result.stderr
     assert snapshot.read_text() == "{not json"
+
+
+def test_run_once_loads_neither_kubernetes_nor_prometheus() -> None:
+    """People without a cluster pay for neither client (nor kopf) at start-up."""
+    probe = (
+        "import sys, controller.__main__, controller.runonce; "
+        "print(sorted(m for m in ('kubernetes', 'prometheus_client', 'kopf') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from controller.diff import Snapshot, normalise_all
-from controller.errors import MAX_MESSAGE_CHARS, clip
-from controller.kube import ConfigMapConflict, StoredConfigMap
+from controller.errors import MAX_MESSAGE_CHARS, ConfigMapConflict, clip
+from controller.kube import StoredConfigMap
 from controller.model import WatcherRef
 from controller.snapshots import (
     DATA_KEY,

@@ -10,7 +10,9 @@ import pytest
 from controller.diff import Summary
 from controller.status import (
     Readiness,
+    ReadyCondition,
     RunRecord,
+    WatcherStatus,
     WebhookState,
     conditions_with,
     parse_timestamp,
@@ -18,6 +20,7 @@ from controller.status import (
     status_seen,
     timestamp,
 )
+from controller.trigger import Manual, Scheduled
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=2)
@@ -26,10 +29,9 @@ OK = Readiness(True, "Succeeded", "fine")
 
 def record(**changes: Any) -> RunRecord:
     base: dict[str, Any] = {
+        "trigger": Scheduled(T0),
         "started": T0,
         "finished": T1,
-        "slot": T0,
-        "handled_trigger": None,
         "readiness": OK,
         "error": None,
         "match_count": 14,
@@ -61,7 +63,7 @@ def record(**changes: Any) -> RunRecord:
 def test_ready_transition_time(
     previous: list[dict[str, Any]], readiness: Readiness, transition: str
 ) -> None:
-    conditions = conditions_with(previous, readiness, T1, 3)
+    conditions = conditions_with(WatcherStatus.parse({"conditions": previous}), readiness, T1, 3)
     assert conditions == [
         {
             "type": "Ready",
@@ -76,13 +78,13 @@ def test_ready_transition_time(
 
 def test_other_conditions_are_kept() -> None:
     other = {"type": "Other", "status": "True"}
-    assert conditions_with([other], OK, T1, None)[0] == other
+    assert conditions_with(WatcherStatus.parse({"conditions": [other]}), OK, T1, None)[0] == other
 
 
 def test_successful_scheduled_run() -> None:
     patch = status_after_run(
-        {"executionCount": 41, "changeCount": 6}, record(), next_time=T0 + timedelta(hours=1),
-        generation=3,
+        WatcherStatus.parse({"executionCount": 41, "changeCount": 6}), record(),
+        next_time=T0 + timedelta(hours=1), generation=3,
     )  # fmt: skip
     assert patch["executionCount"] == 42
     assert patch["changeCount"] == 9
@@ -99,14 +101,15 @@ def test_successful_scheduled_run() -> None:
 
 def test_failed_manual_run_counts_no_changes_and_keeps_last_success() -> None:
     failure = record(
-        slot=None,
-        handled_trigger="2026-11-28T10:00:00Z",
+        trigger=Manual("2026-11-28T10:00:00Z"),
         readiness=Readiness(False, "WebhookFailing", "webhook answered 503"),
         error="webhook answered 503",
         delivered=False,
         webhook=WebhookState(None, 503, 2, 3, None),
     )
-    patch = status_after_run({"changeCount": 6}, failure, next_time=None, generation=1)
+    patch = status_after_run(
+        WatcherStatus.parse({"changeCount": 6}), failure, next_time=None, generation=1
+    )
     assert "changeCount" not in patch  # undelivered changes are counted once, when accepted
     assert "lastChange" not in patch
     assert "lastSuccessfulTime" not in patch
@@ -125,7 +128,7 @@ def test_failed_manual_run_counts_no_changes_and_keeps_last_success() -> None:
 
 def test_seen_status() -> None:
     patch = status_seen(
-        {}, Readiness(True, "Scheduled", "next"), now=T0, next_time=T1, generation=2
+        WatcherStatus(), Readiness(True, "Scheduled", "next"), now=T0, next_time=T1, generation=2
     )
     assert patch["nextExecutionTime"] == "2026-11-28T10:00:02Z"
     assert patch["observedGeneration"] == 2
@@ -147,3 +150,46 @@ def test_parse_timestamp(value: Any, expected: datetime | None) -> None:
     assert parse_timestamp(value) == expected
     if expected is not None:
         assert timestamp(parse_timestamp(value)) == "2026-11-28T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, WatcherStatus()),
+        ("not a map", WatcherStatus()),
+        # Hand-edited junk counts as absent instead of failing every later step.
+        (
+            {"executionCount": "many", "changeCount": True, "matchCount": 1.5,
+             "lastScheduleTime": "soon", "lastHandledTrigger": 7, "conditions": "Ready",
+             "webhook": [], "lastScheduleOf": "0 * * * *"},
+            WatcherStatus(),
+        ),
+        (
+            {"executionCount": 3, "changeCount": 9, "matchCount": 14,
+             "observedGeneration": 2,
+             "lastScheduleTime": "2026-11-28T10:00:00Z",
+             "lastSuccessfulTime": "2026-11-28T10:00:02Z",
+             "lastHandledTrigger": "t1",
+             "lastScheduleOf": {"schedule": "0 * * * *", "timeZone": "Europe/Stockholm"},
+             "conditions": [{"type": "Other"}, {"type": "Ready", "status": "False",
+                             "reason": "LoginFailed", "message": "no",
+                             "lastTransitionTime": "2026-11-28T09:00:00Z"}],
+             "webhook": {"pendingChanges": 2, "consecutiveFailures": 1, "lastStatusCode": 503}},
+            WatcherStatus(
+                observed_generation=2,
+                ready=ReadyCondition(False, "LoginFailed", "no", "2026-11-28T09:00:00Z"),
+                other_conditions=({"type": "Other"},),
+                last_schedule_time=T0,
+                last_schedule_of=("0 * * * *", "Europe/Stockholm"),
+                last_handled_trigger="t1",
+                last_successful_time=T1,
+                execution_count=3,
+                change_count=9,
+                match_count=14,
+                webhook=WebhookState(None, 503, 1, 2, None),
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_status_is_parsed_once_and_junk_counts_as_absent(raw: Any, expected: WatcherStatus) -> None:
+    assert WatcherStatus.parse(raw) == expected

@@ -1,0 +1,203 @@
+"""One detection pass: fetch → compare → deliver → advance the snapshot. No Kubernetes here.
+
+`detect` is the pass itself, written against three small seams (a match source, a snapshot store
+and a notifier) so the operator (controller/runner.py) and run-once share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from controller.diff import (
+    MatchChange,
+    Snapshot,
+    Summary,
+    Window,
+    change_order,
+    compare,
+    normalise_all,
+    sudden_drop,
+    summarise,
+    undo,
+    window_for,
+)
+from controller.errors import SourceUnavailable
+from controller.fogis import FogisClient
+from controller.model import Credentials, WatcherRef
+from controller.report import build_report, delivery_id, encode_report
+from controller.snapshots import SnapshotStore
+from controller.webhook import DeliveryFailed, DeliveryResult, WebhookSender, WebhookTarget
+
+
+class MatchSource(Protocol):
+    async def fetch(self, today: date, window: Window) -> list[Any]: ...
+
+
+class Notifier(Protocol):
+    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult: ...
+
+
+class UnconfirmedDrop(SourceUnavailable):
+    """The list lost all or most of its matches at once: held back until a fetch confirms it."""
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+class ChangesPending(DeliveryFailed):
+    """Delivery failed; the snapshot did not advance and these changes wait for the next run."""
+
+    def __init__(self, failure: DeliveryFailed, changes: Sequence[MatchChange], match_count: int):
+        super().__init__(
+            str(failure), attempts=failure.attempts, last_status_code=failure.last_status_code
+        )
+        self.changes = list(changes)
+        self.match_count = match_count
+
+
+@dataclass(frozen=True)
+class Detection:
+    baseline: bool
+    match_count: int
+    changes: list[MatchChange]
+    summary: Summary
+    report: dict[str, Any]  # the document a webhook gets (changes empty on a baseline)
+    delivery: DeliveryResult | None
+    # Why a watcher that had a snapshot recorded a baseline again (its changes since the last
+    # accepted list were not reported); None for a watcher's first baseline.
+    reset: str | None = None
+
+
+def _snapshot_of(raw: list[Any], revision: int) -> Snapshot:
+    snapshot = Snapshot(normalise_all(raw), revision=revision)
+    _ = snapshot.digest  # computed here, off the event loop (a cached property)
+    return snapshot
+
+
+async def detect(
+    *,
+    watcher: WatcherRef,
+    zone: ZoneInfo,
+    days: tuple[int, int],
+    trigger: str,
+    now: datetime,
+    source: MatchSource,
+    store: SnapshotStore,
+    notifier: Notifier | None,
+    held_back: str | None = None,
+) -> Detection:
+    """Fetch, compare with the last accepted snapshot, deliver, then advance the snapshot.
+
+    The snapshot advances only after the notifier accepted the change (at-least-once): a failed
+    delivery leaves it where it was, so the next pass diffs against it again and the same
+    transition carries the same delivery id. A failed fetch raises before anything is compared.
+    """
+    today = now.astimezone(zone).date()
+    window = window_for(today, days[0], days[1])
+    raw = await source.fetch(today, window)
+    old = await store.load()
+    # In a thread: normalising and digesting thousands of matches must not stall other watchers.
+    new = await asyncio.to_thread(_snapshot_of, raw, (old.revision if old else 0) + 1)
+    if raw and not new.matches:
+        # Records without a match id: FOGIS changed shape. Comparing would report every match
+        # as removed and then re-added; failing keeps the snapshot until the client is fixed.
+        raise SourceUnavailable(
+            f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
+        )
+    changes = [] if old is None else compare(old, new, window)
+    if old is not None and new.digest != held_back and sudden_drop(old, changes, window):
+        # `held_back`: the digest of the list the previous run held back; the same list again
+        # confirms it. Nothing is compared, delivered or stored until then.
+        removed = sum(1 for change in changes if change.type == "removed")
+        raise UnconfirmedDrop(
+            f"FOGIS suddenly answered without {removed} of the matches in the window; not "
+            "reported until the next run's fetch confirms it",
+            new.digest,
+        )
+    if old is not None:
+        changes = sorted([*changes, *undo(old, new, window, changes)], key=change_order)
+    report = build_report(
+        watcher=watcher,
+        delivery_id=delivery_id(
+            watcher.uid, old.revision if old else 0, old.digest if old else "", new.digest
+        ),
+        detected_at=now,
+        trigger=trigger,
+        changes=changes,
+    )
+    # Also when nothing reportable changed but the digest did (a match slid out of the window),
+    # or an in-doubt delivery is now settled.
+    advances = old is None or old.digest != new.digest or old.in_doubt is not None
+    if advances:
+        await store.check(new)
+    delivery: DeliveryResult | None = None
+    if changes and notifier is not None:
+        try:
+            delivery = await notifier.notify(encode_report(report), report["id"])
+        except DeliveryFailed as failure:
+            if failure.in_doubt and old is not None:
+                # The receiver may have applied it: remember what was sent, so that it is also
+                # undone should FOGIS go back (the snapshot itself does not advance).
+                sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
+                await store.save(replace(old, in_doubt={**(old.in_doubt or {}), **sent}))
+            raise ChangesPending(failure, changes, len(new.matches)) from None
+    if advances:
+        await store.save(new)
+    return Detection(
+        baseline=old is None,
+        match_count=len(new.matches),
+        changes=changes,
+        summary=summarise(changes),
+        report=report,
+        delivery=delivery,
+    )
+
+
+class FogisSource:
+    """A watcher's FOGIS session plus the Secret its credentials come from (read every run, so
+    a rotated password is picked up without a restart)."""
+
+    def __init__(
+        self,
+        client: FogisClient,
+        credentials: Callable[[], Awaitable[Credentials]],
+        budget_seconds: float,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._budget = budget_seconds
+        self._gate = gate
+        self.fetched = False  # the credentials were accepted (a list came back)
+
+    async def fetch(self, today: date, window: Window) -> list[Any]:
+        credentials = await self._credentials()
+        try:
+            # One deadline for the whole exchange (after the wait for a turn): per-step timeouts
+            # alone let a server that trickles bytes hold a pooled connection for ever.
+            async with self._gate, asyncio.timeout(self._budget):
+                matches = await self._client.fetch_matches(credentials, window, today)
+        except TimeoutError:
+            raise SourceUnavailable(
+                f"FOGIS did not complete the login and match list within {self._budget:g}s"
+            ) from None
+        self.fetched = True
+        return matches
+
+
+class WebhookNotifier:
+    def __init__(
+        self, sender: WebhookSender, target: WebhookTarget, gate: asyncio.Semaphore
+    ) -> None:
+        self._sender = sender
+        self._target = target
+        self._gate = gate
+
+    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
+        return await self._sender.deliver(self._target, body, delivery_id, self._gate)

@@ -1,0 +1,138 @@
+"""How a run's outcome becomes status and an Event: pure rules, table-tested.
+
+A run ends with a Detection or an error; `record_of` turns that into the RunRecord the status patch
+is built from (pending deliveries, consecutive failures, readiness), `note_of` into its one Event
+and log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from controller.detection import ChangesPending, Detection
+from controller.diff import summarise
+from controller.errors import DetectorError
+from controller.events import Note
+from controller.reasons import Reason
+from controller.status import Readiness, RunRecord, WatcherStatus, WebhookState, timestamp
+from controller.trigger import Scheduled, Trigger
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run hands back to the scheduler, which writes the status and posts the Event."""
+
+    record: RunRecord
+    note: Note
+
+
+def baseline_reset(previous: WatcherStatus, config_map: str, foreign_owner: bool) -> str | None:
+    """Why a baseline is not this watcher's first, if it is not (see Detection.reset). A new
+    watcher (no matchCount yet) may find a deleted namesake's ConfigMap: that is no reset."""
+    if previous.match_count is None:
+        return None
+    pending = previous.webhook.pending_changes
+    lost = f" ({pending} changes were pending)" if pending else ""
+    if foreign_owner:
+        return (
+            f"ConfigMap {config_map} was not owned by this MatchWatcher (its owner reference "
+            f"was removed, or the watcher was re-created or restored){lost}"
+        )
+    return f"ConfigMap {config_map} was missing (deleted?){lost}"
+
+
+def describe_success(detection: Detection) -> str:
+    if detection.reset is not None:
+        return (
+            f"recorded a new baseline of {detection.match_count} matches: {detection.reset}; "
+            "changes since the last accepted list were not reported"
+        )
+    if detection.baseline:
+        return f"recorded a baseline of {detection.match_count} matches"
+    s = detection.summary
+    if not s.total:
+        return f"no changes in {detection.match_count} matches"
+    text = (
+        f"{s.total} changes ({s.new} new, {s.removed} removed, {s.changed} changed) "
+        f"in {detection.match_count} matches"
+    )
+    if detection.delivery is not None:
+        d = detection.delivery
+        attempts = f"{len(d.attempts)} attempt" + ("s" if len(d.attempts) > 1 else "")
+        text += f"; delivered (HTTP {d.status_code}, {attempts})"
+    return text
+
+
+def record_of(
+    *,
+    trigger: Trigger,
+    started: datetime,
+    finished: datetime,
+    result: Detection | DetectorError,
+    previous: WatcherStatus,
+) -> RunRecord:
+    webhook: WebhookState | None = None
+    match result:
+        case Detection() if result.delivery is not None:
+            webhook = WebhookState(
+                last_delivery_time=finished,
+                last_status_code=result.delivery.status_code,
+                consecutive_failures=0,
+                pending_changes=0,
+                last_delivery_id=str(result.report["id"]),
+            )
+        case Detection() if previous.webhook.pending_changes or (
+            previous.webhook.consecutive_failures
+        ):
+            # Nothing left to deliver (the list changed back, or the webhook was removed):
+            # what was pending is settled.
+            webhook = replace(previous.webhook, consecutive_failures=0, pending_changes=0)
+        case ChangesPending():
+            webhook = replace(
+                previous.webhook,
+                last_status_code=result.last_status_code,
+                consecutive_failures=previous.webhook.consecutive_failures + 1,
+                pending_changes=len(result.changes),
+            )
+    if isinstance(result, Detection):
+        reason = Reason.SUCCEEDED if result.reset is None else Reason.BASELINE_RESET
+        return RunRecord(
+            trigger=trigger,
+            started=started,
+            finished=finished,
+            readiness=Readiness(True, reason, describe_success(result)),
+            error=None,
+            match_count=result.match_count,
+            summary=result.summary,
+            delivered=True,
+            webhook=webhook,
+        )
+    pending = result if isinstance(result, ChangesPending) else None
+    return RunRecord(
+        trigger=trigger,
+        started=started,
+        finished=finished,
+        readiness=Readiness(False, result.reason, result.message),
+        error=result.message,
+        match_count=None if pending is None else pending.match_count,
+        summary=None if pending is None else summarise(pending.changes),
+        delivered=False,
+        webhook=webhook,
+    )
+
+
+def note_of(trigger: Trigger, result: Detection | DetectorError) -> Note:
+    """The run's one Event (also its log line). A scheduled run names its slot, so Events and
+    logs show that no slot ran twice."""
+    what = (
+        f"{trigger.kind} run ({timestamp(trigger.slot)})"
+        if isinstance(trigger, Scheduled)
+        else f"{trigger.kind} run"
+    )
+    if isinstance(result, DetectorError):
+        return Note("Warning", result.reason, f"{what} failed: {result.message}")
+    message = f"{what}: {describe_success(result)}"
+    if result.reset is not None:
+        return Note("Warning", Reason.BASELINE_RESET, message)
+    return Note("Normal", Reason.BASELINE if result.baseline else Reason.RUN_SUCCEEDED, message)

@@ -1,0 +1,259 @@
+"""The operator's side of a run: builds the detection seams for a MatchWatcher (its FOGIS session,
+Secrets, webhook target and snapshot ConfigMap), runs `detect`, and records metrics. The outcome
+goes back to the scheduler, which writes the status and posts the Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from controller import USER_AGENT
+from controller.config import Settings
+from controller.detection import Detection, FogisSource, UnconfirmedDrop, WebhookNotifier, detect
+from controller.errors import (
+    DetectorError,
+    InvalidSpec,
+    LoginFailed,
+    SecretNotFound,
+    SourceUnavailable,
+    unexpected,
+)
+from controller.fogis import FogisClient
+from controller.kube import Kube
+from controller.loginguard import LoginGuard
+from controller.metrics import Metrics
+from controller.model import Credentials, WatcherRef, WatcherSpec
+from controller.outcome import Outcome, baseline_reset, note_of, record_of
+from controller.reasons import Reason
+from controller.snapshots import ConfigMapSnapshots
+from controller.status import RunRecord, WatcherStatus, timestamp
+from controller.trigger import Manual, Scheduled, Trigger
+from controller.webhook import Attempt, DeliveryFailed, RetryPolicy, WebhookSender, resolve_target
+
+log = logging.getLogger(__name__)
+
+
+def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
+    username, password = data.get("username", "").strip(), data.get("password", "")
+    if not username or not password:
+        missing = "username" if not username else "password"
+        raise SecretNotFound(f"{where} has no {missing} key (or it is empty)")
+    return Credentials(username, password)
+
+
+# The registered HTTP status codes: a receiver answering 599, 777, ... must not mint a new
+# metric series per code (up to 900 per watcher); those count as "other".
+_REGISTERED_CODES = frozenset(int(status) for status in http.HTTPStatus)
+
+
+def attempt_code(status: int | None) -> str:
+    """The `code` label of an attempt: a registered status code, "other", or "error"."""
+    if status is None:
+        return "error"
+    return str(status) if status in _REGISTERED_CODES else "other"
+
+
+class WatcherRunner:
+    """Runs detection for MatchWatchers: owns the shared HTTP pools and per-watcher sessions."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        limits = httpx.Limits(max_connections=settings.http_max_connections)
+        self._fogis_transport = httpx.AsyncHTTPTransport(limits=limits)
+        self._webhook_client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        self._sender = WebhookSender(
+            self._webhook_client,
+            policy=RetryPolicy(
+                base_delay=settings.webhook_backoff_base_seconds,
+                max_delay=settings.webhook_backoff_max_seconds,
+                max_retry_after=settings.webhook_max_retry_after_seconds,
+            ),
+            user_agent=USER_AGENT,
+            allowed_hosts=settings.allowed_webhook_hosts,
+        )
+        self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
+        # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
+        self._held_back: dict[tuple[str, str], str] = {}
+        self._logins = LoginGuard()
+        # At most as many exchanges in flight per pool as it has connections. With more, 1,000
+        # watchers firing together make httpcore's pool re-scan its queue on every change (the
+        # event loop starves, requests time out) and can strand connections in it for good.
+        self._fogis_gate = asyncio.Semaphore(settings.http_max_connections)
+        self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
+
+    async def aclose(self) -> None:
+        for _, client in self._sessions.values():
+            await client.aclose()
+        await self._fogis_transport.aclose()
+        await self._webhook_client.aclose()
+
+    async def forget(self, ref: WatcherRef) -> None:
+        """Drop a deleted watcher's session and metric series."""
+        self._logins.accepted((ref.namespace, ref.name))
+        self._held_back.pop((ref.namespace, ref.name), None)
+        session = self._sessions.pop((ref.namespace, ref.name), None)
+        if session is not None:
+            await session[1].aclose()
+        self._metrics.forget(ref.namespace, ref.name)
+
+    def _check_host(self, base_url: str) -> None:
+        allowed = self._settings.allowed_fogis_hosts
+        host = (httpx.URL(base_url).host or "").lower()
+        if allowed and host not in allowed:
+            raise InvalidSpec(
+                f"FOGIS host {host!r} is not in the operator's MLCD_FOGIS_ALLOWED_HOSTS",
+                reason=Reason.SOURCE_NOT_ALLOWED,
+            )
+
+    async def _session(self, ref: WatcherRef, base_url: str) -> FogisClient:
+        key = (ref.namespace, ref.name)
+        current = self._sessions.get(key)
+        if current is None or current[0] != base_url:
+            if current is not None:
+                await current[1].aclose()  # leaves the shared transport open
+            client = FogisClient(
+                base_url,
+                transport=self._fogis_transport,
+                timeout=self._settings.fogis_timeout_seconds,
+                max_response_bytes=self._settings.fogis_max_response_bytes,
+                allowed_hosts=self._settings.allowed_fogis_hosts,
+            )
+            self._sessions[key] = (base_url, client)
+            return client
+        return current[1]
+
+    async def _notifier(self, ref: WatcherRef, spec: WatcherSpec) -> WebhookNotifier | None:
+        if spec.webhook is None:
+            return None
+        data = None
+        if spec.webhook.secret_name is not None:
+            data = await self._kube.read_secret(
+                ref.namespace, spec.webhook.secret_name, purpose="webhook"
+            )
+        # In a thread: the Secret's `headers` YAML is parsed there (bounded, but not free).
+        target = await asyncio.to_thread(resolve_target, spec.webhook, data)
+        return WebhookNotifier(self._sender, target, self._webhook_gate)
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        """One run of one watcher. Never raises for a failed run: the error is its outcome."""
+        if isinstance(trigger, Scheduled):
+            self._metrics.schedule_lag.observe(max(0.0, (started - trigger.slot).total_seconds()))
+        key = (ref.namespace, ref.name)
+        tried: list[Credentials] = []
+
+        async def read_credentials() -> Credentials:
+            name = spec.fogis.credentials_secret
+            data = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            credentials = credentials_from(data, f"Secret {ref.namespace}/{name}")
+            blocked = self._logins.blocked_until(key, credentials, started)
+            if blocked is not None and not isinstance(trigger, Manual):
+                raise LoginFailed(
+                    "FOGIS rejected these credentials; scheduled runs retry them after "
+                    f"{timestamp(blocked)} (a changed Secret or a manual trigger retries at once)"
+                )
+            tried.append(credentials)
+            return credentials
+
+        result: Detection | DetectorError
+        source: FogisSource | None = None
+        try:
+            self._check_host(spec.fogis.base_url)
+            source = FogisSource(
+                await self._session(ref, spec.fogis.base_url),
+                read_credentials,
+                # Up to four requests (login page, login, list, one re-login) at the step timeout.
+                budget_seconds=4 * self._settings.fogis_timeout_seconds,
+                gate=self._fogis_gate,
+            )
+            notifier = await self._notifier(ref, spec)
+            store = ConfigMapSnapshots(self._kube, ref)
+            result = await detect(
+                watcher=ref,
+                zone=zone,
+                days=(spec.fogis.days_back, spec.fogis.days_ahead),
+                trigger=trigger.kind,
+                now=started,
+                source=source,
+                store=store,
+                notifier=notifier,
+                held_back=self._held_back.pop(key, None),
+            )
+            if result.baseline:
+                reset = baseline_reset(previous, store.name, store.foreign_owner)
+                result = replace(result, reset=reset)
+        except UnconfirmedDrop as exc:
+            self._held_back[key] = exc.digest
+            result = exc
+        except DetectorError as exc:
+            result = exc
+        except Exception as exc:  # a bug must fail this run only, never the operator
+            result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log)
+        if tried and isinstance(result, LoginFailed):
+            self._logins.rejected(key, tried[-1], started)
+        elif source is not None and source.fetched:  # FOGIS accepted them, whatever came next
+            self._logins.accepted(key)
+        record = record_of(
+            trigger=trigger,
+            started=started,
+            finished=self._clock(),
+            result=result,
+            previous=previous,
+        )
+        self._observe(ref, record, result)
+        return Outcome(record, note_of(trigger, result))
+
+    def _observe(
+        self, ref: WatcherRef, record: RunRecord, result: Detection | DetectorError
+    ) -> None:
+        m, labels = self._metrics, {"namespace": ref.namespace, "name": ref.name}
+        trigger = record.trigger.kind
+        m.runs.labels(
+            **labels, trigger=trigger, result="success" if record.error is None else "failure"
+        ).inc()
+        m.run_duration.labels(trigger=trigger).observe(
+            (record.finished - record.started).total_seconds()
+        )
+        attempts: tuple[Attempt, ...] = ()
+        if isinstance(result, Detection):
+            m.last_success.labels(**labels).set(record.finished.timestamp())
+            for change in result.changes:
+                for category in change.categories:
+                    m.changes.labels(**labels, category=category).inc()
+            if result.delivery is not None:
+                attempts = result.delivery.attempts
+                m.deliveries.labels(**labels, result="delivered").inc()
+        elif isinstance(result, SourceUnavailable | LoginFailed):
+            m.source_errors.labels(**labels, reason=result.reason).inc()
+        elif isinstance(result, DeliveryFailed):
+            attempts = result.attempts
+            m.deliveries.labels(**labels, result="failed").inc()
+        for attempt in attempts:
+            m.attempts.labels(**labels, code=attempt_code(attempt.status_code)).inc()
+            m.webhook_duration.observe(attempt.duration_seconds)

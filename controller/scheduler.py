@@ -1,0 +1,180 @@
+"""A watcher's scheduler: carries out `decide`'s decisions, one at a time, for one MatchWatcher.
+
+Kept free of kopf: handlers.py gives it a live view of the resource, the Kubernetes adapter and
+the runner, and pokes it when the resource changes. One asyncio task per watcher (the kopf daemon
+running `serve`); waiting is a single `Event.wait` with a timeout, so idle watchers cost no CPU.
+This module is the only writer of a watcher's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from controller.config import Settings
+from controller.decide import Memory, Run, View, created_at, decide, next_run
+from controller.errors import DetectorError, unexpected
+from controller.events import Note
+from controller.model import WatcherRef, WatcherSpec
+from controller.outcome import Outcome
+from controller.status import WatcherStatus, status_after_run
+from controller.trigger import Trigger
+
+log = logging.getLogger(__name__)
+# After the API server refused a status patch, wait before trying again (and never spin).
+_API_RETRY_SECONDS = 5.0
+# After an unexpected error: retry later, or at once when the resource changes.
+_INTERNAL_ERROR_RETRY_SECONDS = 60.0
+
+
+class Cluster(Protocol):
+    """The Kubernetes calls a scheduler makes (controller/kube.py's Kube)."""
+
+    async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None: ...
+
+
+class Runner(Protocol):
+    """Runs detection (controller/runner.py's WatcherRunner)."""
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome: ...
+
+
+class WatcherScheduler:
+    def __init__(
+        self,
+        *,
+        ref: WatcherRef,
+        body: Callable[[], Mapping[str, Any]],
+        runner: Runner,
+        cluster: Cluster,
+        settings: Settings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ref = ref
+        self._body = body
+        self._runner = runner
+        self._cluster = cluster
+        self._settings = settings
+        self._clock = clock
+        self.wake = asyncio.Event()
+        initial = body()
+        self.memory = Memory.start(
+            WatcherStatus.parse(initial.get("status")), created_at(initial) or clock()
+        )
+        self._seen: tuple[Any, ...] | None = None
+
+    @property
+    def last_success(self) -> datetime | None:
+        return self.memory.status.last_successful_time
+
+    def poke(self, body: Mapping[str, Any]) -> None:
+        """Called for every watch event: wake up only for what can change the decision."""
+        view, meta = View.of(body), body.get("metadata") or {}
+        seen = (view.generation, view.trigger, meta.get("deletionTimestamp"))
+        if seen != self._seen:
+            self._seen = seen
+            self.wake.set()
+
+    async def serve(self, stopped: Callable[[], bool]) -> None:
+        while not stopped():
+            self.wake.clear()  # before reading the body: a later poke is never lost
+            try:
+                pause = await self._step()
+            except DetectorError as exc:  # the API server refused a status write
+                log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, exc.message)
+                pause = _API_RETRY_SECONDS
+            except Exception as exc:  # a bug: keep this watcher alive (and every other one)
+                error = unexpected(exc, f"{self.ref.namespace}/{self.ref.name}", log)
+                await self._cluster.post_event(self.ref, "Warning", error.reason, error.message)
+                pause = _INTERNAL_ERROR_RETRY_SECONDS
+            await self._sleep(pause)
+
+    async def _step(self) -> float | None:
+        """One decision carried out; returns how long to sleep (None: until poked)."""
+        view = View.of(self._body())
+        decision = decide(
+            self.memory, view, self._clock(), allow_seconds=self._settings.allow_seconds_schedules
+        )
+        await self._write(decision.memory, decision.patch)
+        for note in decision.events:
+            await self._post(note)
+        action = decision.action
+        if isinstance(action, Run):
+            await self._run(action, view.generation)
+            return 0
+        return None if action.until is None else (action.until - self._clock()).total_seconds()
+
+    async def _write(self, memory: Memory, patch: Mapping[str, Any] | None) -> None:
+        """The one place a watcher's status is written; `memory` is kept only once it is."""
+        if patch is not None:
+            status = await self._cluster.patch_status(self.ref, patch)
+            memory = replace(memory, status=WatcherStatus.parse(status))
+        self.memory = memory
+
+    async def _run(self, order: Run, generation: int | None) -> None:
+        started = self._clock()  # now (after the claim), not when the run's task gets a turn
+        run = asyncio.ensure_future(
+            self._runner.run(
+                self.ref,
+                order.spec,
+                order.trigger,
+                previous=self.memory.status,
+                zone=order.schedule.zone,
+                started=started,
+            )
+        )
+        try:
+            # Shielded: a stop request (deletion, SIGTERM) lets a started run finish, bounded
+            # by the shutdown timeout, instead of cutting it between delivery and snapshot.
+            outcome = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                outcome = await asyncio.wait_for(run, self._settings.shutdown_timeout_seconds)
+                await self._finish(outcome, order, generation)
+            raise
+        await self._finish(outcome, order, generation)
+
+    async def _finish(self, outcome: Outcome, order: Run, generation: int | None) -> None:
+        """The run's one status patch, then its Event and log line (also if the patch fails)."""
+        patch = status_after_run(
+            self.memory.status,
+            outcome.record,
+            next_time=next_run(order.spec, order.schedule, self._clock()),
+            generation=generation,
+        )
+        try:
+            await self._write(self.memory.after_run(), patch)
+        finally:
+            await self._post(outcome.note)
+
+    async def _post(self, note: Note) -> None:
+        where = f"{self.ref.namespace}/{self.ref.name}"
+        if note.type_ == "Warning":
+            log.warning("%s: %s (%s)", where, note.message, note.reason)
+        else:
+            log.info("%s: %s", where, note.message)
+        await self._cluster.post_event(self.ref, note.type_, note.reason, note.message)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        if seconds is not None and seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()

@@ -1,0 +1,133 @@
+"""A run's outcome → status record and Event: pending changes, consecutive failures, readiness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.detection import ChangesPending, Detection
+from controller.diff import MatchChange, Summary
+from controller.errors import DetectorError, LoginFailed
+from controller.outcome import baseline_reset, note_of, record_of
+from controller.status import WatcherStatus, WebhookState
+from controller.trigger import Manual, Scheduled
+from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
+
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+T1 = T0 + timedelta(seconds=2)
+CHANGE = MatchChange("new", "1", None, ("new_assignment",), {}, {})
+PENDING = {"webhook": {"pendingChanges": 2, "consecutiveFailures": 3, "lastStatusCode": 503}}
+
+
+def detection(**changes: Any) -> Detection:
+    base: dict[str, Any] = {
+        "baseline": False,
+        "match_count": 14,
+        "changes": [],
+        "summary": Summary(new=0, removed=0, changed=0),
+        "report": {"id": "d-1"},
+        "delivery": None,
+    }
+    return Detection(**{**base, **changes})
+
+
+DELIVERED = detection(
+    changes=[CHANGE],
+    summary=Summary(new=1, removed=0, changed=0),
+    delivery=DeliveryResult(status_code=204, attempts=(Attempt(204, None, 0.1),)),
+)
+FAILED = ChangesPending(
+    DeliveryFailed(
+        "webhook answered 503", attempts=(Attempt(503, None, 0.1),), last_status_code=503
+    ),
+    [CHANGE],
+    14,
+)
+
+
+@pytest.mark.parametrize(
+    ("previous", "result", "ready", "webhook", "error"),
+    [
+        ({}, detection(), ("True", "Succeeded"), None, None),
+        ({}, detection(baseline=True, reset="ConfigMap x was missing"),
+         ("True", "BaselineReset"), None, None),
+        ({}, DELIVERED, ("True", "Succeeded"), WebhookState(T1, 204, 0, 0, "d-1"), None),
+        # Pending changes settled without a delivery (the list changed back).
+        (PENDING, detection(), ("True", "Succeeded"), WebhookState(None, 503, 0, 0, None), None),
+        # A failed delivery counts on and keeps its changes pending.
+        (PENDING, FAILED, ("False", "WebhookFailing"), WebhookState(None, 503, 4, 1, None),
+         "webhook answered 503"),
+        # A run that failed before delivering leaves the webhook state alone.
+        (PENDING, LoginFailed("no"), ("False", "LoginFailed"), None, "no"),
+        ({}, DetectorError("internal error: KeyError"), ("False", "InternalError"), None,
+         "internal error: KeyError"),
+    ],
+)  # fmt: skip
+def test_record(
+    previous: dict[str, Any],
+    result: Detection | DetectorError,
+    ready: tuple[str, str],
+    webhook: WebhookState | None,
+    error: str | None,
+) -> None:
+    record = record_of(
+        trigger=Scheduled(T0),
+        started=T0,
+        finished=T1,
+        result=result,
+        previous=WatcherStatus.parse(previous),
+    )
+    assert ("True" if record.readiness.ready else "False", record.readiness.reason) == ready
+    assert record.webhook == webhook
+    assert record.error == error
+    assert record.delivered is (error is None)
+
+
+def test_pending_changes_are_summarised_but_not_delivered() -> None:
+    record = record_of(
+        trigger=Manual("t"), started=T0, finished=T1, result=FAILED, previous=WatcherStatus()
+    )
+    assert record.summary == Summary(new=1, removed=0, changed=0)
+    assert record.match_count == 14
+    assert not record.delivered
+
+
+@pytest.mark.parametrize(
+    ("trigger", "result", "event"),
+    [
+        (Scheduled(T0), detection(baseline=True), ("Normal", "Baseline",
+         "schedule run (2026-11-28T10:00:00Z): recorded a baseline of 14 matches")),
+        (Manual("t"), detection(), ("Normal", "RunSucceeded",
+         "manual run: no changes in 14 matches")),
+        (Manual("t"), DELIVERED, ("Normal", "RunSucceeded", "manual run: 1 changes (1 new, 0 "
+         "removed, 0 changed) in 14 matches; delivered (HTTP 204, 1 attempt)")),
+        (Scheduled(T0), LoginFailed("wrong password"), ("Warning", "LoginFailed",
+         "schedule run (2026-11-28T10:00:00Z) failed: wrong password")),
+        (Manual("t"), detection(baseline=True, reset="ConfigMap x was missing"),
+         ("Warning", "BaselineReset", "manual run: recorded a new baseline of 14 matches: "
+          "ConfigMap x was missing; changes since the last accepted list were not reported")),
+    ],
+)  # fmt: skip
+def test_note(
+    trigger: Scheduled | Manual, result: Detection | DetectorError, event: tuple[str, str, str]
+) -> None:
+    note = note_of(trigger, result)
+    assert (note.type_, note.reason, note.message) == event
+
+
+@pytest.mark.parametrize(
+    ("previous", "foreign", "expected"),
+    [
+        ({}, False, None),  # a new watcher's first baseline
+        ({}, True, None),  # ... also over a deleted namesake's ConfigMap
+        ({"matchCount": 3}, False, "ConfigMap cm was missing (deleted?)"),
+        ({"matchCount": 3, **PENDING}, False,
+         "ConfigMap cm was missing (deleted?) (2 changes were pending)"),
+        ({"matchCount": 3}, True, "ConfigMap cm was not owned by this MatchWatcher (its owner "
+         "reference was removed, or the watcher was re-created or restored)"),
+    ],
+)  # fmt: skip
+def test_baseline_reset(previous: dict[str, Any], foreign: bool, expected: str | None) -> None:
+    assert baseline_reset(WatcherStatus.parse(previous), "cm", foreign) == expected
