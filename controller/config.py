@@ -20,6 +20,7 @@ from controller.model import (
     DEFAULT_FOGIS_BASE_URL,
     DEFAULT_WEBHOOK_MAX_ATTEMPTS,
     DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+    WEBHOOK_FORMATS,
 )
 
 PREFIX = "MLCD_"
@@ -226,6 +227,12 @@ class RunOnceSettings:
     time_zone: str = "Europe/Stockholm"
     webhook_url: str | None = None
     webhook_hmac_key: str | None = field(default=None, repr=False)
+    webhook_previous_hmac_key: str | None = field(default=None, repr=False)
+    webhook_format: str = "plain"
+    # PEM files: a private CA to trust, a client certificate and its key.
+    webhook_ca_file: str | None = None
+    webhook_cert_file: str | None = None
+    webhook_key_file: str | None = None
     webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
     webhook_max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS
     fogis_timeout_seconds: float = 30.0
@@ -253,6 +260,9 @@ def load_run_once(environ: Mapping[str, str] | None = None) -> RunOnceSettings:
     for key, url in urls.items():
         if url and not url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"{key} must be an http(s) URL")
+    webhook_format = env.get("WEBHOOK_FORMAT", "").strip() or "plain"
+    if webhook_format not in WEBHOOK_FORMATS:
+        raise ConfigError(f"WEBHOOK_FORMAT must be one of {', '.join(WEBHOOK_FORMATS)}")
     return RunOnceSettings(
         username=env["FOGIS_USERNAME"],
         password=env["FOGIS_PASSWORD"],
@@ -264,4 +274,9 @@ def load_run_once(environ: Mapping[str, str] | None = None) -> RunOnceSettings:
         time_zone=env.get("TIME_ZONE", "").strip() or "Europe/Stockholm",
         webhook_url=urls["WEBHOOK_URL"] or None,
         webhook_hmac_key=env.get("WEBHOOK_HMAC_KEY") or None,
+        webhook_previous_hmac_key=env.get("WEBHOOK_PREVIOUS_HMAC_KEY") or None,
+        webhook_format=webhook_format,
+        webhook_ca_file=env.get("WEBHOOK_CA_FILE", "").strip() or None,
+        webhook_cert_file=env.get("WEBHOOK_CERT_FILE", "").strip() or None,
+        webhook_key_file=env.get("WEBHOOK_KEY_FILE", "").strip() or None,
     )

@@ -7,6 +7,7 @@ and a notifier) so the operator (controller/runner.py) and run-once share it.
 from __future__ import annotations
 
 import asyncio
+import http
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -31,7 +32,13 @@ from controller.fogis import FogisClient
 from controller.model import Credentials, WatcherRef
 from controller.report import build_report, delivery_id, encode_report
 from controller.snapshots import SnapshotStore
-from controller.webhook import DeliveryFailed, DeliveryResult, WebhookSender, WebhookTarget
+from controller.webhook import (
+    DeliveryFailed,
+    DeliveryResult,
+    WebhookGone,
+    WebhookSender,
+    WebhookTarget,
+)
 
 
 class MatchSource(Protocol):
@@ -39,7 +46,7 @@ class MatchSource(Protocol):
 
 
 class Notifier(Protocol):
-    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult: ...
+    async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult: ...
 
 
 class UnconfirmedDrop(SourceUnavailable):
@@ -57,6 +64,7 @@ class ChangesPending(DeliveryFailed):
         super().__init__(
             str(failure), attempts=failure.attempts, last_status_code=failure.last_status_code
         )
+        self.reason = failure.reason  # WebhookFailing, or WebhookGone
         self.changes = list(changes)
         self.match_count = match_count
 
@@ -139,7 +147,7 @@ async def detect(
     delivery: DeliveryResult | None = None
     if changes and notifier is not None:
         try:
-            delivery = await notifier.notify(encode_report(report), report["id"])
+            delivery = await notifier.notify(encode_report(report), report["id"], now)
         except DeliveryFailed as failure:
             if failure.in_doubt and old is not None:
                 # The receiver may have applied it: remember what was sent, so that it is also
@@ -199,5 +207,20 @@ class WebhookNotifier:
         self._target = target
         self._gate = gate
 
-    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
-        return await self._sender.deliver(self._target, body, delivery_id, self._gate)
+    async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
+        return await self._sender.deliver(
+            self._target, body, delivery_id, self._gate, occurred=occurred
+        )
+
+
+class GoneNotifier:
+    """Stands in for the webhook of a watcher whose receiver answered 410 Gone: nothing is sent
+    until spec.webhook or its Secret changes, and the changes stay pending meanwhile."""
+
+    async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
+        raise WebhookGone(
+            "the webhook answered 410 Gone earlier: nothing is sent until spec.webhook or its "
+            "Secret changes",
+            attempts=(),
+            last_status_code=http.HTTPStatus.GONE,
+        )

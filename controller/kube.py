@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -41,6 +41,12 @@ _REQUEST_TIMEOUT = (5, 30)
 EVENT_COMPONENT = "match-list-change-detector"
 _INSTANCE = os.environ.get("HOSTNAME", "local")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretData:
+    values: dict[str, str] = field(repr=False)  # decoded: never shown
+    version: str  # resourceVersion: tells whether the Secret changed since
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,8 @@ class Kube:
         except HTTPError as exc:
             raise KubernetesError(f"{what}: {type(exc).__name__}") from None
 
-    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> dict[str, str]:
-        """Decoded data of a Secret in the watcher's own namespace."""
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData:
+        """Decoded data of a Secret in the watcher's own namespace, with its version."""
         where = f"{purpose} Secret {namespace}/{name}"
         secret = await self._call(
             f"reading {where}",
@@ -116,7 +122,8 @@ class Kube:
                 decoded[key] = base64.b64decode(value).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
-        return decoded
+        version = secret.metadata.resource_version if secret and secret.metadata else None
+        return SecretData(decoded, version or "")
 
     async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]:
         """One merge patch of the status subresource; returns the new status."""

@@ -25,8 +25,12 @@ TRIGGER_ANNOTATION = f"{GROUP}/trigger"
 DEFAULT_FOGIS_BASE_URL = "https://fogis.svenskfotboll.se/mdk"
 DEFAULT_DAYS_BACK = 7
 DEFAULT_DAYS_AHEAD = 365
-DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
+# Flux's notification-controller default, and the Standard Webhooks spec's suggestion.
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 15.0
 DEFAULT_WEBHOOK_MAX_ATTEMPTS = 5
+# How a delivery is framed: our JSON document with our headers, or the same document as a
+# CloudEvents binary-mode request (ce-* headers) for Knative/Argo Events.
+WEBHOOK_FORMATS = ("plain", "cloudevents")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class WebhookSpec:
     secret_name: str | None = None
     timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
     max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS
+    format: str = "plain"  # one of WEBHOOK_FORMATS
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,9 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         timeout = hook.get("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT_SECONDS)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidSpec("spec.webhook.timeoutSeconds must be a positive number")
+        format_ = hook.get("format", "plain")
+        if format_ not in WEBHOOK_FORMATS:
+            raise InvalidSpec(f"spec.webhook.format must be one of {', '.join(WEBHOOK_FORMATS)}")
         webhook = WebhookSpec(
             url=_http_url(hook.get("url"), "spec.webhook.url"),
             secret_name=_str(hook_secret.get("name"), "spec.webhook.secretRef.name"),
@@ -157,6 +165,7 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
                 hook.get("maxAttempts"), "spec.webhook.maxAttempts", DEFAULT_WEBHOOK_MAX_ATTEMPTS, 1
             )
             or 1,
+            format=format_,
         )
         if webhook.url is None and webhook.secret_name is None:
             raise InvalidSpec("spec.webhook needs url, or secretRef whose Secret has a url key")

@@ -18,6 +18,8 @@ from controller.reasons import Reason
 from controller.status import Readiness, RunRecord, WatcherStatus, WebhookState, timestamp
 from controller.trigger import Scheduled, Trigger
 
+GONE = "the webhook answered 410 Gone: nothing is sent until spec.webhook or its Secret changes"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -71,42 +73,54 @@ def record_of(
     finished: datetime,
     result: Detection | DetectorError,
     previous: WatcherStatus,
+    webhook: str | None = None,
 ) -> RunRecord:
-    webhook: WebhookState | None = None
+    """`webhook` is the fingerprint of the watcher's webhook configuration (None: none, or the
+    run failed before reading it); a 410 Gone holds while it stays the same."""
+    before = previous.webhook
+    # A receiver that answered 410 Gone for this very configuration still wants nothing.
+    still_gone = before.gone_for is not None and before.gone_for == webhook
+    state: WebhookState | None = None
     match result:
         case Detection() if result.delivery is not None:
-            webhook = WebhookState(
+            state = WebhookState(
                 last_delivery_time=finished,
                 last_status_code=result.delivery.status_code,
                 consecutive_failures=0,
                 pending_changes=0,
                 last_delivery_id=str(result.report["id"]),
             )
-        case Detection() if previous.webhook.pending_changes or (
-            previous.webhook.consecutive_failures
-        ):
-            # Nothing left to deliver (the list changed back, or the webhook was removed):
-            # what was pending is settled.
-            webhook = replace(previous.webhook, consecutive_failures=0, pending_changes=0)
+        case Detection() if (
+            before.pending_changes or before.consecutive_failures or before.gone_for
+        ) and not still_gone:
+            # Nothing left to deliver (the list changed back, the webhook was removed), or a
+            # changed configuration ends a 410: what was pending or gone is settled.
+            state = replace(before, consecutive_failures=0, pending_changes=0, gone_for=None)
         case ChangesPending():
-            webhook = replace(
-                previous.webhook,
+            state = replace(
+                before,
                 last_status_code=result.last_status_code,
-                consecutive_failures=previous.webhook.consecutive_failures + 1,
+                consecutive_failures=before.consecutive_failures + 1,
                 pending_changes=len(result.changes),
+                gone_for=webhook if result.reason == Reason.WEBHOOK_GONE else None,
             )
     if isinstance(result, Detection):
-        reason = Reason.SUCCEEDED if result.reset is None else Reason.BASELINE_RESET
+        if still_gone:
+            readiness = Readiness(False, Reason.WEBHOOK_GONE, f"{describe_success(result)}; {GONE}")
+        elif result.reset is None:
+            readiness = Readiness(True, Reason.SUCCEEDED, describe_success(result))
+        else:
+            readiness = Readiness(True, Reason.BASELINE_RESET, describe_success(result))
         return RunRecord(
             trigger=trigger,
             started=started,
             finished=finished,
-            readiness=Readiness(True, reason, describe_success(result)),
+            readiness=readiness,
             error=None,
             match_count=result.match_count,
             summary=result.summary,
             delivered=True,
-            webhook=webhook,
+            webhook=state,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -118,7 +132,7 @@ def record_of(
         match_count=None if pending is None else pending.match_count,
         summary=None if pending is None else summarise(pending.changes),
         delivered=False,
-        webhook=webhook,
+        webhook=state,
     )
 
 

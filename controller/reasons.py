@@ -27,6 +27,7 @@ class Reason(StrEnum):
     LOGIN_FAILED = "LoginFailed"
     SOURCE_UNAVAILABLE = "SourceUnavailable"
     WEBHOOK_FAILING = "WebhookFailing"
+    WEBHOOK_GONE = "WebhookGone"  # until spec.webhook or its Secret changes
     KUBERNETES_ERROR = "KubernetesError"
     SNAPSHOT_CORRUPT = "SnapshotCorrupt"
     SNAPSHOT_TOO_LARGE = "SnapshotTooLarge"

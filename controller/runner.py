@@ -17,7 +17,15 @@ import httpx
 
 from controller import USER_AGENT
 from controller.config import Settings
-from controller.detection import Detection, FogisSource, UnconfirmedDrop, WebhookNotifier, detect
+from controller.detection import (
+    Detection,
+    FogisSource,
+    GoneNotifier,
+    Notifier,
+    UnconfirmedDrop,
+    WebhookNotifier,
+    detect,
+)
 from controller.errors import (
     DetectorError,
     InvalidSpec,
@@ -30,13 +38,20 @@ from controller.fogis import FogisClient
 from controller.kube import Kube
 from controller.loginguard import LoginGuard
 from controller.metrics import Metrics
-from controller.model import Credentials, WatcherRef, WatcherSpec
+from controller.model import GROUP, PLURAL, VERSION, Credentials, WatcherRef, WatcherSpec
 from controller.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.reasons import Reason
 from controller.snapshots import ConfigMapSnapshots
 from controller.status import RunRecord, WatcherStatus, timestamp
 from controller.trigger import Manual, Scheduled, Trigger
-from controller.webhook import Attempt, DeliveryFailed, RetryPolicy, WebhookSender, resolve_target
+from controller.webhook import (
+    Attempt,
+    DeliveryFailed,
+    RetryPolicy,
+    WebhookSender,
+    resolve_target,
+    webhook_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +118,7 @@ class WatcherRunner:
         for _, client in self._sessions.values():
             await client.aclose()
         await self._fogis_transport.aclose()
+        await self._sender.aclose()
         await self._webhook_client.aclose()
 
     async def forget(self, ref: WatcherRef) -> None:
@@ -140,17 +156,29 @@ class WatcherRunner:
             return client
         return current[1]
 
-    async def _notifier(self, ref: WatcherRef, spec: WatcherSpec) -> WebhookNotifier | None:
+    async def _notifier(
+        self, ref: WatcherRef, spec: WatcherSpec, previous: WatcherStatus
+    ) -> tuple[Notifier | None, str | None]:
+        """The watcher's notifier, and the fingerprint of its webhook spec and Secret version
+        (a 410 Gone holds for that fingerprint only)."""
         if spec.webhook is None:
-            return None
-        data = None
+            return None, None
+        secret = None
         if spec.webhook.secret_name is not None:
-            data = await self._kube.read_secret(
+            secret = await self._kube.read_secret(
                 ref.namespace, spec.webhook.secret_name, purpose="webhook"
             )
+        fingerprint = webhook_fingerprint(spec.webhook, secret.version if secret else "")
+        if previous.webhook.gone_for == fingerprint:
+            return GoneNotifier(), fingerprint
         # In a thread: the Secret's `headers` YAML is parsed there (bounded, but not free).
-        target = await asyncio.to_thread(resolve_target, spec.webhook, data)
-        return WebhookNotifier(self._sender, target, self._webhook_gate)
+        target = await asyncio.to_thread(
+            resolve_target,
+            spec.webhook,
+            secret.values if secret else None,
+            source=f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}",
+        )
+        return WebhookNotifier(self._sender, target, self._webhook_gate), fingerprint
 
     async def run(
         self,
@@ -170,8 +198,8 @@ class WatcherRunner:
 
         async def read_credentials() -> Credentials:
             name = spec.fogis.credentials_secret
-            data = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
-            credentials = credentials_from(data, f"Secret {ref.namespace}/{name}")
+            secret = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            credentials = credentials_from(secret.values, f"Secret {ref.namespace}/{name}")
             blocked = self._logins.blocked_until(key, credentials, started)
             if blocked is not None and not isinstance(trigger, Manual):
                 raise LoginFailed(
@@ -183,6 +211,7 @@ class WatcherRunner:
 
         result: Detection | DetectorError
         source: FogisSource | None = None
+        webhook: str | None = None  # the webhook's fingerprint, once known
         try:
             self._check_host(spec.fogis.base_url)
             source = FogisSource(
@@ -192,7 +221,7 @@ class WatcherRunner:
                 budget_seconds=4 * self._settings.fogis_timeout_seconds,
                 gate=self._fogis_gate,
             )
-            notifier = await self._notifier(ref, spec)
+            notifier, webhook = await self._notifier(ref, spec, previous)
             store = ConfigMapSnapshots(self._kube, ref)
             result = await detect(
                 watcher=ref,
@@ -225,6 +254,7 @@ class WatcherRunner:
             finished=self._clock(),
             result=result,
             previous=previous,
+            webhook=webhook,
         )
         self._observe(ref, record, result)
         return Outcome(record, note_of(trigger, result))

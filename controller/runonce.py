@@ -32,6 +32,30 @@ def watcher_for(settings: RunOnceSettings) -> WatcherRef:
     )
 
 
+def webhook_secret(settings: RunOnceSettings) -> dict[str, str]:
+    """The webhook Secret's keys from WEBHOOK_HMAC_KEY, WEBHOOK_PREVIOUS_HMAC_KEY and the
+    WEBHOOK_CA_FILE / WEBHOOK_CERT_FILE / WEBHOOK_KEY_FILE PEM files."""
+    secret = {
+        key: value
+        for key, value in (
+            ("hmacKey", settings.webhook_hmac_key),
+            ("previousHmacKey", settings.webhook_previous_hmac_key),
+        )
+        if value
+    }
+    for key, name, path in (
+        ("ca.crt", "WEBHOOK_CA_FILE", settings.webhook_ca_file),
+        ("tls.crt", "WEBHOOK_CERT_FILE", settings.webhook_cert_file),
+        ("tls.key", "WEBHOOK_KEY_FILE", settings.webhook_key_file),
+    ):
+        if path:
+            try:
+                secret[key] = Path(path).read_text()
+            except (OSError, UnicodeDecodeError):
+                raise ConfigError(f"{name}={path!r} cannot be read as a PEM file") from None
+    return secret
+
+
 async def run_once(settings: RunOnceSettings) -> bytes:
     """One pass; returns the encoded report. Raises DetectorError (or ConfigError) on failure."""
     try:
@@ -46,17 +70,19 @@ async def run_once(settings: RunOnceSettings) -> bytes:
     fogis = FogisClient(settings.base_url, timeout=settings.fogis_timeout_seconds)
     async with httpx.AsyncClient(follow_redirects=False) as http:
         notifier = None
+        sender = WebhookSender(http, policy=RetryPolicy(), user_agent=USER_AGENT)
         if settings.webhook_url:
+            secret = webhook_secret(settings)
             spec = WebhookSpec(
                 url=settings.webhook_url,
-                # The HMAC key plays the part of the webhook Secret's hmacKey.
-                secret_name="WEBHOOK_HMAC_KEY" if settings.webhook_hmac_key else None,
+                # The WEBHOOK_* variables play the part of the webhook Secret's keys.
+                secret_name="WEBHOOK_*" if secret else None,
                 timeout_seconds=settings.webhook_timeout_seconds,
                 max_attempts=settings.webhook_max_attempts,
+                format=settings.webhook_format,
             )
-            secret = {"hmacKey": settings.webhook_hmac_key} if settings.webhook_hmac_key else None
-            sender = WebhookSender(http, policy=RetryPolicy(), user_agent=USER_AGENT)
-            notifier = WebhookNotifier(sender, resolve_target(spec, secret), asyncio.Semaphore())
+            target = resolve_target(spec, secret or None, source="/run-once")
+            notifier = WebhookNotifier(sender, target, asyncio.Semaphore())
         try:
             detection = await detect(
                 watcher=watcher_for(settings),
@@ -75,4 +101,5 @@ async def run_once(settings: RunOnceSettings) -> bytes:
             )
         finally:
             await fogis.aclose()
+            await sender.aclose()
     return encode_report(detection.report)

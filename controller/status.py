@@ -68,6 +68,7 @@ class WebhookState:
     consecutive_failures: int = 0
     pending_changes: int = 0
     last_delivery_id: str | None = None
+    gone_for: str | None = None  # the webhook fingerprint a receiver answered 410 Gone for
 
     @classmethod
     def from_status(cls, webhook: Mapping[str, Any]) -> WebhookState:
@@ -78,6 +79,7 @@ class WebhookState:
             consecutive_failures=_count(webhook.get("consecutiveFailures")) or 0,
             pending_changes=_count(webhook.get("pendingChanges")) or 0,
             last_delivery_id=_text(webhook.get("lastDeliveryId")),
+            gone_for=_text(webhook.get("goneFor")),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class WebhookState:
             "consecutiveFailures": self.consecutive_failures,
             "pendingChanges": self.pending_changes,
             "lastDeliveryId": self.last_delivery_id,
+            "goneFor": self.gone_for,
         }
 
 

@@ -9,13 +9,19 @@ their text could echo Secret content, so not even a traceback shows it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
+import http
 import logging
+import os
 import random
 import re
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,16 +30,22 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+import standardwebhooks
 import yaml
 
 from controller.destinations import Resolver, api_server_addresses, refusal, system_resolver
 from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
 from controller.model import WebhookSpec, is_http_url
 from controller.reasons import Reason
+from controller.report import rfc3339
 
 log = logging.getLogger(__name__)
 
 EVENT = "MatchListChanged"
+# The CloudEvents `type` of a delivery in cloudevents format (reverse DNS, then the version).
+CLOUDEVENT_TYPE = "io.matchlist.v1alpha1.MatchListChanged"
+# Standard Webhooks: a key in this form is base64 after the prefix; any other is raw bytes.
+STANDARD_KEY_PREFIX = "whsec_"
 # Limits of the webhook Secret's `headers` value (see _parse_headers).
 MAX_HEADERS_BYTES = 16 * 1024
 MAX_HEADERS = 64
@@ -41,9 +53,19 @@ MAX_HEADERS = 64
 # Headers the operator sets itself or that frame the request; a Secret may not replace them, or
 # a typo there could silently break signatures or the HTTP framing.
 _RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "transfer-encoding", "host", "user-agent", "x-signature"}
+    {
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "user-agent",
+        "x-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
 )
-_RESERVED_PREFIX = "x-matchlist-"
+_RESERVED_PREFIXES = ("x-matchlist-", "ce-")
 # RFC 9110 token; values are printable ASCII (httpx refuses other bytes, echoing them in its error).
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
@@ -55,11 +77,17 @@ class WebhookTarget:
 
     url: str = field(repr=False)
     url_from_secret: bool
-    hmac_key: bytes | None = field(repr=False)
+    hmac_key: bytes | None = field(repr=False)  # X-Signature: the hmacKey value's raw bytes
     headers: Mapping[str, str] = field(repr=False)
     timeout_seconds: float
     max_attempts: int
     secret_name: str | None = None
+    # Standard Webhooks keys (hmacKey, then previousHmacKey while a key is rotated).
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # CloudEvents `source` (the watcher's API path) when spec.webhook.format is cloudevents.
+    cloudevents_source: str | None = None
+    # From the Secret's ca.crt / tls.crt + tls.key; None: the system's CAs, no client cert.
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
 
     @property
     def display_url(self) -> str:
@@ -105,7 +133,7 @@ def _parse_headers(raw: str, where: str) -> dict[str, str]:
                 f"{where} has a header name that is not valid", reason=Reason.INVALID_WEBHOOK_SECRET
             )
         lowered = name.lower()
-        if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIX):
+        if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES):
             raise InvalidSpec(
                 f"{where}: header {name} is set by the operator and cannot be overridden",
                 reason=Reason.INVALID_WEBHOOK_SECRET,
@@ -120,10 +148,82 @@ def _parse_headers(raw: str, where: str) -> dict[str, str]:
     return headers
 
 
-def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> WebhookTarget:
-    """Combine the spec with its decoded Secret (None when the spec names no Secret).
+def webhook_fingerprint(spec: WebhookSpec, secret_version: str) -> str:
+    """Names one webhook configuration (its spec and its Secret's resourceVersion) without any
+    secret value: a 410 Gone answer holds until this changes."""
+    text = f"{spec!r}/{secret_version}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    Secret keys, all optional: `url` (overrides spec.url), `hmacKey`, `headers` (YAML/JSON map).
+
+def _standard_key(value: str, where: str) -> bytes:
+    """A Standard Webhooks key: `whsec_<base64>` decoded as that standard says, else raw bytes."""
+    if not value.startswith(STANDARD_KEY_PREFIX):
+        return value.encode()
+    try:
+        key = base64.b64decode(value[len(STANDARD_KEY_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise InvalidSpec(
+            f"{where} starts with {STANDARD_KEY_PREFIX} but the rest is not base64",
+            reason=Reason.INVALID_WEBHOOK_SECRET,
+        )
+    return key
+
+
+def _pem_file(pem: str) -> int:
+    """An anonymous in-memory file holding `pem`: ssl loads certificate chains from paths only,
+    and the operator's root file system is read-only (nor should a key touch a disk)."""
+    fd = os.memfd_create("webhook-tls", os.MFD_CLOEXEC)
+    os.write(fd, pem.encode())
+    return fd
+
+
+@functools.lru_cache(maxsize=64)
+def tls_context(ca: str | None, cert: str | None, key: str | None, where: str) -> ssl.SSLContext:
+    """The TLS context for a webhook Secret's PEM material, built once per distinct material.
+    Errors are fixed phrases: ssl's own messages are not ours to vouch for."""
+    try:
+        context = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+    except (ssl.SSLError, ValueError):
+        raise InvalidSpec(
+            f"{where} key ca.crt is not a PEM certificate", reason=Reason.INVALID_WEBHOOK_SECRET
+        ) from None
+    if cert is not None and key is not None:
+        cert_fd, key_fd = _pem_file(cert), _pem_file(key)
+        try:
+            context.load_cert_chain(f"/proc/self/fd/{cert_fd}", f"/proc/self/fd/{key_fd}")
+        except (ssl.SSLError, ValueError, OSError):
+            raise InvalidSpec(
+                f"{where} keys tls.crt and tls.key are not a PEM certificate and its key",
+                reason=Reason.INVALID_WEBHOOK_SECRET,
+            ) from None
+        finally:
+            os.close(cert_fd)
+            os.close(key_fd)
+    return context
+
+
+def _tls(secret: Mapping[str, str], where: str) -> ssl.SSLContext | None:
+    ca, cert, key = secret.get("ca.crt"), secret.get("tls.crt"), secret.get("tls.key")
+    if (cert is None) != (key is None):
+        raise InvalidSpec(
+            f"{where} needs both tls.crt and tls.key for a client certificate",
+            reason=Reason.INVALID_WEBHOOK_SECRET,
+        )
+    if ca is None and cert is None:
+        return None
+    return tls_context(ca, cert, key, where)
+
+
+def resolve_target(
+    spec: WebhookSpec, secret_data: Mapping[str, str] | None, *, source: str
+) -> WebhookTarget:
+    """Combine the spec with its decoded Secret (None when the spec names no Secret). `source`
+    names the watcher in CloudEvents deliveries.
+
+    Secret keys, all optional: `url` (overrides spec.url), `hmacKey`, `previousHmacKey`,
+    `headers` (YAML/JSON map).
     """
     secret: Mapping[str, str] = {}
     if spec.secret_name is not None:
@@ -148,9 +248,18 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
     else:
         url = spec.url
 
+    keys: list[bytes] = []
+    for name in ("hmacKey", "previousHmacKey"):
+        value = secret.get(name)
+        if value == "":
+            raise InvalidSpec(f"{where} key {name} is empty", reason=Reason.INVALID_WEBHOOK_SECRET)
+        if value is not None:
+            keys.append(_standard_key(value, f"{where} key {name}"))
     hmac_key = secret.get("hmacKey")
-    if hmac_key == "":
-        raise InvalidSpec(f"{where} key hmacKey is empty", reason=Reason.INVALID_WEBHOOK_SECRET)
+    if hmac_key is None and keys:
+        raise InvalidSpec(
+            f"{where} has previousHmacKey but no hmacKey", reason=Reason.INVALID_WEBHOOK_SECRET
+        )
     raw_headers = secret.get("headers")
     return WebhookTarget(
         url=url,
@@ -160,6 +269,9 @@ def resolve_target(spec: WebhookSpec, secret_data: Mapping[str, str] | None) -> 
         timeout_seconds=spec.timeout_seconds,
         max_attempts=spec.max_attempts,
         secret_name=spec.secret_name,
+        signing_keys=tuple(keys),
+        cloudevents_source=source if spec.format == "cloudevents" else None,
+        ssl_context=_tls(secret, where),
     )
 
 
@@ -168,17 +280,48 @@ def sign(body: bytes, key: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
+def standard_signature(
+    keys: tuple[bytes, ...], delivery_id: str, sent: datetime, body: bytes
+) -> str:
+    """The `webhook-signature` value: `v1,<base64>` over `id.timestamp.body` per key, space
+    separated, so a receiver still holding the previous key verifies during a rotation."""
+    text = body.decode()
+    return " ".join(standardwebhooks.Webhook(key).sign(delivery_id, sent, text) for key in keys)
+
+
 def build_headers(
-    target: WebhookTarget, delivery_id: str, body: bytes, user_agent: str
+    target: WebhookTarget,
+    delivery_id: str,
+    body: bytes,
+    user_agent: str,
+    *,
+    sent: datetime,
+    occurred: datetime,
 ) -> dict[str, str]:
+    """The headers of one attempt: `sent` re-stamps (and re-signs) every attempt, so a receiver
+    can refuse replays of old requests; `occurred` is when the changes were detected."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": user_agent,
         "X-MatchList-Event": EVENT,
         "X-MatchList-Delivery": delivery_id,
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(int(sent.timestamp())),
     }
     if target.hmac_key is not None:
         headers["X-Signature"] = sign(body, target.hmac_key)
+    if target.signing_keys:
+        headers["webhook-signature"] = standard_signature(
+            target.signing_keys, delivery_id, sent, body
+        )
+    if target.cloudevents_source is not None:
+        headers |= {
+            "ce-specversion": "1.0",
+            "ce-type": CLOUDEVENT_TYPE,
+            "ce-source": target.cloudevents_source,
+            "ce-id": delivery_id,
+            "ce-time": rfc3339(occurred),
+        }
     # resolve_target refused extra headers that collide with ours, so this cannot override.
     headers.update(target.headers)
     return headers
@@ -271,6 +414,12 @@ class DeliveryFailed(WebhookFailing):
         return any(attempt.in_doubt for attempt in self.attempts)
 
 
+class WebhookGone(DeliveryFailed):
+    """The receiver answered 410 Gone: it wants no more deliveries from this watcher."""
+
+    reason = Reason.WEBHOOK_GONE
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -313,18 +462,51 @@ class WebhookSender:
         policy: RetryPolicy,
         user_agent: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
         resolve: Resolver = system_resolver,
     ) -> None:
         self._client = client
+        # One client (and pool) per private-CA / client-certificate context, the most recent
+        # few kept: a context cannot change per request in httpx.
+        self._tls_clients: dict[ssl.SSLContext, httpx.AsyncClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._allowed_hosts = allowed_hosts
         self._resolve = resolve
         self._api_server = api_server_addresses()
         self._policy = policy
         self._user_agent = user_agent
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    _MAX_TLS_CLIENTS = 64
+
+    def _client_for(self, target: WebhookTarget) -> httpx.AsyncClient:
+        context = target.ssl_context
+        if context is None:
+            return self._client
+        client = self._tls_clients.pop(context, None)
+        if client is None:
+            client = httpx.AsyncClient(verify=context, follow_redirects=False)
+            if len(self._tls_clients) >= self._MAX_TLS_CLIENTS:
+                oldest = next(iter(self._tls_clients))
+                # Closed in the background: requests in flight on it still finish.
+                task = asyncio.get_running_loop().create_task(
+                    self._tls_clients.pop(oldest).aclose()
+                )
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._tls_clients[context] = client  # most recently used last
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients this sender made for private CAs and client certificates."""
+        for client in self._tls_clients.values():
+            await client.aclose()
+        self._tls_clients.clear()
+        await asyncio.gather(*self._closing)
 
     async def _check_destination(self, target: WebhookTarget) -> None:
         """Refuse the metadata service, link-local addresses, the API server and (with
@@ -357,7 +539,7 @@ class WebhookSender:
                 asyncio.timeout(target.timeout_seconds),
                 # Streamed and never read: only the status and headers matter, so a huge or
                 # undecodable body can neither fill memory nor fail an accepted delivery.
-                self._client.stream(
+                self._client_for(target).stream(
                     "POST",
                     target.url,
                     content=body,
@@ -379,17 +561,28 @@ class WebhookSender:
         body: bytes,
         delivery_id: str,
         gate: asyncio.Semaphore | None = None,
+        *,
+        occurred: datetime | None = None,
     ) -> DeliveryResult:
         """Deliver `body` as is; returns on the first 2xx, raises DeliveryFailed otherwise.
+        `occurred`: when the changes were detected (CloudEvents' ce-time); default now.
 
         `gate` (shared by all watchers) is held only while an attempt is in flight, never
         through a backoff or Retry-After wait: one failing receiver must not delay the others.
         """
         await self._check_destination(target)
-        headers = build_headers(target, delivery_id, body, self._user_agent)
+        occurred = occurred or self._clock()
         attempts: list[Attempt] = []
         while True:
             async with gate or contextlib.nullcontext():
+                headers = build_headers(
+                    target,
+                    delivery_id,
+                    body,
+                    self._user_agent,
+                    sent=self._clock(),
+                    occurred=occurred,
+                )
                 attempt, response = await self._attempt(target, body, headers)
             attempts.append(attempt)
             status = attempt.status_code
@@ -401,6 +594,13 @@ class WebhookSender:
                 outcome = f"answered {status} (redirects are not followed)"
             else:
                 outcome = f"answered {status}"
+            if status == http.HTTPStatus.GONE:
+                raise WebhookGone(
+                    f"webhook {target.display_url} answered 410 Gone: no more deliveries until "
+                    "spec.webhook or its Secret changes",
+                    attempts=tuple(attempts),
+                    last_status_code=status,
+                )
             if not is_retryable(status) or len(attempts) >= target.max_attempts:
                 count = len(attempts)
                 raise DeliveryFailed(

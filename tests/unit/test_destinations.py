@@ -95,7 +95,7 @@ async def test_a_webhook_to_the_metadata_service_sends_nothing() -> None:
             max_attempts=3,
         )
         with pytest.raises(InvalidSpec, match="link-local") as caught:
-            await sender.deliver(resolve_target(spec, None), b"{}", "d-1")
+            await sender.deliver(resolve_target(spec, None, source="/t"), b"{}", "d-1")
     assert caught.value.reason == "WebhookNotAllowed"
     assert sent == []
 
@@ -106,7 +106,7 @@ async def test_a_webhook_url_from_the_secret_is_not_shown_when_refused() -> None
             client, policy=RetryPolicy(), user_agent="t", resolve=_resolver(NAMES)
         )
         spec = WebhookSpec(url=None, secret_name="hook", timeout_seconds=5, max_attempts=3)
-        target = resolve_target(spec, {"url": "http://metadata.internal/s3cret"})
+        target = resolve_target(spec, {"url": "http://metadata.internal/s3cret"}, source="/t")
         with pytest.raises(InvalidSpec) as caught:
             await sender.deliver(target, b"{}", "d-1")
     assert "metadata.internal" not in caught.value.message

@@ -62,7 +62,7 @@ class Notifier:
         self.fail = False
         self.in_doubt = False  # fail by timing out after the request was sent
 
-    async def notify(self, body: bytes, delivery_id: str) -> DeliveryResult:
+    async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
         self.bodies.append((body, delivery_id))
         if self.in_doubt:
             attempt = Attempt(None, "timed out after 5s", 5.0, in_doubt=True)

@@ -44,12 +44,17 @@ def test_full_spec() -> None:
                     "daysAhead": 30,
                 }
             },
-            webhook={"url": "https://hook/x", "secretRef": {"name": "h"}, "maxAttempts": 2},
+            webhook={
+                "url": "https://hook/x",
+                "secretRef": {"name": "h"},
+                "maxAttempts": 2,
+                "format": "cloudevents",
+            },
         )
     )
     assert spec.fogis.base_url == "http://127.0.0.1:9/mdk"  # trailing slash dropped
     assert (spec.fogis.days_back, spec.fogis.days_ahead) == (0, 30)
-    assert spec.webhook == WebhookSpec("https://hook/x", "h", 10.0, 2)
+    assert spec.webhook == WebhookSpec("https://hook/x", "h", 15.0, 2, "cloudevents")
     assert spec.starting_deadline_seconds == 600
 
 
@@ -76,6 +81,7 @@ def test_full_spec() -> None:
         (with_(webhook={}), "webhook needs url"),
         (with_(webhook={"url": "http://x", "timeoutSeconds": 0}), "timeoutSeconds"),
         (with_(webhook={"url": "http://x", "maxAttempts": 0}), "maxAttempts"),
+        (with_(webhook={"url": "http://x", "format": "xml"}), "spec.webhook.format"),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], fragment: str) -> None:
@@ -182,9 +188,15 @@ def test_run_once_settings() -> None:
             "DAYS_BACK": "3",
             "WEBHOOK_URL": "http://127.0.0.1:1/hook",
             "WEBHOOK_HMAC_KEY": "k",
+            "WEBHOOK_PREVIOUS_HMAC_KEY": "old-k",
+            "WEBHOOK_FORMAT": "cloudevents",
+            "WEBHOOK_CA_FILE": "/etc/ca.pem",
         }
     )
     assert (settings.days_back, settings.days_ahead) == (3, 365)
+    assert settings.webhook_format == "cloudevents"
+    assert settings.webhook_ca_file == "/etc/ca.pem"
+    assert "old-k" not in repr(settings)
     assert settings.base_url == DEFAULT_FOGIS_BASE_URL
     assert settings.previous_matches_file == "previous_matches.json"
     assert "pw-value" not in repr(settings)
@@ -200,6 +212,7 @@ def test_run_once_settings() -> None:
         ({"FOGIS_USERNAME": "a", "FOGIS_PASSWORD": "p", "DAYS_BACK": "-1"}, "DAYS_BACK"),
         ({"FOGIS_USERNAME": "a", "FOGIS_PASSWORD": "p", "WEBHOOK_URL": "x"}, "WEBHOOK_URL"),
         ({"FOGIS_USERNAME": "a", "FOGIS_PASSWORD": "p", "FOGIS_BASE_URL": "x"}, "FOGIS_BASE_URL"),
+        ({"FOGIS_USERNAME": "a", "FOGIS_PASSWORD": "p", "WEBHOOK_FORMAT": "x"}, "WEBHOOK_FORMAT"),
     ],
 )
 def test_run_once_settings_errors(env: dict[str, str], fragment: str) -> None:

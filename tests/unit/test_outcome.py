@@ -13,7 +13,7 @@ from controller.errors import DetectorError, LoginFailed
 from controller.outcome import baseline_reset, note_of, record_of
 from controller.status import WatcherStatus, WebhookState
 from controller.trigger import Manual, Scheduled
-from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
+from controller.webhook import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=2)
@@ -92,6 +92,52 @@ def test_pending_changes_are_summarised_but_not_delivered() -> None:
     assert record.summary == Summary(new=1, removed=0, changed=0)
     assert record.match_count == 14
     assert not record.delivered
+
+
+GONE = ChangesPending(
+    WebhookGone("webhook answered 410 Gone", attempts=(Attempt(410, None, 0.1),),
+                last_status_code=410),
+    [CHANGE],
+    14,
+)  # fmt: skip
+GONE_BEFORE = {"webhook": {"goneFor": "fp-1", "lastStatusCode": 410, "pendingChanges": 1,
+                           "consecutiveFailures": 1}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("previous", "result", "fingerprint", "ready", "gone_for"),
+    [
+        # A 410 records which configuration it holds for.
+        ({}, GONE, "fp-1", ("False", "WebhookGone"), "fp-1"),
+        # The same configuration again: changes stay pending, Ready stays False ...
+        (GONE_BEFORE, GONE, "fp-1", ("False", "WebhookGone"), "fp-1"),
+        # ... also when a run finds nothing to deliver.
+        (GONE_BEFORE, detection(), "fp-1", ("False", "WebhookGone"), "fp-1"),
+        # A changed spec.webhook or Secret (another fingerprint) resumes deliveries.
+        (GONE_BEFORE, DELIVERED, "fp-2", ("True", "Succeeded"), None),
+        (GONE_BEFORE, detection(), "fp-2", ("True", "Succeeded"), None),
+        # Other delivery failures are no 410.
+        (GONE_BEFORE, FAILED, "fp-2", ("False", "WebhookFailing"), None),
+    ],
+)  # fmt: skip
+def test_410_gone_holds_for_one_webhook_configuration(
+    previous: dict[str, Any],
+    result: Detection | DetectorError,
+    fingerprint: str,
+    ready: tuple[str, str],
+    gone_for: str | None,
+) -> None:
+    record = record_of(
+        trigger=Scheduled(T0),
+        started=T0,
+        finished=T1,
+        result=result,
+        previous=WatcherStatus.parse(previous),
+        webhook=fingerprint,
+    )
+    assert ("True" if record.readiness.ready else "False", record.readiness.reason) == ready
+    state = record.webhook or WatcherStatus.parse(previous).webhook
+    assert state.gone_for == gone_for
 
 
 @pytest.mark.parametrize(

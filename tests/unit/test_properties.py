@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.diff import Snapshot, compare, normalise_all, window_for
 from controller.errors import InvalidSpec, SourceUnavailable
 from controller.fogis import parse_match_list
-from controller.model import WebhookSpec
+from controller.model import WatcherRef, WebhookSpec
+from controller.report import build_report, delivery_id, encode_report
 from controller.schedule import parse_schedule, plan
 from controller.webhook import resolve_target
 from tests.fakes.fogis import make_match, make_referee
@@ -103,7 +106,7 @@ def test_any_webhook_headers_value_is_a_target_or_invalid_spec(headers: str) -> 
         url="http://receiver.example/hook", secret_name="hook", timeout_seconds=5, max_attempts=3
     )
     try:
-        target = resolve_target(spec, {"headers": headers})
+        target = resolve_target(spec, {"headers": headers}, source="/t")
     except InvalidSpec:
         return
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in target.headers.items())
@@ -160,3 +163,42 @@ def test_planning_never_runs_a_slot_twice_or_from_the_future(
         if deadline is not None:
             assert (now - result.due).total_seconds() <= deadline
     assert result.skipped >= 0
+
+
+# The published schema of the webhook document: every report the diff can produce satisfies it.
+REPORT_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads(
+        (Path(__file__).parents[2] / "schemas/matchlistchanged.v1alpha1.schema.json").read_text()
+    ),
+    format_checker=jsonschema.FormatChecker(),
+)
+
+
+@st.composite
+def edited(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A list and a later one: some matches kept with fields replaced, some gone, some new."""
+    old = draw(records())
+    new = [
+        {**match, **{key: draw(JSON) for key in draw(st.lists(st.sampled_from(FIELDS[1:])))}}
+        for match in old
+        if draw(st.booleans()) or len(old) < 2
+    ]
+    return old, new + draw(records())
+
+
+@PROPERTY
+@given(edited())
+def test_every_report_matches_the_published_schema(
+    lists: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    old, new = lists
+    before, after = Snapshot(normalise_all(old)), Snapshot(normalise_all(new))
+    changes = compare(before, after, WINDOW)
+    report = build_report(
+        watcher=WatcherRef("referees", "anna", "uid-1"),
+        delivery_id=delivery_id("uid-1", 1, before.digest, after.digest),
+        detected_at=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+        trigger="schedule",
+        changes=changes,
+    )
+    REPORT_SCHEMA.validate(json.loads(encode_report(report)))

@@ -123,6 +123,7 @@ def test_failed_manual_run_counts_no_changes_and_keeps_last_success() -> None:
         "consecutiveFailures": 2,
         "pendingChanges": 3,
         "lastDeliveryId": None,
+        "goneFor": None,
     }
 
 

@@ -6,18 +6,26 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
+import standardwebhooks
+import trustme
 
 from controller.errors import InvalidSpec, SecretNotFound
 from controller.model import WebhookSpec
 from controller.webhook import (
     DeliveryFailed,
     RetryPolicy,
+    WebhookGone,
     WebhookSender,
     WebhookTarget,
     build_headers,
@@ -54,9 +62,10 @@ def _expected(
         url_from_secret=from_secret,
         hmac_key=hmac_key,
         headers=headers or {},
-        timeout_seconds=10.0,
+        timeout_seconds=15.0,
         max_attempts=5,
         secret_name=secret_name,
+        signing_keys=(hmac_key,) if hmac_key else (),
     )
 
 
@@ -136,7 +145,7 @@ def test_resolve_target(
     expected: WebhookTarget,
     display_url: str,
 ) -> None:
-    target = resolve_target(spec, secret)
+    target = resolve_target(spec, secret, source="/t")
 
     assert target == expected
     assert target.display_url == display_url
@@ -225,7 +234,7 @@ def test_resolve_target_rejects_bad_secret_without_echoing_it(
     secret: Mapping[str, str], reason: str, leaked: str | None
 ) -> None:
     with pytest.raises(InvalidSpec) as caught:
-        resolve_target(HOOK, secret)
+        resolve_target(HOOK, secret, source="/t")
 
     assert caught.value.reason == reason
     assert "Secret hook" in str(caught.value)
@@ -239,7 +248,7 @@ def test_resolve_target_rejects_bad_secret_without_echoing_it(
 
 def test_reserved_header_is_named() -> None:
     with pytest.raises(InvalidSpec, match="header Content-Type is set by the operator"):
-        resolve_target(HOOK, {"headers": "Content-Type: text/plain"})
+        resolve_target(HOOK, {"headers": "Content-Type: text/plain"}, source="/t")
 
 
 @pytest.mark.parametrize(
@@ -255,13 +264,13 @@ def test_resolve_target_without_usable_url(
     spec: WebhookSpec, secret: Mapping[str, str] | None, message: str
 ) -> None:
     with pytest.raises(InvalidSpec, match=message) as caught:
-        resolve_target(spec, secret)
+        resolve_target(spec, secret, source="/t")
     assert caught.value.reason == "InvalidSpec"
 
 
 def test_resolve_target_missing_secret() -> None:
     with pytest.raises(SecretNotFound, match="Secret hook"):
-        resolve_target(HOOK, None)
+        resolve_target(HOOK, None, source="/t")
 
 
 def test_repr_hides_secrets() -> None:
@@ -272,6 +281,7 @@ def test_repr_hides_secrets() -> None:
             "hmacKey": HMAC_KEY,
             "headers": "Authorization: Bearer header-s3cret",
         },
+        source="/t",
     )
     for secret in ("url-s3cret", HMAC_KEY, "header-s3cret", "h.example"):
         assert secret not in repr(target)
@@ -288,26 +298,118 @@ def test_sign_known_vector() -> None:
     )
 
 
+SENT = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)
+OCCURRED = datetime(2026, 11, 28, 10, 0, 1, tzinfo=UTC)
+# The Standard Webhooks test vector key (whsec_ form) and a raw key.
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+BASE = {
+    "Content-Type": "application/json",
+    "User-Agent": "mlcd/1",
+    "X-MatchList-Event": "MatchListChanged",
+    "X-MatchList-Delivery": "d-1",
+    "webhook-id": "d-1",
+    "webhook-timestamp": "1795860005",
+}
+
+
 @pytest.mark.parametrize(
-    ("secret", "signed"),
-    [({"hmacKey": "Jefe", "headers": "X-Tenant: anna"}, True), ({}, False)],
+    ("spec", "secret", "extra", "verifies_with"),
+    [
+        pytest.param(HOOK, {}, {}, (), id="unsigned"),
+        pytest.param(
+            HOOK,
+            {"hmacKey": "Jefe", "headers": "X-Tenant: anna"},
+            {"X-Signature": sign(b"what do ya want for nothing?", b"Jefe"), "X-Tenant": "anna"},
+            (b"Jefe",),
+            id="raw-key-signs-both",
+        ),
+        pytest.param(
+            HOOK,
+            {"hmacKey": WHSEC},
+            # X-Signature keeps the key's raw bytes; webhook-signature decodes whsec_.
+            {"X-Signature": sign(b"what do ya want for nothing?", WHSEC.encode())},
+            (WHSEC,),
+            id="whsec-key",
+        ),
+        pytest.param(
+            HOOK,
+            {"hmacKey": "new-key", "previousHmacKey": "old-key"},
+            {"X-Signature": sign(b"what do ya want for nothing?", b"new-key")},
+            (b"new-key", b"old-key"),
+            id="rotation-signs-with-both-keys",
+        ),
+        pytest.param(
+            WebhookSpec(url=SPEC_URL, format="cloudevents"),
+            {},
+            {
+                "ce-specversion": "1.0",
+                "ce-type": "io.matchlist.v1alpha1.MatchListChanged",
+                "ce-source": "/apis/matchlist.io/v1alpha1/namespaces/referees/matchwatchers/anna",
+                "ce-id": "d-1",
+                "ce-time": "2026-11-28T10:00:01Z",
+            },
+            (),
+            id="cloudevents-binary-mode",
+        ),
+    ],
 )
-def test_build_headers(secret: Mapping[str, str], signed: bool) -> None:
-    target = resolve_target(HOOK, secret)
+def test_build_headers(
+    spec: WebhookSpec,
+    secret: Mapping[str, str],
+    extra: Mapping[str, str],
+    verifies_with: tuple[str | bytes, ...],
+) -> None:
+    source = "/apis/matchlist.io/v1alpha1/namespaces/referees/matchwatchers/anna"
+    target = resolve_target(spec, secret if spec.secret_name else None, source=source)
     body = b"what do ya want for nothing?"
 
-    headers = build_headers(target, "d-1", body, "mlcd/1")
+    headers = build_headers(target, "d-1", body, "mlcd/1", sent=SENT, occurred=OCCURRED)
 
-    expected = {
-        "Content-Type": "application/json",
-        "User-Agent": "mlcd/1",
-        "X-MatchList-Event": "MatchListChanged",
-        "X-MatchList-Delivery": "d-1",
-    }
-    if signed:
-        expected["X-Signature"] = sign(body, b"Jefe")
-        expected["X-Tenant"] = "anna"
-    assert headers == expected
+    signature = headers.pop("webhook-signature", None)
+    assert headers == {**BASE, **extra}
+    assert (signature is None) == (not verifies_with)
+    for key in verifies_with:  # what a receiver does, with the reference implementation
+        with freeze_verification_clock(SENT):
+            standardwebhooks.Webhook(key).verify(
+                body, {**headers, "webhook-signature": str(signature)}, json_parse=False
+            )
+
+
+def freeze_verification_clock(moment: datetime) -> Any:
+    """standardwebhooks refuses timestamps older than 5 minutes: verify as if it were `moment`."""
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls.fromtimestamp(moment.timestamp(), tz=UTC)
+
+    return mock.patch("standardwebhooks.webhooks.datetime", Frozen)
+
+
+def test_a_wrong_key_does_not_verify() -> None:
+    target = resolve_target(HOOK, {"hmacKey": "right"}, source="/t")
+    headers = build_headers(target, "d-1", b"{}", "mlcd/1", sent=SENT, occurred=OCCURRED)
+    with freeze_verification_clock(SENT), pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(b"wrong").verify(b"{}", headers, json_parse=False)
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ({"hmacKey": "whsec_not base64!"}, "not base64"),
+        ({"hmacKey": "whsec_"}, "not base64"),
+        ({"previousHmacKey": "old"}, "previousHmacKey but no hmacKey"),
+        ({"hmacKey": "k", "previousHmacKey": ""}, "previousHmacKey is empty"),
+        ({"tls.crt": "x"}, "both tls.crt and tls.key"),
+        ({"ca.crt": "not a certificate"}, "ca.crt is not a PEM certificate"),
+        ({"headers": "ce-type: spoofed"}, "set by the operator"),
+        ({"headers": "webhook-signature: spoofed"}, "set by the operator"),
+    ],
+)
+def test_unusable_signing_and_tls_keys(secret: Mapping[str, str], problem: str) -> None:
+    with pytest.raises(InvalidSpec, match=problem) as caught:
+        resolve_target(HOOK, secret, source="/t")
+    assert caught.value.reason == "InvalidWebhookSecret"
 
 
 # --- retry policy ---------------------------------------------------------------------------
@@ -429,7 +531,7 @@ def _target(url: str, *, max_attempts: int = 5, timeout: float = 5.0) -> Webhook
     spec = WebhookSpec(
         url=url, secret_name="hook", timeout_seconds=timeout, max_attempts=max_attempts
     )
-    return resolve_target(spec, {"hmacKey": HMAC_KEY, "headers": "X-Tenant: anna"})
+    return resolve_target(spec, {"hmacKey": HMAC_KEY, "headers": "X-Tenant: anna"}, source="/t")
 
 
 async def test_delivers_exact_signed_body_first_time(
@@ -624,6 +726,7 @@ async def test_no_secret_in_errors_or_logs(
             "hmacKey": HMAC_KEY,
             "headers": "Authorization: Bearer header-s3cret",
         },
+        source="/t",
     )
     receiver.enqueue(503, 503)
     caplog.set_level(logging.DEBUG)
@@ -661,3 +764,112 @@ async def test_receiver_calls_on_request_before_answering(
         await _sender(client, FakeSleep()).deliver(_target(receiver.url), BODY, "d-11")
 
     assert seen == ["d-11"]
+
+
+class StepClock:
+    """Each call is `step` seconds after the previous one, starting now."""
+
+    def __init__(self, step: float) -> None:
+        self._next = datetime.now(UTC)
+        self._step = timedelta(seconds=step)
+
+    def __call__(self) -> datetime:
+        moment, self._next = self._next, self._next + self._step
+        return moment
+
+
+async def test_every_attempt_is_restamped_and_resigned(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    receiver.enqueue(503, 204)
+    sender = WebhookSender(
+        client, policy=POLICY, user_agent="t", sleep=FakeSleep(), clock=StepClock(2.0)
+    )
+    await sender.deliver(_target(receiver.url), BODY, "d-12")
+
+    first, second = receiver.requests
+    stamps = [int(str(got.header("webhook-timestamp"))) for got in (first, second)]
+    assert stamps[1] - stamps[0] == 2
+    for got in (first, second):
+        assert got.header("webhook-id") == "d-12"
+        standardwebhooks.Webhook(HMAC_KEY.encode()).verify(got.body, dict(got.headers))
+
+
+async def test_410_gone_stops_at_once(receiver: WebhookReceiver, client: httpx.AsyncClient) -> None:
+    receiver.enqueue(410, 204)
+    with pytest.raises(WebhookGone) as caught:
+        await _sender(client, FakeSleep()).deliver(_target(receiver.url), BODY, "d-13")
+    assert caught.value.reason == "WebhookGone"
+    assert len(receiver.requests) == 1
+
+
+class _TlsReceiver(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_receiver() -> Iterator[tuple[str, trustme.CA]]:
+    """An HTTPS receiver whose certificate comes from a CA of this test's own, and which
+    requires a client certificate from that CA."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TlsReceiver)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/in", ca
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _tls_secret(ca: trustme.CA, *, with_ca: bool = True, with_cert: bool = True) -> dict[str, str]:
+    client = ca.issue_cert("mlcd@example.org")
+    secret = {}
+    if with_ca:
+        secret["ca.crt"] = ca.cert_pem.bytes().decode()
+    if with_cert:
+        secret["tls.crt"] = "".join(blob.bytes().decode() for blob in client.cert_chain_pems)
+        secret["tls.key"] = client.private_key_pem.bytes().decode()
+    return secret
+
+
+@pytest.mark.parametrize(
+    ("with_ca", "with_cert", "delivered"),
+    [
+        (True, True, True),
+        (False, True, False),  # the receiver's certificate is not trusted
+        (True, False, False),  # the receiver wants a client certificate
+    ],
+)
+async def test_private_ca_and_client_certificate(
+    tls_receiver: tuple[str, trustme.CA],
+    client: httpx.AsyncClient,
+    with_ca: bool,
+    with_cert: bool,
+    delivered: bool,
+) -> None:
+    url, ca = tls_receiver
+    spec = WebhookSpec(url=url, secret_name="hook", max_attempts=1, timeout_seconds=5)
+    target = resolve_target(
+        spec, _tls_secret(ca, with_ca=with_ca, with_cert=with_cert), source="/t"
+    )
+    sender = _sender(client, FakeSleep())
+    try:
+        if delivered:
+            assert (await sender.deliver(target, BODY, "d-14")).status_code == 204
+        else:
+            with pytest.raises(DeliveryFailed, match="transport error"):
+                await sender.deliver(target, BODY, "d-14")
+    finally:
+        await sender.aclose()
