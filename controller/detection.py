@@ -99,8 +99,12 @@ async def detect(
     store: SnapshotStore,
     notifier: Notifier | None,
     held_back: str | None = None,
+    confirmed: bool = False,
 ) -> Detection:
     """Fetch, compare with the last accepted snapshot, deliver, then advance the snapshot.
+
+    `confirmed`: the list was already accepted by another pass of this run (the notify pass
+    after the webhook's), so a sudden drop is not held back again.
 
     The snapshot advances only after the notifier accepted the change (at-least-once): a failed
     delivery leaves it where it was, so the next pass diffs against it again and the same
@@ -119,7 +123,12 @@ async def detect(
             f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
         )
     changes = [] if old is None else compare(old, new, window)
-    if old is not None and new.digest != held_back and sudden_drop(old, changes, window):
+    if (
+        not confirmed
+        and old is not None
+        and new.digest != held_back
+        and sudden_drop(old, changes, window)
+    ):
         # `held_back`: the digest of the list the previous run held back; the same list again
         # confirms it. Nothing is compared, delivered or stored until then.
         removed = sum(1 for change in changes if change.type == "removed")
@@ -182,7 +191,7 @@ class FogisSource:
         self._credentials = credentials
         self._budget = budget_seconds
         self._gate = gate
-        self.fetched = False  # the credentials were accepted (a list came back)
+        self.fetched: list[Any] | None = None  # the list, once the credentials were accepted
 
     async def fetch(self, today: date, window: Window) -> list[Any]:
         credentials = await self._credentials()
@@ -195,8 +204,19 @@ class FogisSource:
             raise SourceUnavailable(
                 f"FOGIS did not complete the login and match list within {self._budget:g}s"
             ) from None
-        self.fetched = True
+        self.fetched = matches
         return matches
+
+
+class Fetched:
+    """A MatchSource answering with a list fetched before: the notify pass reuses the webhook
+    pass's fetch (one login and list per run)."""
+
+    def __init__(self, matches: list[Any]) -> None:
+        self._matches = matches
+
+    async def fetch(self, today: date, window: Window) -> list[Any]:
+        return self._matches
 
 
 class WebhookNotifier:

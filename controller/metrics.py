@@ -69,6 +69,13 @@ class Metrics:
             [*_WATCHER, "result"],
             registry=r,
         )
+        self.notifications = Counter(
+            "matchwatcher_notifications",
+            "Notification passes to people (spec.notify) by result: delivered, failed, or "
+            "nothing (no change to tell).",
+            [*_WATCHER, "result"],
+            registry=r,
+        )
         self.attempts = Counter(
             "matchwatcher_webhook_attempts",
             "Webhook HTTP attempts by status code ('error' for no answer).",
@@ -87,6 +94,7 @@ class Metrics:
             self.changes,
             self.source_errors,
             self.deliveries,
+            self.notifications,
             self.attempts,
         )
 

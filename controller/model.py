@@ -60,6 +60,11 @@ class WebhookSpec:
 
 
 @dataclass(frozen=True)
+class NotifySpec:
+    secret_name: str  # a Secret whose key `urls` holds one Apprise URL per line
+
+
+@dataclass(frozen=True)
 class WatcherSpec:
     schedule: str
     time_zone: str
@@ -67,6 +72,7 @@ class WatcherSpec:
     starting_deadline_seconds: int | None
     fogis: FogisSpec
     webhook: WebhookSpec | None
+    notify: NotifySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,15 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         )
         if webhook.url is None and webhook.secret_name is None:
             raise InvalidSpec("spec.webhook needs url, or secretRef whose Secret has a url key")
+    notify: NotifySpec | None = None
+    if spec.get("notify") is not None:
+        notify_ref = _mapping(
+            _mapping(spec.get("notify"), "spec.notify").get("secretRef"), "spec.notify.secretRef"
+        )
+        notify_secret = _str(notify_ref.get("name"), "spec.notify.secretRef.name")
+        if notify_secret is None:
+            raise InvalidSpec("spec.notify.secretRef.name is required")
+        notify = NotifySpec(notify_secret)
     suspend = spec.get("suspend", False)
     if not isinstance(suspend, bool):
         raise InvalidSpec("spec.suspend must be true or false")
@@ -181,4 +196,5 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         ),
         fogis=fogis,
         webhook=webhook,
+        notify=notify,
     )

@@ -74,9 +74,12 @@ def record_of(
     result: Detection | DetectorError,
     previous: WatcherStatus,
     webhook: str | None = None,
+    notice: Detection | DetectorError | None = None,
 ) -> RunRecord:
     """`webhook` is the fingerprint of the watcher's webhook configuration (None: none, or the
-    run failed before reading it); a 410 Gone holds while it stays the same."""
+    run failed before reading it); a 410 Gone holds while it stays the same. `notice` is the
+    people's pass (spec.notify), tracked apart: its failure makes the run's Ready False (after
+    any webhook failure) but changes nothing about the webhook's deliveries."""
     before = previous.webhook
     # A receiver that answered 410 Gone for this very configuration still wants nothing.
     still_gone = before.gone_for is not None and before.gone_for == webhook
@@ -104,6 +107,20 @@ def record_of(
                 pending_changes=len(result.changes),
                 gone_for=webhook if result.reason == Reason.WEBHOOK_GONE else None,
             )
+    notify = notify_state(previous.notify, notice, finished)
+    if isinstance(result, Detection) and isinstance(notice, DetectorError):
+        return RunRecord(
+            trigger=trigger,
+            started=started,
+            finished=finished,
+            readiness=Readiness(False, notice.reason, notice.message),
+            error=notice.message,
+            match_count=result.match_count,
+            summary=result.summary,
+            delivered=True,
+            webhook=state,
+            notify=notify,
+        )
     if isinstance(result, Detection):
         if still_gone:
             readiness = Readiness(False, Reason.WEBHOOK_GONE, f"{describe_success(result)}; {GONE}")
@@ -121,6 +138,7 @@ def record_of(
             summary=result.summary,
             delivered=True,
             webhook=state,
+            notify=notify,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -133,12 +151,37 @@ def record_of(
         summary=None if pending is None else summarise(pending.changes),
         delivered=False,
         webhook=state,
+        notify=notify,
     )
 
 
-def note_of(trigger: Trigger, result: Detection | DetectorError) -> Note:
+def notify_state(
+    before: WebhookState, notice: Detection | DetectorError | None, finished: datetime
+) -> WebhookState | None:
+    """status.notify after the people's pass; None: unchanged (no pass, or nothing new)."""
+    match notice:
+        case Detection() if notice.delivery is not None:
+            return WebhookState(last_delivery_time=finished)
+        case Detection() if before.pending_changes or before.consecutive_failures:
+            return replace(before, consecutive_failures=0, pending_changes=0)
+        case ChangesPending():
+            return replace(
+                before,
+                consecutive_failures=before.consecutive_failures + 1,
+                pending_changes=len(notice.changes),
+            )
+        case DetectorError():  # the Secret, its URLs, or the notified snapshot
+            return replace(before, consecutive_failures=before.consecutive_failures + 1)
+    return None
+
+
+def note_of(
+    trigger: Trigger,
+    result: Detection | DetectorError,
+    notice: Detection | DetectorError | None = None,
+) -> Note:
     """The run's one Event (also its log line). A scheduled run names its slot, so Events and
-    logs show that no slot ran twice."""
+    logs show that no slot ran twice. A failed notification pass turns it into a Warning."""
     what = (
         f"{trigger.kind} run ({timestamp(trigger.slot)})"
         if isinstance(trigger, Scheduled)
@@ -147,6 +190,8 @@ def note_of(trigger: Trigger, result: Detection | DetectorError) -> Note:
     if isinstance(result, DetectorError):
         return Note("Warning", result.reason, f"{what} failed: {result.message}")
     message = f"{what}: {describe_success(result)}"
+    if isinstance(notice, DetectorError):
+        return Note("Warning", notice.reason, f"{message}; notifications failed: {notice.message}")
     if result.reset is not None:
         return Note("Warning", Reason.BASELINE_RESET, message)
     return Note("Normal", Reason.BASELINE if result.baseline else Reason.RUN_SUCCEEDED, message)

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     INVALID_SCHEDULE = "InvalidSchedule"
     UNKNOWN_TIME_ZONE = "UnknownTimeZone"
     INVALID_WEBHOOK_SECRET = "InvalidWebhookSecret"  # noqa: S105 - a reason, not a secret
+    INVALID_NOTIFY_SECRET = "InvalidNotifySecret"  # noqa: S105 - a reason, not a secret
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
     WEBHOOK_NOT_ALLOWED = "WebhookNotAllowed"
     # Ready=False because a run failed: the next run retries.
@@ -28,6 +29,7 @@ class Reason(StrEnum):
     SOURCE_UNAVAILABLE = "SourceUnavailable"
     WEBHOOK_FAILING = "WebhookFailing"
     WEBHOOK_GONE = "WebhookGone"  # until spec.webhook or its Secret changes
+    NOTIFY_FAILING = "NotifyFailing"
     KUBERNETES_ERROR = "KubernetesError"
     SNAPSHOT_CORRUPT = "SnapshotCorrupt"
     SNAPSHOT_TOO_LARGE = "SnapshotTooLarge"

@@ -19,6 +19,7 @@ from controller import USER_AGENT
 from controller.config import Settings
 from controller.detection import (
     Detection,
+    Fetched,
     FogisSource,
     GoneNotifier,
     Notifier,
@@ -26,6 +27,7 @@ from controller.detection import (
     WebhookNotifier,
     detect,
 )
+from controller.diff import window_for
 from controller.errors import (
     DetectorError,
     InvalidSpec,
@@ -38,7 +40,16 @@ from controller.fogis import FogisClient
 from controller.kube import Kube
 from controller.loginguard import LoginGuard
 from controller.metrics import Metrics
-from controller.model import GROUP, PLURAL, VERSION, Credentials, WatcherRef, WatcherSpec
+from controller.model import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Credentials,
+    NotifySpec,
+    WatcherRef,
+    WatcherSpec,
+)
+from controller.notify import NOTIFY_THREADS, NOTIFY_TIMEOUT_SECONDS, AppriseNotifier, notify_urls
 from controller.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.reasons import Reason
 from controller.snapshots import ConfigMapSnapshots
@@ -113,6 +124,8 @@ class WatcherRunner:
         # event loop starves, requests time out) and can strand connections in it for good.
         self._fogis_gate = asyncio.Semaphore(settings.http_max_connections)
         self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
+        # Apprise sends block a thread each: a few at a time, whatever the watcher count.
+        self._notify_gate = asyncio.Semaphore(NOTIFY_THREADS)
 
     async def aclose(self) -> None:
         for _, client in self._sessions.values():
@@ -180,6 +193,84 @@ class WatcherRunner:
         )
         return WebhookNotifier(self._sender, target, self._webhook_gate), fingerprint
 
+    async def _webhook_pass(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+        fetched: Fetched,
+    ) -> tuple[Detection | DetectorError, str | None]:
+        """The webhook's pass (also with no webhook: it keeps the snapshot and the counts), and
+        the webhook's fingerprint. An UnconfirmedDrop is raised: the list itself is in doubt."""
+        webhook: str | None = None
+        try:
+            notifier, webhook = await self._notifier(ref, spec, previous)
+            store = ConfigMapSnapshots(self._kube, ref)
+            result = await detect(
+                watcher=ref,
+                zone=zone,
+                days=(spec.fogis.days_back, spec.fogis.days_ahead),
+                trigger=trigger.kind,
+                now=started,
+                source=fetched,
+                store=store,
+                notifier=notifier,
+                held_back=self._held_back.pop((ref.namespace, ref.name), None),
+            )
+        except UnconfirmedDrop:
+            raise
+        except DetectorError as exc:  # the webhook's trouble must not hold back people's
+            return exc, webhook
+        if result.baseline:
+            result = replace(
+                result, reset=baseline_reset(previous, store.name, store.foreign_owner)
+            )
+        return result, webhook
+
+    async def _notify_pass(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        notify: NotifySpec,
+        trigger: Trigger,
+        *,
+        zone: ZoneInfo,
+        started: datetime,
+        fetched: Fetched,
+    ) -> Detection | DetectorError:
+        """The people's pass over the list the webhook's pass used, with its own snapshot
+        ("notified"): a failing chat service holds back neither the webhook nor the reverse."""
+        where = f"notify Secret {ref.namespace}/{notify.secret_name}"
+        try:
+            secret = await self._kube.read_secret(
+                ref.namespace, notify.secret_name, purpose="notify"
+            )
+            notifier = AppriseNotifier(
+                notify_urls(secret.values, where),
+                where=where,
+                gate=self._notify_gate,
+                timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
+            )
+            return await detect(
+                watcher=ref,
+                zone=zone,
+                days=(spec.fogis.days_back, spec.fogis.days_ahead),
+                trigger=trigger.kind,
+                now=started,
+                source=fetched,
+                store=ConfigMapSnapshots(self._kube, ref, cursor="notified"),
+                notifier=notifier,
+                confirmed=True,
+            )
+        except DetectorError as exc:
+            return exc
+        except Exception as exc:  # a bug in this pass must not cost the webhook's result
+            return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log)
+
     async def run(
         self,
         ref: WatcherRef,
@@ -210,6 +301,7 @@ class WatcherRunner:
             return credentials
 
         result: Detection | DetectorError
+        notice: Detection | DetectorError | None = None
         source: FogisSource | None = None
         webhook: str | None = None  # the webhook's fingerprint, once known
         try:
@@ -221,22 +313,20 @@ class WatcherRunner:
                 budget_seconds=4 * self._settings.fogis_timeout_seconds,
                 gate=self._fogis_gate,
             )
-            notifier, webhook = await self._notifier(ref, spec, previous)
-            store = ConfigMapSnapshots(self._kube, ref)
-            result = await detect(
-                watcher=ref,
-                zone=zone,
-                days=(spec.fogis.days_back, spec.fogis.days_ahead),
-                trigger=trigger.kind,
-                now=started,
-                source=source,
-                store=store,
-                notifier=notifier,
-                held_back=self._held_back.pop(key, None),
+            # One fetch for both passes (the webhook's and the people's).
+            today = started.astimezone(zone).date()
+            fetched = Fetched(
+                await source.fetch(
+                    today, window_for(today, spec.fogis.days_back, spec.fogis.days_ahead)
+                )
             )
-            if result.baseline:
-                reset = baseline_reset(previous, store.name, store.foreign_owner)
-                result = replace(result, reset=reset)
+            result, webhook = await self._webhook_pass(
+                ref, spec, trigger, previous=previous, zone=zone, started=started, fetched=fetched
+            )
+            if spec.notify is not None:
+                notice = await self._notify_pass(
+                    ref, spec, spec.notify, trigger, zone=zone, started=started, fetched=fetched
+                )
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             result = exc
@@ -246,7 +336,7 @@ class WatcherRunner:
             result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log)
         if tried and isinstance(result, LoginFailed):
             self._logins.rejected(key, tried[-1], started)
-        elif source is not None and source.fetched:  # FOGIS accepted them, whatever came next
+        elif source is not None and source.fetched is not None:  # FOGIS accepted them
             self._logins.accepted(key)
         record = record_of(
             trigger=trigger,
@@ -255,14 +345,24 @@ class WatcherRunner:
             result=result,
             previous=previous,
             webhook=webhook,
+            notice=notice,
         )
-        self._observe(ref, record, result)
-        return Outcome(record, note_of(trigger, result))
+        self._observe(ref, record, result, notice)
+        return Outcome(record, note_of(trigger, result, notice))
 
     def _observe(
-        self, ref: WatcherRef, record: RunRecord, result: Detection | DetectorError
+        self,
+        ref: WatcherRef,
+        record: RunRecord,
+        result: Detection | DetectorError,
+        notice: Detection | DetectorError | None,
     ) -> None:
         m, labels = self._metrics, {"namespace": ref.namespace, "name": ref.name}
+        if isinstance(notice, DetectorError):
+            m.notifications.labels(**labels, result="failed").inc()
+        elif notice is not None:
+            told = "delivered" if notice.delivery is not None else "nothing"
+            m.notifications.labels(**labels, result=told).inc()
         trigger = record.trigger.kind
         m.runs.labels(
             **labels, trigger=trigger, result="success" if record.error is None else "failure"

@@ -68,8 +68,8 @@ def _short(value: str, limit: int) -> str:
     return f"{value[: limit - 11]}-{digest}"
 
 
-def config_map_name(watcher_name: str) -> str:
-    return _short(f"{watcher_name}-matchlist-snapshot", 253)
+def config_map_name(watcher_name: str, cursor: str = "snapshot") -> str:
+    return _short(f"{watcher_name}-matchlist-{cursor}", 253)
 
 
 def _encode(snapshot: Snapshot) -> bytes:
@@ -113,12 +113,14 @@ def _parse(text: str, where: str) -> Snapshot:
 
 
 class ConfigMapSnapshots:
-    """The snapshot ConfigMap of one watcher, in the watcher's namespace, owned by it."""
+    """A snapshot ConfigMap of one watcher, in the watcher's namespace, owned by it. `cursor`
+    names whose last accepted list it is: "snapshot" for the webhook's, "notified" for the
+    people's (spec.notify), so neither holds the other back."""
 
-    def __init__(self, kube: Kube, ref: WatcherRef) -> None:
+    def __init__(self, kube: Kube, ref: WatcherRef, cursor: str = "snapshot") -> None:
         self._kube = kube
         self._ref = ref
-        self.name = config_map_name(ref.name)
+        self.name = config_map_name(ref.name, cursor)
         # The resourceVersion that load() saw (None: no ConfigMap), so save() never overwrites
         # a snapshot written in between (a second replica in a peering handover, a restart
         # racing a slow write) with one computed from an older state.

@@ -112,6 +112,7 @@ class WatcherStatus:
     change_count: int = 0
     match_count: int | None = None
     webhook: WebhookState = field(default_factory=WebhookState)
+    notify: WebhookState = field(default_factory=WebhookState)  # the people's deliveries
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> WatcherStatus:
@@ -120,7 +121,7 @@ class WatcherStatus:
         conditions = [c for c in raw.get("conditions") or [] if isinstance(c, Mapping)]
         ready = next((c for c in conditions if c.get("type") == "Ready"), None)
         claimed = raw.get("lastScheduleOf")
-        webhook = raw.get("webhook")
+        webhook, notify = raw.get("webhook"), raw.get("notify")
         return cls(
             observed_generation=_count(raw.get("observedGeneration")),
             ready=None
@@ -143,6 +144,7 @@ class WatcherStatus:
             change_count=_count(raw.get("changeCount")) or 0,
             match_count=_count(raw.get("matchCount")),
             webhook=WebhookState.from_status(webhook if isinstance(webhook, Mapping) else {}),
+            notify=WebhookState.from_status(notify if isinstance(notify, Mapping) else {}),
         )
 
 
@@ -182,6 +184,7 @@ class RunRecord:
     summary: Summary | None  # changes found (delivered or not)
     delivered: bool  # the changes are accepted (webhook 2xx, or no webhook)
     webhook: WebhookState | None
+    notify: WebhookState | None = None
 
 
 def status_after_run(
@@ -219,6 +222,13 @@ def status_after_run(
         }
     if record.webhook is not None:
         patch["webhook"] = record.webhook.to_status()
+    if record.notify is not None:
+        notify = record.notify
+        patch["notify"] = {
+            "lastDeliveryTime": timestamp(notify.last_delivery_time),
+            "consecutiveFailures": notify.consecutive_failures,
+            "pendingChanges": notify.pending_changes,
+        }
     return patch
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from controller.detection import ChangesPending, Detection
 from controller.diff import MatchChange, Summary
-from controller.errors import DetectorError, LoginFailed
+from controller.errors import DetectorError, InvalidSpec, LoginFailed
+from controller.notify import NotifyFailed
 from controller.outcome import baseline_reset, note_of, record_of
+from controller.reasons import Reason
 from controller.status import WatcherStatus, WebhookState
 from controller.trigger import Manual, Scheduled
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
@@ -177,3 +179,49 @@ def test_note(
 )  # fmt: skip
 def test_baseline_reset(previous: dict[str, Any], foreign: bool, expected: str | None) -> None:
     assert baseline_reset(WatcherStatus.parse(previous), "cm", foreign) == expected
+
+
+@pytest.mark.parametrize(
+    ("previous", "notice", "ready", "notify"),
+    [
+        ({}, None, ("True", "Succeeded"), None),  # no spec.notify
+        ({}, DELIVERED, ("True", "Succeeded"), WebhookState(last_delivery_time=T1)),
+        # A failing chat service: Ready=False NotifyFailing, its changes pending for it alone.
+        ({}, ChangesPending(NotifyFailed("refused", attempts=(), last_status_code=None),
+                            [CHANGE], 14),
+         ("False", "NotifyFailing"), WebhookState(consecutive_failures=1, pending_changes=1)),
+        # Settled once a later pass has nothing left to tell.
+        ({"notify": {"pendingChanges": 1, "consecutiveFailures": 2}}, detection(),
+         ("True", "Succeeded"), WebhookState()),
+        ({}, InvalidSpec("notify Secret has no urls key", reason=Reason.INVALID_NOTIFY_SECRET),
+         ("False", "InvalidNotifySecret"), WebhookState(consecutive_failures=1)),
+    ],
+)  # fmt: skip
+def test_the_notify_pass_is_tracked_apart_from_the_webhook(
+    previous: dict[str, Any],
+    notice: Detection | DetectorError | None,
+    ready: tuple[str, str],
+    notify: WebhookState | None,
+) -> None:
+    record = record_of(
+        trigger=Scheduled(T0),
+        started=T0,
+        finished=T1,
+        result=DELIVERED,  # the webhook's pass went well either way
+        previous=WatcherStatus.parse(previous),
+        notice=notice,
+    )
+    assert ("True" if record.readiness.ready else "False", record.readiness.reason) == ready
+    assert record.notify == notify
+    assert record.webhook is not None
+    assert record.webhook.pending_changes == 0
+    assert record.delivered
+
+
+def test_a_failed_notification_makes_the_runs_event_a_warning() -> None:
+    failed = InvalidSpec("notify Secret has no urls key", reason=Reason.INVALID_NOTIFY_SECRET)
+    note = note_of(Manual("t"), detection(), failed)
+    assert (note.type_, note.reason) == ("Warning", "InvalidNotifySecret")
+    assert note.message == (
+        "manual run: no changes in 14 matches; notifications failed: notify Secret has no urls key"
+    )
