@@ -61,16 +61,11 @@ from controller.model import TRIGGER_ANNOTATION
 from controller.schedule import parse_schedule
 from controller.status import timestamp
 from hack import local_cluster
-from tests.integration.harness import (
-    GROUP,
-    PLURAL,
-    ROOT,
-    VERSION,
-    Cluster,
-    Operator,
-    fogis_spec,
-    http_get,
-)
+from hack.local_cluster import ROOT
+from tests.support.cluster import Cluster
+from tests.support.net import http_get
+from tests.support.operator_process import Operator
+from tests.support.watchers import GROUP, PLURAL, VERSION, fogis_spec
 
 USERNAME, PASSWORD = "bench.user", "bench-Pa55word"
 SECRET = "fogis"
