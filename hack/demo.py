@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hack import local_cluster
-from tests.fakes.fogis import make_match, make_referee
+from tests.fakes.fogis.records import make_match, make_referee
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".cache" / "demo"

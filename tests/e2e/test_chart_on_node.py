@@ -28,7 +28,7 @@ from tests.e2e.conftest import (
     Node,
     figure,
 )
-from tests.fakes.fogis import make_match, sample_matches
+from tests.fakes.fogis.records import make_match, sample_matches
 from tests.support.net import http
 from tests.support.waiting import wait_for
 

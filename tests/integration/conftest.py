@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hack import local_cluster
-from tests.fakes.fogis import FakeFogis, sample_matches
+from tests.fakes.fogis.records import sample_matches
+from tests.fakes.fogis.server import FakeFogis
 from tests.support.cluster import Cluster
 from tests.support.operator_process import Operator
 from tests.support.waiting import wait_for

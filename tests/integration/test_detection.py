@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.diff import CATEGORIES
-from tests.fakes.fogis import FakeFogis, make_match
+from tests.fakes.fogis.records import make_match
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
 from tests.integration.conftest import PASSWORD, USERNAME
 from tests.integration.harness import (

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hack.local_cluster import ROOT
-from tests.fakes.fogis import FakeFogis
+from tests.fakes.fogis.server import FakeFogis
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
 from tests.support.operator_process import Operator, running

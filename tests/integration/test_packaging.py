@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from hack.local_cluster import ROOT
-from tests.fakes.fogis import FakeFogis, sample_matches
+from tests.fakes.fogis.records import sample_matches
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
 from tests.support.cluster import Cluster
 from tests.support.commands import kubectl, run_command

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from hack.local_cluster import free_port
-from tests.fakes.fogis import FakeFogis, dotnet_date, make_match, sample_matches
+from tests.fakes.fogis.records import dotnet_date, make_match, sample_matches
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import Received, Reply, WebhookReceiver
 from tests.integration.conftest import PASSWORD, USERNAME
 from tests.integration.harness import (
