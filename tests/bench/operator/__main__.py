@@ -144,8 +144,7 @@ def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -
             started = time.monotonic()
             operator.start()
             report.add("operator start to /healthz", fmt_s(time.monotonic() - started))
-            assert operator.proc is not None
-            pids = {"operator": operator.proc.pid, "fogis": fogis.pid}
+            pids = {"operator": operator.pid, "fogis": fogis.pid}
             pids |= {"apiserver": info.apiserver_pid, "etcd": info.etcd_pid}
             run = Run(
                 cluster=cluster,

@@ -66,8 +66,7 @@ class Run:
 
     @property
     def pid(self) -> int:
-        assert self.operator.proc is not None
-        return self.operator.proc.pid
+        return self.operator.pid
 
     def pools(self) -> dict[str, Any] | None:
         """Report the operator's httpcore pools; returns the whole probe document."""
