@@ -63,7 +63,29 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: tests look at the fakes' records, the CLIs print their own lines."""
 
 
-class BackgroundServer:
+class Service:
+    """Something started and stopped, also as a `with` block (the fakes, a fake's process)."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundServer(Service):
     """start()/stop() (or a `with` block); a stop then start listens on the same port again."""
 
     thread_name = "fake-server"
@@ -103,15 +125,3 @@ class BackgroundServer:
         if self._thread is not None:
             self._thread.join()
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -6,17 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from hack.local_cluster import ROOT
+from tests.fakes.background import Service
 from tests.support.commands import end
 from tests.support.waiting import wait_for
 
 LISTENING = "listening on "  # the first line each fake prints, with its URL
 
 
-class FakeProcess:
+class FakeProcess(Service):
     """`python -m <module> <args>`, its output in `log_path`; `url` is where it listens."""
 
     def __init__(
@@ -60,14 +60,3 @@ class FakeProcess:
         if self.proc is not None:
             end(self.proc, timeout=10)
             self.proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

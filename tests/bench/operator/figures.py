@@ -61,6 +61,12 @@ class Histogram:
             self.count - other.count,
         )
 
+    def summary(self) -> str:
+        mean = self.sum / self.count if self.count else None
+        return (
+            f"p50 {fmt_s(self.quantile(0.5))}  p99 {fmt_s(self.quantile(0.99))}  mean {fmt_s(mean)}"
+        )
+
     def quantile(self, q: float) -> float | None:
         """histogram_quantile: linear inside the bucket holding the rank."""
         if not self.buckets or self.count <= 0:

@@ -112,6 +112,14 @@ def runs(text: str, result: str) -> float:
     return metric_value(text, "matchwatcher_runs_total", labels) or 0.0
 
 
+def run_durations(before: str, after: str, trigger: str) -> Histogram:
+    """The operator's run-duration histogram of `trigger` runs between two /metrics texts."""
+    name = "matchwatcher_run_duration_seconds"
+    return Histogram.parse(after, name, trigger=trigger) - Histogram.parse(
+        before, name, trigger=trigger
+    )
+
+
 def slot_phase(run: Run, index: int, slot: datetime) -> None:
     report, observer, n = run.report, run.observer, run.options.watchers
     kind = "baseline runs: login, snapshot created" if index == 1 else "steady state"
@@ -143,9 +151,7 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
     )
     report.add(
         "start lag (histogram)",
-        f"p50 {fmt_s(lag.quantile(0.5))}  p99 {fmt_s(lag.quantile(0.99))}  "
-        f"mean {fmt_s(lag.sum / lag.count if lag.count else None)}  "
-        f"slowest {lag.highest_bucket()}  (n={lag.count:.0f})",
+        f"{lag.summary()}  slowest {lag.highest_bucket()}  (n={lag.count:.0f})",
     )
     within = lag.fraction_at_most(1.0)
     report.add(
@@ -159,14 +165,7 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
         "scheduled runs (metric)",
         f"{outcome['success']:.0f} succeeded, {outcome['failure']:.0f} failed",
     )
-    duration = Histogram.parse(
-        after, "matchwatcher_run_duration_seconds", trigger="schedule"
-    ) - Histogram.parse(before, "matchwatcher_run_duration_seconds", trigger="schedule")
-    report.add(
-        "run duration (histogram)",
-        f"p50 {fmt_s(duration.quantile(0.5))}  p99 {fmt_s(duration.quantile(0.99))}  "
-        f"mean {fmt_s(duration.sum / duration.count if duration.count else None)}",
-    )
+    report.add("run duration (histogram)", run_durations(before, after, "schedule").summary())
     with observer.cond:
         times = [t - slot_mono for t in landed.values()]
         statuses = [dict(observer.status.get(name, {})) for name in run.names]
@@ -243,15 +242,8 @@ def trigger_phase(run: Run) -> None:
     observer.settle(2.0, 60)
     phase.end = run.meter.read()
     after = run.operator.metrics()
-    manual = Histogram.parse(
-        after, "matchwatcher_run_duration_seconds", trigger="manual"
-    ) - Histogram.parse(before, "matchwatcher_run_duration_seconds", trigger="manual")
-    report.add(
-        "manual run duration (histogram)",
-        f"p50 {fmt_s(manual.quantile(0.5))}  p99 {fmt_s(manual.quantile(0.99))}  "
-        f"mean {fmt_s(manual.sum / manual.count if manual.count else None)}  "
-        f"(n={manual.count:.0f})",
-    )
+    manual = run_durations(before, after, "manual")
+    report.add("manual run duration (histogram)", f"{manual.summary()}  (n={manual.count:.0f})")
     report.cpu(phase, run.labels)
 
 
