@@ -155,7 +155,9 @@ class Demo:
         if not cluster.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found"):
             show(cluster, "create", "namespace", NAMESPACE)
         show(cluster, "apply", "-f", "-", stdin=watcher_yaml(self.fogis.url, self.hook.url))
-        cluster.wait_status(NAMESPACE, "anna", "NEXT RUN", lambda s: s.get("nextExecutionTime"))
+        cluster.wait_status(
+            NAMESPACE, "anna", "NEXT RUN", lambda s: s.get("nextExecutionTime"), timeout=30
+        )
         show(cluster, "get", "mw", "-n", NAMESPACE)
 
         say("First run (manual trigger): records the baseline, notifies nobody")
@@ -173,7 +175,7 @@ class Demo:
 
         say("kubectl annotate: run now")
         status = trigger_and_wait(cluster, "after-change")
-        wait_for("the delivery", lambda: "x-matchlist-delivery" in self.hook.log())
+        wait_for("the delivery", lambda: "x-matchlist-delivery" in self.hook.log(), timeout=30)
         time.sleep(0.3)  # let the receiver finish printing the body
 
         say("What the webhook received (signature checked with the hmacKey)")

@@ -78,6 +78,8 @@ class LoginFlows:
             return self._classic_post(request.form)
         return self._classic_page(request.cookies)
 
+    # classic ASP.NET forms login
+
     def _classic_page(self, cookies: Mapping[str, str], note: str = "") -> Reply:
         form = (
             '<form method="post" action="./Login.aspx?ReturnUrl=%2fmdk%2f" id="form1">'
@@ -110,6 +112,8 @@ class LoginFlows:
         if not self._check_password(form.get(_CLASSIC_USER, ""), form.get(_CLASSIC_PASSWORD, "")):
             return self._classic_page({}, "Felaktigt användarnamn eller lösenord")
         return Reply(302, location="/mdk/", cookies=self._new_session())
+
+    # OAuth hybrid flow through an identity server on the same host
 
     def _authorize_redirect(self) -> Reply:
         query = urlencode(

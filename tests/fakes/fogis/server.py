@@ -66,6 +66,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
         self._fetches = 0
         self._last_filter: dict[str, Any] | None = None
 
+    # controls (thread-safe; they apply to the next requests)
+
     def set_matches(self, matches: Sequence[Mapping[str, Any]]) -> None:
         with self._lock:
             self._matches = [dict(m) for m in matches]
@@ -132,6 +134,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
                     return self._failures.pop(index)
         return None
 
+    # protocol
+
     def answer(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
         return self._route(method, target, headers, body).wire()
 
@@ -168,6 +172,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
         if not self._valid(self._sessions, request.cookies.get(AUTH_COOKIE)):
             return Reply(302, location="/mdk/Login.aspx?ReturnUrl=%2fmdk%2f")
         return Reply(200, page("Mina matcher", ""))
+
+    # the match list
 
     def _refusal(self, request: Request) -> Reply | None:
         """The answer to a match-list request that is not authorised or not AJAX-shaped."""
@@ -225,6 +231,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
         if failure == "gzipped":
             reply.body, reply.encoding = gzip.compress(reply.body), "gzip"
         return reply
+
+    # the control API
 
     def _control(self, request: Request) -> Reply:
         action = (request.method, request.path)
