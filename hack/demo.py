@@ -22,7 +22,7 @@ from typing import Any
 from hack import local_cluster
 from hack.local_cluster import ROOT
 from tests.fakes.fogis.records import make_match, make_referee
-from tests.support.cluster import Cluster, trigger_args
+from tests.support.cluster import CRD, Cluster, trigger_args
 from tests.support.fake_process import FakeProcess
 from tests.support.net import http
 from tests.support.operator_process import Operator
@@ -127,7 +127,7 @@ class Demo:
         say("Installing the CRD, namespace and RBAC from deploy/ (rendered from the Helm chart)")
         for manifest in ("00-namespace.yaml", "01-crd-matchwatchers.yaml", "02-rbac.yaml"):
             show(cluster, "apply", "-f", str(ROOT / "deploy" / manifest))
-        cluster.wait_crd()
+        show(cluster, "wait", "--for=condition=Established", CRD, "--timeout=30s")
         return cluster
 
     def fakes(self) -> None:

@@ -45,9 +45,6 @@ class Cluster:
     def install_crd(self) -> None:
         """The CRD from deploy/ applied for real, and established."""
         self.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-        self.wait_crd()
-
-    def wait_crd(self) -> None:
         self.kubectl("wait", "--for=condition=Established", CRD, "--timeout=30s")
 
     def service_account_kubeconfig(
