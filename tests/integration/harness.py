@@ -79,7 +79,3 @@ def wait_event_with(
         )
 
     return wait_for(f"{reason} event of {namespace}/{name} saying {text!r}", probe, timeout)
-
-
-def events_with(cluster: Cluster, namespace: str, name: str, reason: str) -> list[Any]:
-    return [e for e in cluster.events(namespace, name) if e.reason == reason]
