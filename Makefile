@@ -44,7 +44,7 @@ test: lint unit integration chart-check ## everything: lint, types, unit/integra
 
 bench: setup ## print performance figures (diff speed, operator at scale); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
-	$(BIN)/python -m tests.bench.bench_operator --watchers $(BENCH_WATCHERS)
+	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS)
 
 demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, operator, webhook (KEEP=1 keeps it)
 	$(BIN)/python -m hack.demo

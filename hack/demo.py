@@ -14,86 +14,39 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hack import local_cluster
-from tests.fakes.fogis import make_match, make_referee
+from hack.local_cluster import ROOT
+from tests.fakes.fogis.records import make_match, make_referee
+from tests.support.cluster import CRD, Cluster, trigger_args
+from tests.support.fake_process import FakeProcess
+from tests.support.net import http
+from tests.support.operator_process import Operator
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".cache" / "demo"
 NAMESPACE = "referees"
 OPERATOR_NAMESPACE = "match-list-change-detector"
 SERVICE_ACCOUNT = "match-list-change-detector"
 # Demo-only credentials of the embedded FOGIS stand-in; never real ones.
 USER, PASSWORD, HMAC_KEY = "anna.demo", "demo-password", "demo-hmac-key"
-T = TypeVar("T")
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def kubectl(*args: str, kubeconfig: str, stdin: str | None = None, echo: bool = True) -> str:
-    if echo:
-        print(f"$ kubectl {' '.join(args)}", flush=True)
-    result = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"demo: kubectl {' '.join(args)} failed:\n{result.stderr}")
-    if echo and result.stdout.strip():
-        print(result.stdout.rstrip(), flush=True)
-    return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"demo: timed out waiting for {what}; logs are in {STATE}")
-
-
-def http(method: str, url: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
-        text = response.read().decode()
-    return json.loads(text) if text else None
-
-
-def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    log = (STATE / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def show(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
+    """kubectl as a reader would type it, with its output."""
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    out = cluster.kubectl(*args, stdin=stdin)
+    if out.strip():
+        print(out.rstrip(), flush=True)
+    return out
 
 
 def demo_matches(today: date) -> list[dict[str, Any]]:
@@ -102,34 +55,6 @@ def demo_matches(today: date) -> list[dict[str, Any]]:
         make_match(6143002, on=today + timedelta(days=5), avsparkstid="13:00"),
         make_match(6143003, on=today + timedelta(days=9)),
     ]
-
-
-def service_account_kubeconfig(admin: str, server: str) -> Path:
-    """A kubeconfig holding a token of the chart's ServiceAccount (TokenRequest API)."""
-    token = kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=2h",
-        kubeconfig=admin, echo=False,
-    ).strip()  # fmt: skip
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority": str(ROOT / ".cache/local-cluster/certs/apiserver.crt"),
-                },
-            }
-        ],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
-        "current-context": "sa",
-    }
-    path = STATE / "operator-kubeconfig"
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return path
 
 
 def watcher_yaml(fogis_url: str, hook_url: str) -> str:
@@ -163,104 +88,81 @@ spec:
 """
 
 
-def trigger_and_wait(kubeconfig: str, value: str) -> dict[str, Any]:
-    kubectl(
-        "annotate", "mw", "anna", "-n", NAMESPACE, f"matchlist.io/trigger={value}", "--overwrite",
-        kubeconfig=kubeconfig,
-    )  # fmt: skip
-
-    def handled() -> dict[str, Any] | None:
-        out = kubectl("get", "mw", "anna", "-n", NAMESPACE, "-o", "json",
-                      kubeconfig=kubeconfig, echo=False)  # fmt: skip
-        status: dict[str, Any] = json.loads(out).get("status") or {}
-        return status if status.get("lastHandledTrigger") == value else None
-
-    return wait_for(f"the run for trigger {value}", handled)
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def trigger_and_wait(cluster: Cluster, value: str) -> dict[str, Any]:
+    show(cluster, *trigger_args(NAMESPACE, "anna", value))
+    return cluster.wait_status(
+        NAMESPACE,
+        "anna",
+        f"the run for trigger {value}",
+        lambda status: status.get("lastHandledTrigger") == value,
+        timeout=30,
+    )
 
 
 class Demo:
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
         self.today = datetime.now(UTC).date()
-        self.fogis_port, self.hook_port, self.health_port, self.metrics_port = (
-            free_port() for _ in range(4)
-        )
-        self.fogis_url = f"http://127.0.0.1:{self.fogis_port}/mdk"
-        self.hook_url = f"http://127.0.0.1:{self.hook_port}/webhook"
-        self.control = f"http://127.0.0.1:{self.fogis_port}/_control"
         self.matches_file = STATE / "matches.json"
-        self.admin = ""
+        self.fogis = FakeProcess(
+            "tests.fakes.fogis",
+            ["--user", USER, "--password", PASSWORD, "--matches", str(self.matches_file)],
+            STATE / "fogis.log",
+            detach=True,  # KEEP=1 leaves it running
+        )
+        self.hook = FakeProcess(
+            "tests.fakes.receiver", ["--hmac-key", HMAC_KEY], STATE / "webhook.log", detach=True
+        )
+        self.operator: Operator | None = None
+        self.cluster: Cluster | None = None
 
-    def cluster(self) -> local_cluster.ClusterInfo:
+    @property
+    def control(self) -> str:
+        return f"{self.fogis.url.removesuffix('/mdk')}/_control"
+
+    def start_cluster(self) -> Cluster:
         say("Starting the local control plane (etcd + kube-apiserver on 127.0.0.1)")
         info = local_cluster.up()
-        self.admin = info.kubeconfig
         print(f"kube-apiserver {info.version} at {info.server}")
+        self.cluster = cluster = Cluster.connect(info.kubeconfig)
         say("Installing the CRD, namespace and RBAC from deploy/ (rendered from the Helm chart)")
         for manifest in ("00-namespace.yaml", "01-crd-matchwatchers.yaml", "02-rbac.yaml"):
-            kubectl("apply", "-f", str(ROOT / "deploy" / manifest), kubeconfig=self.admin)
-        kubectl("wait", "--for=condition=Established", "crd/matchwatchers.matchlist.io",
-                "--timeout=30s", kubeconfig=self.admin)  # fmt: skip
-        return info
+            show(cluster, "apply", "-f", str(ROOT / "deploy" / manifest))
+        show(cluster, "wait", "--for=condition=Established", CRD, "--timeout=30s")
+        return cluster
 
     def fakes(self) -> None:
         say("Starting the demo FOGIS and a webhook receiver on 127.0.0.1")
         self.matches_file.write_text(json.dumps(demo_matches(self.today)))
-        self.procs.append(spawn("fogis", [
-            "-m", "tests.fakes.fogis", "--port", str(self.fogis_port), "--user", USER,
-            "--password", PASSWORD, "--matches", str(self.matches_file),
-        ]))  # fmt: skip
-        self.procs.append(spawn("webhook", [
-            "-m", "tests.fakes.receiver", "--port", str(self.hook_port), "--hmac-key", HMAC_KEY,
-        ]))  # fmt: skip
-        wait_for("the demo FOGIS", lambda: _answers(f"{self.control}/state"))
-        wait_for("the webhook receiver", lambda: "listening" in _log("webhook"))
-        print(f"FOGIS stand-in: {self.fogis_url}\nwebhook receiver: {self.hook_url}")
+        self.fogis.start()
+        self.hook.start()
+        print(f"FOGIS stand-in: {self.fogis.url}\nwebhook receiver: {self.hook.url}")
 
-    def operator(self, info: local_cluster.ClusterInfo) -> None:
+    def start_operator(self, cluster: Cluster) -> Operator:
         say("Starting the operator as the chart's ServiceAccount (proves its RBAC is enough)")
-        sa_config = service_account_kubeconfig(self.admin, info.server)
-        self.procs.append(
-            spawn(
-                "operator",
-                ["-m", "controller", "operator", "--all-namespaces"],
-                env={
-                    "KUBECONFIG": str(sa_config),
-                    "MLCD_HEALTH_HOST": "127.0.0.1",
-                    "MLCD_HEALTH_PORT": str(self.health_port),
-                    "MLCD_METRICS_HOST": "127.0.0.1",
-                    "MLCD_METRICS_PORT": str(self.metrics_port),
-                },
-            )
+        kubeconfig = cluster.service_account_kubeconfig(
+            SERVICE_ACCOUNT, OPERATOR_NAMESPACE, STATE / "operator-kubeconfig", duration="2h"
         )
-        health = f"http://127.0.0.1:{self.health_port}/healthz"
-        wait_for("the operator's /healthz", lambda: _answers(health))
-        print(f"operator log: {STATE / 'operator.log'}")
+        log = STATE / "operator.log"
+        log.unlink(missing_ok=True)
+        # As users run it: every namespace, no test hooks, INFO logs; outlives us with KEEP=1.
+        self.operator = Operator(kubeconfig, [], log, settings={}, verbose=False, detach=True)
+        self.operator.start()
+        print(f"operator log: {log}")
+        return self.operator
 
-    def scenario(self) -> None:
-        admin = self.admin
+    def scenario(self, cluster: Cluster) -> None:
         say("Creating a MatchWatcher and its Secrets")
-        if not _exists(admin, "namespace", NAMESPACE):
-            kubectl("create", "namespace", NAMESPACE, kubeconfig=admin)
-        kubectl("apply", "-f", "-", kubeconfig=admin,
-                stdin=watcher_yaml(self.fogis_url, self.hook_url))  # fmt: skip
-        wait_for("NEXT RUN", lambda: _status(admin).get("nextExecutionTime"))
-        kubectl("get", "mw", "-n", NAMESPACE, kubeconfig=admin)
+        if not cluster.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found"):
+            show(cluster, "create", "namespace", NAMESPACE)
+        show(cluster, "apply", "-f", "-", stdin=watcher_yaml(self.fogis.url, self.hook.url))
+        cluster.wait_status(
+            NAMESPACE, "anna", "NEXT RUN", lambda s: s.get("nextExecutionTime"), timeout=30
+        )
+        show(cluster, "get", "mw", "-n", NAMESPACE)
 
         say("First run (manual trigger): records the baseline, notifies nobody")
-        trigger_and_wait(admin, "baseline")
-        kubectl("get", "mw", "-n", NAMESPACE, kubeconfig=admin)
+        trigger_and_wait(cluster, "baseline")
+        show(cluster, "get", "mw", "-n", NAMESPACE)
 
         say("The referee's list changes in FOGIS: one kick-off moves, one match is cancelled, "
             "an assistant referee is swapped, a new match is assigned")  # fmt: skip
@@ -272,35 +174,42 @@ class Demo:
         http("PUT", f"{self.control}/matches", changed)
 
         say("kubectl annotate: run now")
-        status = trigger_and_wait(admin, "after-change")
-        wait_for("the delivery", lambda: "x-matchlist-delivery" in _log("webhook"))
+        status = trigger_and_wait(cluster, "after-change")
+        wait_for("the delivery", lambda: "x-matchlist-delivery" in self.hook.log(), timeout=30)
         time.sleep(0.3)  # let the receiver finish printing the body
 
         say("What the webhook received (signature checked with the hmacKey)")
-        print(_log("webhook").split("\n", 1)[-1])
+        print(self.hook.log().split("\n", 1)[-1])
         say("The watcher's status now")
         print(json.dumps(status, indent=2))
-        kubectl("get", "mw", "-n", NAMESPACE, kubeconfig=admin)
-        kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
-                "involvedObject.name=anna", kubeconfig=admin)  # fmt: skip
+        show(cluster, "get", "mw", "-n", NAMESPACE)
+        show(cluster, "get", "events", "-n", NAMESPACE, "--field-selector",
+             "involvedObject.name=anna")  # fmt: skip
 
-    def keep(self) -> None:
+    def keep(self, cluster: Cluster, operator: Operator) -> None:
         say("Left running (KEEP=1). Try:")
-        print(f"""  export KUBECONFIG={self.admin}
+        print(f"""  export KUBECONFIG={cluster.kubeconfig}
   kubectl get mw -A
   kubectl annotate mw anna -n {NAMESPACE} matchlist.io/trigger="$(date -u +%FT%TZ)" --overwrite
   curl -s -X PUT {self.control}/matches -d @{self.matches_file}   # change the served list
   curl -s -X POST {self.control}/fail -d '{{"kind": "500"}}'    # make FOGIS fail once
-  curl -s http://127.0.0.1:{self.metrics_port}/metrics | grep ^matchwatcher
+  curl -s {operator.metrics_url} | grep ^matchwatcher
   tail -f {STATE}/webhook.log {STATE}/operator.log
 Stop everything with: make demo-down""")
-        (STATE / "pids").write_text(" ".join(str(p.pid) for p in self.procs))
+        pids = (operator.pid, self.fogis.pid, self.hook.pid)
+        (STATE / "pids").write_text(" ".join(map(str, pids)))
 
-    def cleanup(self, cluster_was_running: bool) -> None:
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop(timeout=30)
+        self.fogis.stop()
+        self.hook.stop()
+
+    def cleanup(self, cluster: Cluster, cluster_was_running: bool) -> None:
         say("Cleaning up (KEEP=1 leaves it running)")
-        kubectl("delete", "mw", "anna", "-n", NAMESPACE, "--wait=true", "--timeout=30s",
-                kubeconfig=self.admin)  # fmt: skip
-        stop(self.procs)
+        show(cluster, "delete", "mw", "anna", "-n", NAMESPACE, "--wait=true", "--timeout=30s")
+        self.stop()
+        cluster.api.close()
         if not cluster_was_running:
             local_cluster.down()
 
@@ -311,49 +220,20 @@ def main() -> int:
     previous = local_cluster.ClusterInfo.load()
     was_running = previous is not None and local_cluster.healthy(previous)
     demo = Demo()
-    info = demo.cluster()
+    cluster = demo.start_cluster()
     try:
         demo.fakes()
-        demo.operator(info)
-        demo.scenario()
+        operator = demo.start_operator(cluster)
+        demo.scenario(cluster)
     except BaseException:
         print(f"\ndemo failed; logs in {STATE}", file=sys.stderr)
-        stop(demo.procs)
+        demo.stop()
         raise
     if keep:
-        demo.keep()
+        demo.keep(cluster, operator)
     else:
-        demo.cleanup(was_running)
+        demo.cleanup(cluster, was_running)
     return 0
-
-
-def _log(name: str) -> str:
-    path = STATE / f"{name}.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
-            return True
-    except OSError:
-        return False
-
-
-def _exists(kubeconfig: str, kind: str, name: str) -> bool:
-    result = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", "get", kind, name],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
-
-
-def _status(kubeconfig: str) -> dict[str, Any]:
-    out = kubectl("get", "mw", "anna", "-n", NAMESPACE, "-o", "json", kubeconfig=kubeconfig,
-                  echo=False)  # fmt: skip
-    status: dict[str, Any] = json.loads(out).get("status") or {}
-    return status
 
 
 def down() -> int:

@@ -9,24 +9,24 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hack import local_cluster, local_node
-from tests.integration.harness import wait_for as _wait_for
+from hack.local_cluster import ROOT
+from tests.support.commands import kubectl, run_command
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "match-list-change-detector"
 RELEASE = "mlcd"  # the README's release name and namespace
 RELEASE_NAMESPACE = "match-list-change-detector"
 FULLNAME = f"{RELEASE}-match-list-change-detector"
 
+
+# wait_for's interval here: every probe starts kubectl, which costs a core for a moment.
+KUBECTL_PACE = 0.5
 
 _FIGURES: list[str] = []
 
@@ -44,11 +44,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """The harness's wait_for, polling at kubectl's pace and untyped (probes answer JSON)."""
-    return _wait_for(what, probe, timeout=timeout, interval=0.5)
-
-
 @dataclass
 class Node:
     kubeconfig: str
@@ -58,17 +53,10 @@ class Node:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(self, *argv: str, check: bool = True, timeout: float = 300) -> str:
-        result = subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, check=False, timeout=timeout
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()[-2000:]}"
-            )
-        return result.stdout
+        return run_command(argv, env=self.env, check=check, timeout=timeout)
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        return self.run("kubectl", *args, check=check, timeout=timeout)
+        return kubectl(self.kubeconfig, *args, check=check, timeout=timeout)
 
     def helm(self, *args: str) -> str:
         return self.run(self.helm_bin, *args, timeout=600)
@@ -79,34 +67,12 @@ class Node:
     def apply(self, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
         items = manifest if isinstance(manifest, list) else [manifest]
         text = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-        result = subprocess.run(
-            ["kubectl", "apply", "-f", "-"],
-            input=text,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
+        kubectl(self.kubeconfig, "apply", "-f", "-", stdin=text)
 
     def service_url(self, namespace: str, name: str, port: int) -> str:
         """The Service's ClusterIP, reached from the host through kube-proxy's rules."""
         ip = self.kubectl("get", "svc", name, "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
         return f"http://{ip}:{port}"
-
-
-def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - test-made URL
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 def _images() -> tuple[str, str]:

@@ -22,14 +22,15 @@ import pytest
 from tests.e2e.conftest import (
     CHART,
     FULLNAME,
+    KUBECTL_PACE,
     RELEASE,
     RELEASE_NAMESPACE,
     Node,
     figure,
-    http,
-    wait_for,
 )
-from tests.fakes.fogis import make_match, sample_matches
+from tests.fakes.fogis.records import make_match, sample_matches
+from tests.support.net import http
+from tests.support.waiting import wait_for
 
 REFEREES = "e2e-referees"  # watchers, their Secrets and the stand-ins (FOGIS, receiver)
 USERNAME, PASSWORD, HMAC_KEY = "anna.andersson", "e2e-Pa55word", "e2e-hmac-key"
@@ -207,6 +208,7 @@ def _trigger(node: Node, name: str, value: str, namespace: str = REFEREES) -> di
         f"{namespace}/{name} to handle trigger {value}",
         lambda: (s := _status(node, name, namespace)).get("lastHandledTrigger") == value and s,
         timeout=60,
+        interval=KUBECTL_PACE,
     )
     return status
 
@@ -243,7 +245,9 @@ def release(node: Node) -> Iterator[Node]:
     )
     started = time.monotonic()
     node.helm("install", *_install_args(node), "--create-namespace")
-    wait_for("the operator pod Ready", lambda: _ready_pods(node, 1), timeout=180)
+    wait_for(
+        "the operator pod Ready", lambda: _ready_pods(node, 1), timeout=180, interval=KUBECTL_PACE
+    )
     figure("helm install -> pod Ready", time.monotonic() - started)
     yield node
     # Whatever a failed step left behind: no finalizer may outlive the operator.
@@ -271,7 +275,12 @@ def standins(release: Node) -> Standins:
     for name in ("fogis", "receiver"):
         node.kubectl("rollout", "status", f"deployment/{name}", "-n", REFEREES, "--timeout=120s")
     handle = Standins(node)
-    wait_for("the stand-ins through their Services", lambda: http("GET", handle.fogis)[0] > 0)
+    wait_for(
+        "the stand-ins through their Services",
+        lambda: http("GET", handle.fogis)[0] > 0,
+        timeout=60,
+        interval=KUBECTL_PACE,
+    )
     return handle
 
 
@@ -311,7 +320,9 @@ def test_a_deployment_with_service_links_still_starts(release: Node) -> None:
             "rollout", "status", f"deployment/{FULLNAME}", "-n", RELEASE_NAMESPACE,
             "--timeout=180s",
         )  # fmt: skip
-        (pod,) = wait_for("one Ready pod", lambda: _ready_pods(node, 1), timeout=120)
+        (pod,) = wait_for(
+            "one Ready pod", lambda: _ready_pods(node, 1), timeout=120, interval=KUBECTL_PACE
+        )
         environment = node.kubectl(
             "exec", pod["metadata"]["name"], "-n", RELEASE_NAMESPACE, "--", "env"
         )
@@ -342,7 +353,7 @@ def test_annotate_delivers_a_signed_change_to_a_receiver_pod(standins: Standins)
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded"), ready
 
-    (delivery,) = wait_for("one delivery", standins.deliveries, timeout=30)
+    (delivery,) = wait_for("one delivery", standins.deliveries, timeout=30, interval=KUBECTL_PACE)
     assert delivery["signatureValid"] is True
     payload = delivery["payload"]
     assert payload["kind"] == "MatchListChanged"
@@ -384,6 +395,7 @@ def test_garbage_collection_and_namespace_deletion(standins: Standins) -> None:
         "the snapshot ConfigMap to be garbage-collected",
         lambda: node.kubectl("get", "configmap", snapshot, "-n", REFEREES, check=False) == "",
         timeout=90,
+        interval=KUBECTL_PACE,
     )
 
     doomed = "e2e-doomed"
@@ -420,7 +432,12 @@ def test_upgrade_rolls_the_pod_without_a_slot_twice_or_a_lost_change(standins: S
     node.apply(_watcher("ticker", "* * * * *"))
     node.apply(_watcher("pending", "0 0 1 1 *", webhook=_webhook(max_attempts=1)))
     _trigger(node, "pending", "baseline")
-    wait_for("a scheduled run of ticker", lambda: _run_slots(node, "ticker"), timeout=90)
+    wait_for(
+        "a scheduled run of ticker",
+        lambda: _run_slots(node, "ticker"),
+        timeout=90,
+        interval=KUBECTL_PACE,
+    )
     standins.answer(*[503] * 50)
     standins.set_matches([*sample_matches(date.today())[1:]])  # one match removed
     status = _trigger(node, "pending", "undelivered")
@@ -441,6 +458,7 @@ def test_upgrade_rolls_the_pod_without_a_slot_twice_or_a_lost_change(standins: S
             and pods
         ),
         timeout=180,
+        interval=KUBECTL_PACE,
     )
     figure("helm upgrade -> new pod Ready", time.monotonic() - started)
     assert new_pod["spec"]["containers"][0]["env"] != old_pod["spec"]["containers"][0]["env"]
@@ -449,6 +467,7 @@ def test_upgrade_rolls_the_pod_without_a_slot_twice_or_a_lost_change(standins: S
         "a scheduled run of ticker after the roll",
         lambda: len(_run_slots(node, "ticker")) > before,
         timeout=90,
+        interval=KUBECTL_PACE,
     )
     slots = _run_slots(node, "ticker")
     assert len(slots) == len(set(slots)), f"a slot ran twice: {slots}"
@@ -484,11 +503,18 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     node.helm("upgrade", *_install_args(node), "--reuse-values", "--set", "replicaCount=2")
     pods = [
         p["metadata"]["name"]
-        for p in wait_for("two Ready pods", lambda: _ready_pods(node, 2), timeout=180)
+        for p in wait_for(
+            "two Ready pods", lambda: _ready_pods(node, 2), timeout=180, interval=KUBECTL_PACE
+        )
     ]
     node.apply(_watcher("ha", "* * * * * */2"))  # every 2 seconds (seconds field last)
     since = time.time()
-    active = wait_for("the active replica", lambda: _active_pod(node, "ha", pods, since), 90)
+    active = wait_for(
+        "the active replica",
+        lambda: _active_pod(node, "ha", pods, since),
+        90,
+        interval=KUBECTL_PACE,
+    )
     standby = next(p for p in pods if p != active)
 
     # Graceful: the active pod removes its peering record on the way out; the standby resumes at
@@ -500,6 +526,7 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
         "another replica to run a slot",
         lambda: _active_pod(node, "ha", _other_pods(node, active), started),
         90,
+        interval=KUBECTL_PACE,
     )
     who = "the standby" if taken == standby else "the replacement pod"
     figure(f"failover, graceful delete -> {who} runs a slot", time.time() - started)
@@ -507,11 +534,18 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     # Crash: SIGKILL the active container; its peering record lingers until its lifetime ends.
     pods = [
         p["metadata"]["name"]
-        for p in wait_for("two Ready pods", lambda: _ready_pods(node, 2), timeout=180)
+        for p in wait_for(
+            "two Ready pods", lambda: _ready_pods(node, 2), timeout=180, interval=KUBECTL_PACE
+        )
     ]
     since = time.time()
     time.sleep(5)
-    active = wait_for("the active replica", lambda: _active_pod(node, "ha", pods, since), 90)
+    active = wait_for(
+        "the active replica",
+        lambda: _active_pod(node, "ha", pods, since),
+        90,
+        interval=KUBECTL_PACE,
+    )
     pod = node.json("get", "pod", active, "-n", RELEASE_NAMESPACE)
     container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     started = time.time()
@@ -523,6 +557,7 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
         "a live replica to run a slot after the crash",
         lambda: _active_pod(node, "ha", pods, started + 1),
         timeout=150,
+        interval=KUBECTL_PACE,
     )
     # Which one depends on the random priorities: the standby waits for the dead record's
     # lifetime (60 s) unless the restarted container drew a higher priority than the dead one.
@@ -544,6 +579,7 @@ def test_uninstall_keeps_the_crd_and_users_secrets(standins: Standins) -> None:
             not node.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "name")
         ),
         timeout=120,
+        interval=KUBECTL_PACE,
     )
     for kind in ("deployment", "service", "serviceaccount", "configmap,secret"):
         leftover = node.kubectl(

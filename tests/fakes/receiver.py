@@ -25,15 +25,13 @@ import hashlib
 import hmac
 import json
 import signal
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fakes.background import BackgroundServer
+from tests.fakes.background import Answer, BackgroundServer
 
 # Requests under this path drive the receiver instead of being recorded (see _control).
 CONTROL_PREFIX = "/_control/"
@@ -60,47 +58,6 @@ class Received:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Hundreds of watchers connect at the same second in the benchmark; the default of 5
-    # queued connections would drop most of them.
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out leaves a broken pipe behind; tests provoke that on purpose.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _serve(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        if self.path.startswith(CONTROL_PREFIX):
-            reply = self.server.receiver._control(self.command, self.path, body)
-        else:
-            reply = self.server.receiver._handle(self.command, self.path, headers, body)
-        if reply.delay_seconds and self.server.receiver._stopping.wait(reply.delay_seconds):
-            return  # taken down meanwhile: drop the connection without an answer
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    do_GET = do_POST = do_PUT = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: tests look at the recordings, the CLI prints its own lines."""
 
 
 class WebhookReceiver(BackgroundServer):
@@ -145,9 +102,6 @@ class WebhookReceiver(BackgroundServer):
                 )
             return list(self._requests)
 
-    def _make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
-        return _Server(address, self)
-
     def up(self) -> None:
         """Start listening; after `down()` this reuses the same port, so clients keep their URL."""
         self.start()
@@ -189,7 +143,14 @@ class WebhookReceiver(BackgroundServer):
             return Reply(204)
         return Reply(404)
 
-    def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def answer(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        if target.startswith(CONTROL_PREFIX):
+            reply = self._control(method, target, body)
+        else:
+            reply = self._record(method, target, headers, body)
+        return Answer(reply.status, list(reply.headers.items()), reply.body, reply.delay_seconds)
+
+    def _record(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         try:
             payload = json.loads(body) if body else None
         except ValueError:

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
 
 from hack import local_cluster
-from tests.fakes.fogis import FakeFogis, sample_matches
-from tests.integration.harness import ROOT, Cluster, Operator, wait_for
+from tests.fakes.fogis.records import sample_matches
+from tests.fakes.fogis.server import FakeFogis
+from tests.support.cluster import Cluster
+from tests.support.operator_process import Operator
+from tests.support.waiting import wait_for
 
 USERNAME, PASSWORD = "anna.andersson", "s3cret-Pa55word"
 
@@ -25,16 +27,10 @@ def cluster() -> Iterator[Cluster]:
     except local_cluster.ClusterError as exc:
         # A failure, never a skip: integration tests that did not run have not passed.
         pytest.fail(f"local control plane did not start: {exc}")
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=info.kubeconfig, client_configuration=configuration)
-    api = client.ApiClient(configuration)
-    handle = Cluster(api, info.kubeconfig)
-    handle.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-    handle.kubectl(
-        "wait", "--for=condition=Established", "crd/matchwatchers.matchlist.io", "--timeout=30s"
-    )
+    handle = Cluster.connect(info.kubeconfig)
+    handle.install_crd()
     yield handle
-    api.close()
+    handle.api.close()
     if not reuse:  # tolerate (and keep) a cluster started by `hack/local-cluster up`
         local_cluster.down(quiet=True)
 
@@ -62,22 +58,14 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
     op.start()
     yield op
     # Delete our watchers while the operator still runs, so it removes its finalizers.
-    for item in cluster.custom.list_namespaced_custom_object(
-        "matchlist.io", "v1alpha1", namespace, "matchwatchers"
-    )["items"]:
+    for item in cluster.watchers(namespace):
         cluster.delete_watcher(namespace, item["metadata"]["name"])
     if op.proc is not None:
         wait_for(
             "watchers deleted",
-            lambda: (
-                not cluster.custom.list_namespaced_custom_object(
-                    "matchlist.io", "v1alpha1", namespace, "matchwatchers"
-                )["items"]
-            ),
+            lambda: not cluster.watchers(namespace),
             timeout=30,
         )
     op.stop()
-    for item in cluster.custom.list_namespaced_custom_object(
-        "matchlist.io", "v1alpha1", namespace, "matchwatchers"
-    )["items"]:
+    for item in cluster.watchers(namespace):
         cluster.force_delete_watcher(namespace, item["metadata"]["name"])

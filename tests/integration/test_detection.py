@@ -12,22 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from controller.diff import CATEGORIES
-from tests.fakes.fogis import FakeFogis, make_match
+from tests.fakes.fogis.records import make_match
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
 from tests.integration.conftest import PASSWORD, USERNAME
 from tests.integration.harness import (
-    Cluster,
     ManualRuns,
-    Operator,
-    fogis_spec,
-    metric_value,
-    ready,
     snapshot_config_map,
     snapshot_document,
     snapshot_name,
     wait_event_with,
-    wait_for,
 )
+from tests.support.cluster import Cluster
+from tests.support.metrics import metric_value
+from tests.support.operator_process import Operator
+from tests.support.waiting import wait_for
+from tests.support.watchers import fogis_spec, ready
 
 MATCH_FIELDS = {
     "matchId", "matchNumber", "date", "time", "venue", "homeTeam", "awayTeam", "competition",

@@ -13,17 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.fogis import FakeFogis
-from tests.integration.harness import (
-    ROOT,
-    Cluster,
-    Operator,
-    fogis_spec,
-    metric_value,
-    ready,
-    running,
-    wait_for,
-)
+from hack.local_cluster import ROOT
+from tests.fakes.fogis.server import FakeFogis
+from tests.support.cluster import Cluster
+from tests.support.metrics import metric_value
+from tests.support.operator_process import Operator, running
+from tests.support.waiting import wait_for
+from tests.support.watchers import fogis_spec, ready
 
 EVERY_2S = "* * * * * */2"  # test hook: 6th field = seconds (MLCD_ALLOW_SECONDS_SCHEDULES)
 

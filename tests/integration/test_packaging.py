@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.fogis import FakeFogis, sample_matches
+from hack.local_cluster import ROOT
+from tests.fakes.fogis.records import sample_matches
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
-from tests.integration.harness import ROOT, Cluster, Operator, fogis_spec, ready, running
+from tests.support.cluster import Cluster
+from tests.support.commands import kubectl, run_command
+from tests.support.operator_process import Operator, running
+from tests.support.watchers import fogis_spec, ready
 
 CHART = ROOT / "charts" / "match-list-change-detector"
 
@@ -29,14 +34,7 @@ def helm() -> str:
 
 
 def run_helm(helm: str, cluster: Cluster, *args: str) -> str:
-    result = subprocess.run(
-        [helm, f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
-    return result.stdout
+    return run_command([helm, f"--kubeconfig={cluster.kubeconfig}", *args])
 
 
 @pytest.fixture
@@ -83,16 +81,6 @@ def test_helm_install_creates_crd_rbac_and_deployment(
     cluster.kubectl("get", "service", fullname, "-n", install_ns)
 
 
-def _service_account_kubeconfig(cluster: Cluster, account: str, ns: str, path: Path) -> str:
-    token = cluster.kubectl("create", "token", account, "-n", ns, "--duration=1h").strip()
-    admin = json.loads(Path(cluster.kubeconfig).read_text())
-    admin["users"] = [{"name": "sa", "user": {"token": token}}]
-    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]
-    admin["current-context"] = "sa"
-    path.write_text(json.dumps(admin))
-    return str(path)
-
-
 def test_operator_as_the_charts_service_account(
     cluster: Cluster,
     namespace: str,
@@ -103,7 +91,7 @@ def test_operator_as_the_charts_service_account(
 ) -> None:
     name, install_ns = release
     account = f"{name}-match-list-change-detector"
-    kubeconfig = _service_account_kubeconfig(cluster, account, install_ns, tmp_path / "sa.json")
+    kubeconfig = cluster.service_account_kubeconfig(account, install_ns, tmp_path / "sa.json")
     with (
         WebhookReceiver() as hook,
         running(Operator(kubeconfig, [namespace], tmp_path / "operator.log")) as operator,
@@ -130,11 +118,7 @@ def test_operator_as_the_charts_service_account(
     assert "Forbidden" not in logs
 
     def can_i(*args: str) -> str:
-        result = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", "auth", "can-i", *args],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        return result.stdout.strip()
+        return kubectl(kubeconfig, "auth", "can-i", *args, check=False).strip()
 
     # What it needs...
     assert can_i("get", "secrets", "-n", namespace) == "yes"
@@ -146,12 +130,8 @@ def test_operator_as_the_charts_service_account(
     assert can_i("create", "pods", "-n", namespace) == "no"
     assert can_i("delete", "matchwatchers.matchlist.io", "-n", namespace) == "no"
     assert can_i("list", "configmaps", "-n", namespace) == "no"
-    denied = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", "get", "secrets", "-n", namespace],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert denied.returncode != 0
-    assert "forbidden" in denied.stderr
+    with pytest.raises(AssertionError, match="forbidden"):
+        kubectl(kubeconfig, "get", "secrets", "-n", namespace)
 
 
 def test_kubectl_apply_deploy_and_samples(cluster: Cluster) -> None:

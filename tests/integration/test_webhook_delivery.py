@@ -21,24 +21,23 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fogis import FakeFogis, dotnet_date, make_match, sample_matches
+from hack.local_cluster import free_port
+from tests.fakes.fogis.records import dotnet_date, make_match, sample_matches
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import Received, Reply, WebhookReceiver
 from tests.integration.conftest import PASSWORD, USERNAME
 from tests.integration.harness import (
-    Cluster,
     ManualRuns,
-    Operator,
-    fogis_spec,
-    free_port,
-    metric_value,
-    ready,
-    running,
     snapshot_config_map,
     snapshot_document,
     snapshot_name,
     wait_event_with,
-    wait_for,
 )
+from tests.support.cluster import Cluster
+from tests.support.metrics import metric_value
+from tests.support.operator_process import Operator, running
+from tests.support.waiting import wait_for
+from tests.support.watchers import fogis_spec, ready
 
 HMAC_KEY = "hmac-K3y-never-logged"
 HEADER_VALUE = "Bearer hdr-T0ken-never-logged"

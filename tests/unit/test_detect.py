@@ -18,7 +18,7 @@ from controller.model import WatcherRef
 from controller.runner import attempt_code
 from controller.snapshots import SnapshotTooLarge
 from controller.webhook import Attempt, DeliveryFailed, DeliveryResult
-from tests.fakes.fogis import make_match
+from tests.fakes.fogis.records import make_match
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 WATCHER = WatcherRef("referees", "anna", "uid-1")

@@ -22,7 +22,7 @@ from controller.diff import (
     summarise,
     window_for,
 )
-from tests.fakes.fogis import make_match, make_referee
+from tests.fakes.fogis.records import make_match, make_referee
 
 DAY = date(2025, 5, 6)
 WINDOW = window_for(DAY, 7, 30)

@@ -18,7 +18,8 @@ from controller.diff import window_for
 from controller.errors import LoginFailed, SourceUnavailable
 from controller.fogis import FogisClient, parse_forms, parse_match_list
 from controller.model import Credentials
-from tests.fakes.fogis import FakeFogis, make_match
+from tests.fakes.fogis.records import make_match
+from tests.fakes.fogis.server import FakeFogis
 
 USER = "anna.andersson"
 PASSWORD = "Hemligt-Lösen#42"

@@ -23,7 +23,7 @@ from controller.model import WatcherRef, WebhookSpec
 from controller.report import build_report, delivery_id, encode_report
 from controller.schedule import parse_schedule, plan
 from controller.webhook import resolve_target
-from tests.fakes.fogis import make_match, make_referee
+from tests.fakes.fogis.records import make_match, make_referee
 
 # Derandomized: the same examples on every run, so CI cannot fail at random (a failure found
 # while exploring with --hypothesis-seed or a profile of more examples becomes a table row).

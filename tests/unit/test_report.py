@@ -13,7 +13,7 @@ import pytest
 from controller.diff import FieldChange, MatchChange, Snapshot, compare, normalise_all, window_for
 from controller.model import WatcherRef
 from controller.report import build_report, delivery_id, encode_report, rfc3339
-from tests.fakes.fogis import make_match
+from tests.fakes.fogis.records import make_match
 
 WATCHER = WatcherRef(namespace="referees", name="anna", uid="6f1c1f55-0c9e-4a43-9d0a-2f4d1c9b7e10")
 DETECTED = datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=UTC)

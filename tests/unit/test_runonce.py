@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fogis import FakeFogis, make_match
+from tests.fakes.fogis.records import make_match
+from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]

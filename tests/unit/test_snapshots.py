@@ -20,7 +20,7 @@ from controller.snapshots import (
     SnapshotCorrupt,
     SnapshotTooLarge,
 )
-from tests.fakes.fogis import make_match
+from tests.fakes.fogis.records import make_match
 
 REF = WatcherRef("referees", "anna", "uid-1")
 

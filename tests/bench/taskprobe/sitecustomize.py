@@ -1,4 +1,4 @@
-"""Loaded into the operator process by tests/bench/bench_operator.py only, through PYTHONPATH.
+"""Loaded into the operator process by tests/bench/operator/ only, through PYTHONPATH.
 
 On SIGUSR1 it writes the asyncio tasks of the running loop, counted by coroutine name, and the
 state of the operator's two httpcore connection pools as JSON to the file named by

@@ -1,0 +1,184 @@
+"""`python -m tests.bench.operator`: set up, run the phases, print the report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+import uuid
+from collections.abc import Sequence
+
+from hack import local_cluster
+from tests.bench.operator.figures import fmt_s
+from tests.bench.operator.harness import (
+    FOGIS_ARGS,
+    OUT_DIR,
+    PASSWORD,
+    PROBE_DIR,
+    SECRET,
+    USERNAME,
+    Options,
+    Run,
+    delete_leftovers,
+    delete_watchers,
+)
+from tests.bench.operator.observer import Observer
+from tests.bench.operator.procfs import Meter, listen_drops
+from tests.bench.operator.report import Report, log
+from tests.bench.operator.scenario import create_phase, idle_phase, slot_phase, trigger_phase
+from tests.support.cluster import Cluster
+from tests.support.fake_process import FakeProcess
+from tests.support.operator_process import Operator
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.operator",
+        description="Operator figures at scale (ARCHITECTURE.md section 9); no thresholds.",
+    )
+    parser.add_argument("--watchers", type=int, default=1000)
+    parser.add_argument("--triggers", type=int, default=50, help="watchers triggered by hand")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        help="seconds from the start of creation to the first slot (default 15 + 0.03 s a watcher)",
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        help="seconds between the two slots, rounded up to whole minutes (default 60, or "
+        "0.12 s a watcher if more)",
+    )
+    parser.add_argument(
+        "--kube-workers", type=int, default=None, help="MLCD_KUBE_WORKERS (default: the operator's)"
+    )
+    parser.add_argument("--create-threads", type=int, default=16)
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="py-spy executable: profile the operator during each slot into .cache/bench/ "
+        "(collapsed stacks for flamegraph tools; it costs the operator some CPU)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the operator's allocations from the first watcher on (FRAMES deep) and print "
+        "the biggest live sites when idle; slows the operator down, so its timings are no figures",
+    )
+    args = parser.parse_args(argv)
+    n = args.watchers
+    return Options(
+        watchers=n,
+        triggers=min(args.triggers, n),
+        idle_seconds=args.idle_seconds,
+        lead=args.lead if args.lead is not None else 15 + 0.03 * n,
+        gap=args.gap if args.gap is not None else max(60.0, 0.12 * n),
+        kube_workers=args.kube_workers,
+        create_threads=args.create_threads,
+        py_spy=args.py_spy,
+        tracemalloc=args.tracemalloc,
+    )
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    # Stopped by a signal, still clean up (a shell's background job ignores SIGINT otherwise).
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    already = local_cluster.ClusterInfo.load()
+    reuse = already is not None and local_cluster.healthy(already)
+    info = local_cluster.up()
+    log(f"control plane {'reused' if reuse else 'started'} at {info.server}")
+    cluster = Cluster.connect(info.kubeconfig, pool_size=options.create_threads + 2)
+    try:
+        cluster.install_crd()
+        report = bench(cluster, info, options)
+        report.print()
+    finally:
+        cluster.api.close()
+        if not reuse:
+            local_cluster.down(quiet=True)
+
+
+def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -> Report:
+    n = options.watchers
+    report = Report()
+    namespace = cluster.new_namespace("bench")
+    cluster.create_secret(namespace, SECRET, {"username": USERNAME, "password": PASSWORD})
+    run_id = f"{n}-{uuid.uuid4().hex[:6]}"
+    tasks_file = OUT_DIR / f"tasks-{run_id}.json"
+    op_log = OUT_DIR / f"operator-{run_id}.log"
+    env = {
+        "MLCD_LOG_LEVEL": "INFO",  # production's level (the harness passes --verbose)
+        "MLCD_FOGIS_TIMEOUT_SECONDS": "30",  # the default (the harness shortens it to 5)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE_DIR), os.environ.get("PYTHONPATH")])),
+        "BENCH_TASKS_FILE": str(tasks_file),
+    }
+    if options.kube_workers is not None:
+        env["MLCD_KUBE_WORKERS"] = str(options.kube_workers)
+    if options.tracemalloc:
+        env["BENCH_TRACEMALLOC"] = str(options.tracemalloc)
+    report.section(
+        f"setup: {n} watchers, kube workers {options.kube_workers or 'default (16)'}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    report.add("namespace, operator log", f"{namespace}, {op_log}")
+    observer = Observer(cluster.api, namespace)
+    observer.start()
+    drops_before = listen_drops()
+    fogis_log = OUT_DIR / f"fogis-{run_id}.log"
+    operator = Operator(info.kubeconfig, [namespace], op_log, env=env)
+    try:
+        with FakeProcess("tests.fakes.fogis", FOGIS_ARGS, fogis_log) as fogis:
+            started = time.monotonic()
+            operator.start()
+            report.add("operator start to /healthz", fmt_s(time.monotonic() - started))
+            pids = {"operator": operator.pid, "fogis": fogis.pid}
+            pids |= {"apiserver": info.apiserver_pid, "etcd": info.etcd_pid}
+            run = Run(
+                cluster=cluster,
+                namespace=namespace,
+                options=options,
+                operator=operator,
+                observer=observer,
+                meter=Meter(pids),
+                report=report,
+                fogis_url=fogis.url,
+                tasks_file=tasks_file,
+                names=[f"w{i:05d}" for i in range(n)],
+                run_id=run_id,
+            )
+            time.sleep(2)
+            run.memory("operator with 0 watchers")
+            if options.tracemalloc:
+                os.kill(run.pid, signal.SIGUSR2)  # the probe starts tracing: watchers from here on
+            try:
+                slots = create_phase(run)
+                for index, slot in enumerate(slots, start=1):
+                    slot_phase(run, index, slot)
+                if options.triggers:
+                    trigger_phase(run)
+                idle_phase(run)
+            finally:
+                delete_watchers(cluster, namespace, observer, report)
+    finally:
+        operator.stop()  # also when it never became healthy
+        observer.stop()
+        delete_leftovers(cluster, namespace)
+    report.add("SYNs dropped, full accept queues", str(listen_drops() - drops_before))
+    return report
+
+
+if __name__ == "__main__":
+    main()

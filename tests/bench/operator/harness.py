@@ -1,0 +1,175 @@
+"""What one benchmark run works with: options, the operator and its probe, clocks, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from hack.local_cluster import ROOT
+from tests.bench.operator.figures import fmt_s
+from tests.bench.operator.observer import Observer
+from tests.bench.operator.procfs import Meter, mib, proc_status
+from tests.bench.operator.report import Report
+from tests.support.cluster import Cluster
+from tests.support.commands import end
+from tests.support.operator_process import Operator
+
+USERNAME, PASSWORD = "bench.user", "bench-Pa55word"
+SECRET = "fogis"
+# The fake FOGIS runs as a process of its own, so its CPU is not the operator's.
+FOGIS_ARGS = ["--user", USERNAME, "--password", PASSWORD]
+PROBE_DIR = Path(__file__).resolve().parent.parent / "taskprobe"
+OUT_DIR = ROOT / ".cache" / "bench"
+
+
+@dataclass
+class Options:
+    watchers: int
+    triggers: int
+    idle_seconds: float
+    lead: float
+    gap: float
+    kube_workers: int | None
+    create_threads: int
+    py_spy: str | None
+    tracemalloc: int
+
+
+@dataclass
+class Run:
+    """Everything one benchmark run works with."""
+
+    cluster: Cluster
+    namespace: str
+    options: Options
+    operator: Operator
+    observer: Observer
+    meter: Meter
+    report: Report
+    fogis_url: str
+    tasks_file: Path
+    names: list[str]
+    run_id: str
+    labels: tuple[str, ...] = ("operator", "apiserver", "etcd", "fogis", "bench")
+
+    @property
+    def pid(self) -> int:
+        return self.operator.pid
+
+    def pools(self) -> dict[str, Any] | None:
+        """Report the operator's httpcore pools; returns the whole probe document."""
+        document = operator_probe(self.pid, self.tasks_file)
+        if document is None:
+            self.report.add("operator probe", "did not answer")
+            return None
+        for name, pool in document.get("httpcorePools", {}).items():
+            states = ", ".join(f"{k} {v}" for k, v in pool["connections"].items()) or "none"
+            self.report.add(
+                f"{name} httpcore pool (max {pool['maxConnections']})",
+                f"connections: {states}; requests {pool['requests']} ({pool['queued']} queued)",
+            )
+        return document
+
+    def collections(self, document: Mapping[str, Any], since: float | None = None) -> None:
+        """Full garbage collections reported by the probe (since its previous answer)."""
+        full = document.get("fullCollections", [])
+        if since is not None:
+            full = [c for c in full if c["at"] >= since]
+        pauses = [c["seconds"] for c in full]
+        slots = ", ".join(fmt_s(p) for p in sorted(pauses, reverse=True)[:5])
+        self.report.add(
+            "full GC collections (gen 2)",
+            f"{len(pauses)}, total {fmt_s(sum(pauses))}, longest {slots or '-'}; "
+            f"heap {document.get('gcObjects', 0):,} objects",
+        )
+
+    def memory(self, label: str = "operator memory") -> None:
+        status = proc_status(self.pid)
+        self.report.add(
+            label,
+            f"RSS {mib(status, 'VmRSS'):.0f} MiB, peak {mib(status, 'VmHWM'):.0f} MiB, "
+            f"threads {status.get('Threads')}",
+        )
+
+
+def operator_probe(pid: int, path: Path) -> dict[str, Any] | None:
+    """Ask the operator's probe (taskprobe/) for its asyncio tasks and httpcore pools (None when
+    it does not answer)."""
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists():
+            document: dict[str, Any] = json.loads(path.read_text())
+            return document
+        time.sleep(0.05)
+    return None
+
+
+@contextmanager
+def profiling(py_spy: str | None, pid: int, output: Path) -> Iterator[None]:
+    """py-spy record of `pid` for the duration of the block (nothing without py-spy)."""
+    if not py_spy:
+        yield
+        return
+    command = [py_spy, "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
+    command += ["--threads", "--nonblocking", "--output", str(output)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        end(proc, signal.SIGINT)  # py-spy writes its output on SIGINT
+
+
+def wall_to_monotonic(moment: datetime) -> float:
+    return moment.timestamp() - (time.time() - time.monotonic())
+
+
+def sleep_until(mono: float) -> None:
+    while (left := mono - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))
+
+
+def config_map_versions(cluster: Cluster, namespace: str) -> dict[str, str]:
+    items = cluster.core.list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=match-list-change-detector"
+    ).items
+    return {cm.metadata.name: cm.metadata.resource_version for cm in items}
+
+
+def delete_watchers(cluster: Cluster, namespace: str, observer: Observer, report: Report) -> None:
+    """Delete the watchers while the operator runs: it removes its finalizers."""
+    report.section("cleanup")
+    began = time.monotonic()
+    names = [item["metadata"]["name"] for item in cluster.watchers(namespace)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda name: cluster.delete_watcher(namespace, name), names))
+    gone = observer.wait(lambda: not observer.names, began + 180)
+    report.add(
+        f"delete {len(names)} watchers until gone",
+        f"{fmt_s(time.monotonic() - began)}{'' if gone else ' (TIMED OUT, forced later)'}",
+    )
+
+
+def delete_leftovers(cluster: Cluster, namespace: str) -> None:
+    """With the operator stopped (so it writes nothing more): whatever is left, and the rest."""
+    for item in cluster.watchers(namespace):
+        cluster.force_delete_watcher(namespace, item["metadata"]["name"])
+    with suppress(ApiException):
+        cluster.core.delete_collection_namespaced_config_map(
+            namespace, label_selector="app.kubernetes.io/managed-by=match-list-change-detector"
+        )
+    with suppress(ApiException):
+        cluster.core.delete_namespaced_secret(SECRET, namespace)
