@@ -187,11 +187,14 @@ def note_of(
         if isinstance(trigger, Scheduled)
         else f"{trigger.kind} run"
     )
+    failed = (
+        f"; notifications failed: {notice.message}" if isinstance(notice, DetectorError) else ""
+    )
     if isinstance(result, DetectorError):
-        return Note("Warning", result.reason, f"{what} failed: {result.message}")
+        return Note("Warning", result.reason, f"{what} failed: {result.message}{failed}")
     message = f"{what}: {describe_success(result)}"
     if isinstance(notice, DetectorError):
-        return Note("Warning", notice.reason, f"{message}; notifications failed: {notice.message}")
+        return Note("Warning", notice.reason, f"{message}{failed}")
     if result.reset is not None:
         return Note("Warning", Reason.BASELINE_RESET, message)
     return Note("Normal", Reason.BASELINE if result.baseline else Reason.RUN_SUCCEEDED, message)

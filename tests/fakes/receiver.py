@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from tests.fakes.background import Answer, BackgroundServer
@@ -70,8 +71,14 @@ class WebhookReceiver(BackgroundServer):
         port: int = 0,
         hmac_key: bytes | str | None = None,
         on_request: Callable[[Received], None] | None = None,
+        check: Callable[[Received], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(host, port)
+        # Problems of each request (tests.support.payloads.delivery_check); any found fail the
+        # `with` block at its end, so every payload of a test is checked, not only the ones
+        # it looks at. A callable: this module stays stdlib-only for the stand-in image.
+        self._check = check
+        self.problems: list[str] = []
         self._hmac_key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
         # Runs in the handler thread after the request is recorded and before the reply is sent.
         self.on_request = on_request
@@ -101,6 +108,16 @@ class WebhookReceiver(BackgroundServer):
                     f"expected {count} requests within {timeout}s, got {len(self._requests)}"
                 )
             return list(self._requests)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, tb)
+        if exc_type is None and self.problems:
+            raise AssertionError("deliveries broke their promises:\n" + "\n".join(self.problems))
 
     def up(self) -> None:
         """Start listening; after `down()` this reuses the same port, so clients keep their URL."""
@@ -158,8 +175,10 @@ class WebhookReceiver(BackgroundServer):
         received = Received(
             method, path, headers, body, payload, self._signature_valid(headers, body)
         )
+        problems = list(self._check(received)) if self._check is not None else []
         with self._changed:
             self._requests.append(received)
+            self.problems += [f"request {len(self._requests)}: {p}" for p in problems]
             self._changed.notify_all()
         if self.on_request is not None:
             self.on_request(received)
@@ -168,7 +187,15 @@ class WebhookReceiver(BackgroundServer):
 
 
 _print_lock = threading.Lock()
-_SHOWN_HEADERS = ("user-agent", "content-type", "x-matchlist-event", "x-matchlist-delivery")
+_SHOWN_HEADERS = (
+    "user-agent",
+    "content-type",
+    "x-matchlist-event",
+    "x-matchlist-delivery",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+)
 
 
 def _print_delivery(received: Received) -> None:

@@ -26,6 +26,7 @@ from tests.integration.harness import (
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
 from tests.support.operator_process import Operator
+from tests.support.payloads import delivery_check
 from tests.support.waiting import wait_for
 from tests.support.watchers import fogis_spec, ready
 
@@ -75,7 +76,7 @@ def _swap_first_two_roles(referees: list[dict[str, Any]]) -> list[dict[str, Any]
 def test_first_run_records_a_baseline_and_notifies_nobody(
     cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
 ) -> None:
-    with WebhookReceiver() as hook:
+    with WebhookReceiver(check=delivery_check()) as hook:
         spec = fogis_spec(fogis.base_url, credentials, webhook={"url": hook.url})
         watcher = cluster.create_watcher(namespace, "base", spec)
         status = ManualRuns(cluster, namespace, "base")()

@@ -18,6 +18,7 @@ from tests.fakes.receiver import WebhookReceiver
 from tests.support.cluster import Cluster
 from tests.support.commands import kubectl, run_command
 from tests.support.operator_process import Operator, running
+from tests.support.payloads import delivery_check
 from tests.support.watchers import fogis_spec, ready
 
 CHART = ROOT / "charts" / "match-list-change-detector"
@@ -93,7 +94,7 @@ def test_operator_as_the_charts_service_account(
     account = f"{name}-match-list-change-detector"
     kubeconfig = cluster.service_account_kubeconfig(account, install_ns, tmp_path / "sa.json")
     with (
-        WebhookReceiver() as hook,
+        WebhookReceiver(check=delivery_check()) as hook,
         running(Operator(kubeconfig, [namespace], tmp_path / "operator.log")) as operator,
     ):
         spec = fogis_spec(fogis.base_url, credentials, webhook={"url": hook.url})

@@ -36,6 +36,7 @@ from tests.integration.harness import (
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
 from tests.support.operator_process import Operator, running
+from tests.support.payloads import delivery_check
 from tests.support.waiting import wait_for
 from tests.support.watchers import fogis_spec, ready
 
@@ -55,12 +56,16 @@ def _hook_data(receiver: WebhookReceiver) -> dict[str, str]:
     }
 
 
+PREVIOUS_HMAC_KEY = "previous-K3y-never-logged"
+NOTIFY_TOKEN = "notify-T0ken-never-logged"
+
+
 @pytest.fixture
 def hook(cluster: Cluster, namespace: str, credentials: str) -> Iterator[WebhookReceiver]:
     """A receiver checking signatures with HMAC_KEY, and the webhook Secret pointing at it
     (after the `credentials` fixture made the FOGIS Secret CREDENTIALS)."""
     assert credentials == CREDENTIALS
-    with WebhookReceiver(hmac_key=HMAC_KEY) as receiver:
+    with WebhookReceiver(hmac_key=HMAC_KEY, check=delivery_check(HMAC_KEY)) as receiver:
         cluster.create_secret(namespace, HOOK_SECRET, _hook_data(receiver))
         yield receiver
 
@@ -375,6 +380,71 @@ def test_a_client_error_is_not_retried(
     assert status["changeCount"] == 2
 
 
+def test_a_receiver_answering_410_gone_gets_nothing_until_its_secret_changes(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    run, baseline, status = _change_answered(cluster, namespace, "gone", fogis, hook, (410,))
+    assert len(hook.requests) == 1  # 410 is not retried
+    assert _ready(status) == ("False", "WebhookGone")
+    assert status["webhook"]["pendingChanges"] == 2
+    assert status["webhook"]["goneFor"]
+
+    status = run()  # the same webhook configuration: nothing is sent
+    assert _ready(status) == ("False", "WebhookGone")
+    assert len(hook.requests) == 1
+    assert _snapshot_version(cluster, namespace, "gone") == baseline
+
+    # The receiver's owner rotates the key: the Secret changed, deliveries resume.
+    cluster.create_secret(namespace, HOOK_SECRET, {**_hook_data(hook), "previousHmacKey": "old"})
+    status = run()
+    assert _ready(status) == ("True", "Succeeded")
+    first, second = hook.requests
+    assert _delivery(second) == _delivery(first)  # the same pending transition
+    assert status["webhook"].get("goneFor") is None  # null in a merge patch removes it
+    assert len(str(second.header("webhook-signature")).split()) == 2  # both keys sign
+
+
+def test_a_failing_chat_service_holds_back_neither_the_webhook_nor_itself(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    with WebhookReceiver() as people:
+        url = people.url.replace("http://", "json://", 1)
+        cluster.create_secret(namespace, "people", {"urls": f"# the referee's phone\n{url}\n"})
+        spec = {**_spec(fogis), "notify": {"secretRef": {"name": "people"}}}
+        cluster.create_watcher(namespace, "told", spec)
+        run = ManualRuns(cluster, namespace, "told")
+        run()  # baselines for both: nobody is told anything
+        assert cluster.core.read_namespaced_config_map("told-matchlist-notified", namespace)
+        fogis.set_matches(_change_a())
+        people.enqueue(500)
+
+        status = run()
+        assert len(hook.requests) == 1  # the webhook got its change regardless
+        assert status["webhook"]["pendingChanges"] == 0
+        assert _ready(status) == ("False", "NotifyFailing")
+        assert status["notify"]["pendingChanges"] == 2
+        wait_event_with(cluster, namespace, "told", "NotifyFailing", "notifications failed")
+
+        status = run()  # the webhook has nothing new; the people's pending text goes out
+        assert _ready(status) == ("True", "Succeeded")
+        assert len(hook.requests) == 1
+        assert status["notify"]["pendingChanges"] == 0
+        told = people.requests[-1].payload
+        assert told["title"] == "Match list: 2 changes"
+        assert "moved" in told["message"]
+        assert "new assignment" in told["message"]
+        assert _metric(operator, "matchwatcher_notifications_total", namespace, "told",
+                       result="delivered") == 1  # fmt: skip
+
+
 def test_retry_after_is_honoured(
     cluster: Cluster,
     namespace: str,
@@ -513,9 +583,10 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
     operator = Operator(
         cluster.kubeconfig, [namespace], tmp_path / "op.log", env={"MLCD_LOG_LEVEL": "DEBUG"}
     )
-    with running(operator):
+    with running(operator), WebhookReceiver() as people:
+        notify_url = people.url.replace("http://", "json://", 1) + f"?token={NOTIFY_TOKEN}"
         try:
-            _exercise_every_message(cluster, namespace, fogis, hook)
+            _exercise_every_message(cluster, namespace, fogis, hook, people, notify_url)
             texts = {
                 "operator log": operator.logs(),
                 "metrics": operator.metrics(),
@@ -536,8 +607,12 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
     assert "[DEBUG   ] logged in to FOGIS" in texts["operator log"]
     assert "InvalidWebhookSecret" in texts["Events"]
     assert "matchwatcher_webhook_attempts_total" in texts["metrics"]
-    good = _hook_data(hook)
+    assert "notifications failed" in texts["Events"]
+    good = {**_hook_data(hook), "previousHmacKey": PREVIOUS_HMAC_KEY}
     values = {
+        "previousHmacKey": PREVIOUS_HMAC_KEY,
+        "notify URL token": NOTIFY_TOKEN,
+        "notify URL": notify_url,
         "FOGIS password": PASSWORD,
         "hmacKey": HMAC_KEY,
         "header value": HEADER_VALUE,
@@ -547,7 +622,7 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
         "token in broken headers": BROKEN_HEADER_TOKEN,
     }
     # As the Secrets store them, too: base64 of each whole value.
-    stored = [PASSWORD, *good.values(), f"Authorization: [{BROKEN_HEADER_TOKEN}"]
+    stored = [PASSWORD, *good.values(), f"Authorization: [{BROKEN_HEADER_TOKEN}", notify_url]
     for index, value in enumerate(stored):
         values[f"base64 of stored value {index}"] = base64.b64encode(value.encode()).decode()
     leaks = [
@@ -563,15 +638,24 @@ BROKEN_HEADER_TOKEN = "hdr-in-broken-yaml-never-logged"
 
 
 def _exercise_every_message(
-    cluster: Cluster, namespace: str, fogis: FakeFogis, hook: WebhookReceiver
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    people: WebhookReceiver,
+    notify_url: str,
 ) -> None:
     """Every path that writes a message: retries, a refusal, unusable webhook Secrets, a
-    rejected FOGIS login, and finally a delivery."""
-    cluster.create_watcher(namespace, "leak", _spec(fogis, maxAttempts=3))
+    failing notification service, a rejected FOGIS login, and finally a delivery."""
+    cluster.create_secret(namespace, "people", {"urls": notify_url})
+    spec = {**_spec(fogis, maxAttempts=3), "notify": {"secretRef": {"name": "people"}}}
+    good = {**_hook_data(hook), "previousHmacKey": PREVIOUS_HMAC_KEY}
+    cluster.create_secret(namespace, HOOK_SECRET, good)
+    cluster.create_watcher(namespace, "leak", spec)
     run = ManualRuns(cluster, namespace, "leak")
     run()
     fogis.set_matches(_change_a())
-    good = _hook_data(hook)
+    people.enqueue(500)
     hook.enqueue(503, 503, 503)
     assert _ready(run()) == ("False", "WebhookFailing")
     hook.enqueue(400)

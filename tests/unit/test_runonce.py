@@ -17,6 +17,7 @@ import pytest
 from tests.fakes.fogis.records import make_match
 from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
+from tests.support.payloads import delivery_check
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD, HMAC_KEY = "anna", "run-once-Pa55", "hook-key-123"
@@ -47,7 +48,7 @@ def run_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_baseline_then_change_then_webhook(fogis: FakeFogis, tmp_path: Path) -> None:
     snapshot = tmp_path / "previous_matches.json"
-    with WebhookReceiver(hmac_key=HMAC_KEY) as hook:
+    with WebhookReceiver(hmac_key=HMAC_KEY, check=delivery_check(HMAC_KEY)) as hook:
         env = {
             "FOGIS_USERNAME": USER,
             "FOGIS_PASSWORD": PASSWORD,
