@@ -221,15 +221,21 @@ class Fetched:
 
 class WebhookNotifier:
     def __init__(
-        self, sender: WebhookSender, target: WebhookTarget, gate: asyncio.Semaphore
+        self,
+        sender: WebhookSender,
+        target: WebhookTarget,
+        gate: asyncio.Semaphore,
+        *,
+        watcher: WatcherRef | None = None,  # named in the sender's log lines
     ) -> None:
         self._sender = sender
         self._target = target
         self._gate = gate
+        self._watcher = watcher
 
     async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
         return await self._sender.deliver(
-            self._target, body, delivery_id, self._gate, occurred=occurred
+            self._target, body, delivery_id, self._gate, occurred=occurred, watcher=self._watcher
         )
 
 

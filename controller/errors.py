@@ -11,8 +11,13 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from controller.logfields import about
 from controller.reasons import Reason
+
+if TYPE_CHECKING:
+    from controller.model import WatcherRef
 
 # Longest message shown to users (status.lastError, condition messages, Events, log lines): one
 # run's error must never make every later status patch too large to be accepted.
@@ -94,11 +99,16 @@ def bug_location(exc: BaseException) -> str:
     )
 
 
-def unexpected(exc: BaseException, where: str, log: logging.Logger) -> DetectorError:
+def unexpected(
+    exc: BaseException, where: str, log: logging.Logger, ref: WatcherRef | None = None
+) -> DetectorError:
     """Report a bug (an exception we did not expect) and turn it into the error users see.
 
     The log line names the exception's type and code location but never its message (see
-    bug_location); the returned error's reason is InternalError.
+    bug_location), and the watcher as structured fields; the error's reason is InternalError.
     """
-    log.error("%s: internal error %s at %s", where, type(exc).__name__, bug_location(exc))
+    fields = {} if ref is None else about(ref)
+    log.error(
+        "%s: internal error %s at %s", where, type(exc).__name__, bug_location(exc), extra=fields
+    )
     return DetectorError(f"internal error: {type(exc).__name__}", reason=Reason.INTERNAL_ERROR)

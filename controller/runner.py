@@ -191,7 +191,8 @@ class WatcherRunner:
             secret.values if secret else None,
             source=f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}",
         )
-        return WebhookNotifier(self._sender, target, self._webhook_gate), fingerprint
+        notifier = WebhookNotifier(self._sender, target, self._webhook_gate, watcher=ref)
+        return notifier, fingerprint
 
     async def _webhook_pass(
         self,
@@ -269,7 +270,7 @@ class WatcherRunner:
         except DetectorError as exc:
             return exc
         except Exception as exc:  # a bug in this pass must not cost the webhook's result
-            return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log)
+            return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log, ref)
 
     async def run(
         self,
@@ -333,7 +334,7 @@ class WatcherRunner:
         except DetectorError as exc:
             result = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
-            result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log)
+            result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log, ref)
         if tried and isinstance(result, LoginFailed):
             self._logins.rejected(key, tried[-1], started)
         elif source is not None and source.fetched is not None:  # FOGIS accepted them

@@ -21,6 +21,7 @@ from controller.config import Settings
 from controller.decide import Memory, Run, View, created_at, decide, next_run
 from controller.errors import DetectorError, unexpected
 from controller.events import Note
+from controller.logfields import about
 from controller.model import WatcherRef, WatcherSpec
 from controller.outcome import Outcome
 from controller.status import WatcherStatus, status_after_run
@@ -98,10 +99,16 @@ class WatcherScheduler:
             try:
                 pause = await self._step()
             except DetectorError as exc:  # the API server refused a status write
-                log.warning("%s/%s: %s", self.ref.namespace, self.ref.name, exc.message)
+                log.warning(
+                    "%s/%s: %s",
+                    self.ref.namespace,
+                    self.ref.name,
+                    exc.message,
+                    extra=about(self.ref),
+                )
                 pause = _API_RETRY_SECONDS
             except Exception as exc:  # a bug: keep this watcher alive (and every other one)
-                error = unexpected(exc, f"{self.ref.namespace}/{self.ref.name}", log)
+                error = unexpected(exc, f"{self.ref.namespace}/{self.ref.name}", log, self.ref)
                 await self._cluster.post_event(self.ref, "Warning", error.reason, error.message)
                 pause = _INTERNAL_ERROR_RETRY_SECONDS
             await self._sleep(pause)
@@ -167,9 +174,9 @@ class WatcherScheduler:
     async def _post(self, note: Note) -> None:
         where = f"{self.ref.namespace}/{self.ref.name}"
         if note.type_ == "Warning":
-            log.warning("%s: %s (%s)", where, note.message, note.reason)
+            log.warning("%s: %s (%s)", where, note.message, note.reason, extra=about(self.ref))
         else:
-            log.info("%s: %s", where, note.message)
+            log.info("%s: %s", where, note.message, extra=about(self.ref))
         await self._cluster.post_event(self.ref, note.type_, note.reason, note.message)
 
     async def _sleep(self, seconds: float | None) -> None:

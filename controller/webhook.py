@@ -35,7 +35,8 @@ import yaml
 
 from controller.destinations import Resolver, api_server_addresses, refusal, system_resolver
 from controller.errors import InvalidSpec, SecretNotFound, WebhookFailing
-from controller.model import WebhookSpec, is_http_url
+from controller.logfields import about
+from controller.model import WatcherRef, WebhookSpec, is_http_url
 from controller.reasons import Reason
 from controller.report import rfc3339
 
@@ -563,6 +564,7 @@ class WebhookSender:
         gate: asyncio.Semaphore | None = None,
         *,
         occurred: datetime | None = None,
+        watcher: WatcherRef | None = None,
     ) -> DeliveryResult:
         """Deliver `body` as is; returns on the first 2xx, raises DeliveryFailed otherwise.
         `occurred`: when the changes were detected (CloudEvents' ce-time); default now.
@@ -612,11 +614,13 @@ class WebhookSender:
             retry_after = response.headers.get("Retry-After") if response is not None else None
             delay = retry_delay(self._policy, len(attempts), retry_after, self._rng)
             log.info(
-                "webhook %s %s (attempt %d of %d), retrying in %.1fs",
+                "%swebhook %s %s (attempt %d of %d), retrying in %.1fs",
+                "" if watcher is None else f"{watcher.namespace}/{watcher.name}: ",
                 target.display_url,
                 outcome,
                 len(attempts),
                 target.max_attempts,
                 delay,
+                extra={} if watcher is None else about(watcher),
             )
             await self._sleep(delay)

@@ -6,6 +6,7 @@ changes while down, DST, the same trigger twice, ...) are rows of tests/unit/tes
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from hack.local_cluster import ROOT
 from tests.fakes.fogis.server import FakeFogis
+from tests.integration.harness import ManualRuns
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
 from tests.support.operator_process import Operator, running
@@ -302,3 +304,20 @@ def test_a_paused_replica_drops_the_series_of_the_watchers_it_no_longer_serves(
             )
             wait_for("the series on the active one", lambda: 'name="moved"' in high.metrics(), 30)
             _delete_with(cluster, namespace, "moved")
+
+
+def test_json_logs_name_the_watcher_in_fields(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    """The chart's logFormat: json (kopf's --log-format=json): every line is a JSON object, and
+    lines about a watcher carry it as fields, so `jq 'select(.watcher.name == "x")'` works."""
+    log = tmp_path / "op.log"
+    with running(Operator(cluster.kubeconfig, [namespace], log, args=["--log-format=json"])):
+        spec = fogis_spec(fogis.base_url, credentials, "0 0 1 1 *")
+        cluster.create_watcher(namespace, "jsonlog", spec)
+        ManualRuns(cluster, namespace, "jsonlog")()
+        _delete_with(cluster, namespace, "jsonlog")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    about = [line for line in lines if line.get("watcher") == {"namespace": namespace,
+                                                                 "name": "jsonlog"}]  # fmt: skip
+    assert any("manual run: recorded a baseline" in line["message"] for line in about)

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class Operator:
         settings: Mapping[str, str] = FAST,
         verbose: bool = True,
         detach: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
@@ -53,6 +54,7 @@ class Operator:
         self.extra_env = {**settings, **(env or {})}
         self.verbose = verbose
         self.detach = detach
+        self.args = list(args)  # more `kopf run` options, e.g. --log-format=json
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,7 +87,7 @@ class Operator:
         verbose = ["--verbose"] if self.verbose else []
         with self.log_path.open("ab") as log:  # the child holds its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller", "operator", *verbose, *scope],
+                [sys.executable, "-m", "controller", "operator", *verbose, *scope, *self.args],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
