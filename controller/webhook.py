@@ -450,6 +450,8 @@ def _describe(exc: Exception, timeout_seconds: float) -> str:
         return "connection refused"
     if any(isinstance(c, socket.gaierror) for c in causes):
         return "host name did not resolve"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return "TLS failed (the receiver's certificate is not trusted, or it refused ours)"
     return f"transport error ({type(exc).__name__})"
 
 
@@ -550,7 +552,9 @@ class WebhookSender:
                 ) as response,
             ):
                 pass
-        except (TimeoutError, httpx.HTTPError, UnicodeError) as exc:
+        # ssl.SSLError too: a TLS 1.3 server refusing the client certificate alerts after the
+        # client's handshake is done, and httpcore lets that through unmapped when reading.
+        except (TimeoutError, httpx.HTTPError, UnicodeError, ssl.SSLError) as exc:
             error = _describe(exc, target.timeout_seconds)
             in_doubt = isinstance(exc, (TimeoutError, *_MAYBE_SENT))
             return Attempt(None, error, time.perf_counter() - started, in_doubt), None
