@@ -19,9 +19,12 @@ from controller.model import TRIGGER_ANNOTATION, WatcherSpec, parse_spec
 from controller.reasons import SPEC_REASONS, Reason
 from controller.schedule import Schedule, parse_schedule, plan
 from controller.status import (
+    RECONCILING,
+    STALLED,
     Readiness,
     WatcherStatus,
     parse_timestamp,
+    run_started,
     slot_claim,
     status_seen,
     timestamp,
@@ -130,6 +133,7 @@ def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) ->
         return Decision(
             Run(Manual(view.trigger), spec, schedule),
             replace(memory, handled_trigger=view.trigger),
+            patch=run_started(memory.status, "manual run", now=now, generation=view.generation),
         )
     p = plan(
         schedule,
@@ -164,7 +168,14 @@ def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) ->
             # Claimed before the run: a run that takes the process down (OOM-kill, SIGKILL) is
             # not started again after the restart, so it cannot crash-loop the operator.
             # Nothing is lost: the snapshot has not advanced, and the next run reports it all.
-            patch=slot_claim(p.due, schedule.expression, spec.time_zone),
+            patch=slot_claim(
+                memory.status,
+                p.due,
+                schedule.expression,
+                spec.time_zone,
+                now=now,
+                generation=view.generation,
+            ),
             events=events,
         )
     if p.skipped_through is not None:
@@ -195,15 +206,17 @@ def _invalid(memory: Memory, view: View, exc: InvalidSpec, now: datetime) -> Dec
     key = (view.generation, exc.reason, exc.message)
     if key == memory.invalid_reported:
         return Decision(Wait(None), memory)
+    problem = Readiness(False, exc.reason, exc.message)
     return Decision(
         Wait(None),
         replace(memory, invalid_reported=key, ready_from_spec=True),
         patch=status_seen(
             memory.status,
-            Readiness(False, exc.reason, exc.message),
+            problem,
             now=now,
             next_time=None,
             generation=view.generation,
+            stalled=replace(problem, ready=True),
         ),
         events=(Note("Warning", exc.reason, exc.message),),
     )
@@ -234,6 +247,9 @@ def _readiness_shown(
         timestamp(status.next_execution_time),
         None if ready is None else ready.readiness(),
     )
-    if current == (generation, timestamp(next_time), readiness):
+    # Stalled or Reconciling left over (the spec was fixed; a run died with its process):
+    # written away as well.
+    lingering = any(c.get("type") in (STALLED, RECONCILING) for c in status.other_conditions)
+    if current == (generation, timestamp(next_time), readiness) and not lingering:
         return None
     return readiness, from_spec

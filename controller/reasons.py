@@ -13,6 +13,7 @@ class Reason(StrEnum):
     # Ready=True: the watcher is scheduled, or its last run went well.
     SCHEDULED = "Scheduled"
     SUSPENDED = "Suspended"
+    RUNNING = "Running"  # Reconciling=True while a run is in progress
     SUCCEEDED = "Succeeded"
     BASELINE_RESET = "BaselineReset"  # also a Warning Event
     # Ready=False because of the spec or a Secret's shape: nothing changes until they do.

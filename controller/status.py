@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.diff import Summary
 from controller.errors import clip
+from controller.reasons import Reason
 from controller.report import rfc3339
 from controller.trigger import Manual, Scheduled, Trigger
 
@@ -99,7 +100,8 @@ class WatcherStatus:
 
     observed_generation: int | None = None
     ready: ReadyCondition | None = None
-    # Conditions other than Ready (someone else's): kept as they are on every write.
+    # Conditions other than Ready: our Stalled and Reconciling, and anyone else's (kept as
+    # they are on every write).
     other_conditions: tuple[Mapping[str, Any], ...] = ()
     next_execution_time: datetime | None = None
     last_schedule_time: datetime | None = None
@@ -148,27 +150,61 @@ class WatcherStatus:
         )
 
 
+# kstatus' abnormal-true conditions beside Ready: present (status True) while they apply, removed
+# otherwise, so GitOps tools and `kubectl wait` tell "broken" (Stalled: a spec error that will
+# not fix itself) from "busy" (Reconciling: a run in progress).
+STALLED, RECONCILING = "Stalled", "Reconciling"
+
+
+def _condition(
+    type_: str, state: Readiness, old: Mapping[str, Any] | None, now: datetime, gen: int | None
+) -> dict[str, Any]:
+    """One condition; lastTransitionTime moves only when its status flips."""
+    status = "True" if state.ready else "False"
+    transition = timestamp(now)
+    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
+        transition = old["lastTransitionTime"]
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": str(state.reason),
+        "message": clip(state.message),
+        "lastTransitionTime": transition,
+    }
+    if gen is not None:
+        condition["observedGeneration"] = gen
+    return condition
+
+
 def conditions_with(
     previous: WatcherStatus,
     readiness: Readiness,
     now: datetime,
     generation: int | None,
+    *,
+    stalled: Readiness | None = None,
+    reconciling: Readiness | None = None,
 ) -> list[dict[str, Any]]:
-    """The condition list with Ready replaced; lastTransitionTime moves only when status flips."""
-    old = previous.ready
-    transition = timestamp(now)
-    if old is not None and old.ready == readiness.ready and old.last_transition:
-        transition = old.last_transition
-    ready: dict[str, Any] = {
-        "type": "Ready",
-        "status": "True" if readiness.ready else "False",
-        "reason": str(readiness.reason),
-        "message": clip(readiness.message),
-        "lastTransitionTime": transition,
-    }
-    if generation is not None:
-        ready["observedGeneration"] = generation
-    return [*(dict(c) for c in previous.other_conditions), ready]
+    """The condition list with Ready replaced, and Stalled/Reconciling set (when given) or
+    removed; anyone else's conditions are kept as they are."""
+    ours = {STALLED: stalled, RECONCILING: reconciling}
+    old = {c.get("type"): c for c in previous.other_conditions}
+    kept = [dict(c) for c in previous.other_conditions if c.get("type") not in ours]
+    ready_before = previous.ready
+    ready_old = (
+        None
+        if ready_before is None
+        else {
+            "status": "True" if ready_before.ready else "False",
+            "lastTransitionTime": ready_before.last_transition,
+        }
+    )
+    added = [
+        _condition(type_, state, old.get(type_), now, generation)
+        for type_, state in ours.items()
+        if state is not None
+    ]
+    return [*kept, *added, _condition("Ready", readiness, ready_old, now, generation)]
 
 
 @dataclass(frozen=True)
@@ -239,18 +275,43 @@ def status_seen(
     now: datetime,
     next_time: datetime | None,
     generation: int | None,
+    stalled: Readiness | None = None,
 ) -> dict[str, Any]:
-    """What is written as soon as a watcher is seen (created, changed, operator started)."""
+    """What is written as soon as a watcher is seen (created, changed, operator started);
+    `stalled` for a spec that cannot be used."""
     return {
         "observedGeneration": generation,
-        "conditions": conditions_with(previous, readiness, now, generation),
+        "conditions": conditions_with(previous, readiness, now, generation, stalled=stalled),
         "nextExecutionTime": timestamp(next_time),
     }
 
 
-def slot_claim(slot: datetime, schedule: str, time_zone: str) -> dict[str, Any]:
-    """Written before a scheduled run starts (see decide.decide)."""
+def run_started(
+    previous: WatcherStatus, what: str, *, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    """Written before a run starts: Reconciling=True (Ready as it was)."""
+    ready = previous.ready.readiness() if previous.ready is not None else _NOT_YET
+    busy = Readiness(True, Reason.RUNNING, f"{what} in progress")
+    return {"conditions": conditions_with(previous, ready, now, generation, reconciling=busy)}
+
+
+_NOT_YET = Readiness(False, Reason.RUNNING, "the first run is in progress")
+
+
+def slot_claim(
+    previous: WatcherStatus,
+    slot: datetime,
+    schedule: str,
+    time_zone: str,
+    *,
+    now: datetime,
+    generation: int | None,
+) -> dict[str, Any]:
+    """Written before a scheduled run starts (see decide.decide): the slot, and Reconciling."""
     return {
         "lastScheduleTime": timestamp(slot),
         "lastScheduleOf": {"schedule": schedule, "timeZone": time_zone},
+        **run_started(
+            previous, f"schedule run ({timestamp(slot)})", now=now, generation=generation
+        ),
     }

@@ -58,7 +58,7 @@ def test_scheduled_runs_fill_status_and_columns(
     table = cluster.kubectl("get", "mw", "-n", namespace)
     header = table.splitlines()[0].split()
     assert header == [
-        "NAME", "SCHEDULE", "SUSPENDED", "LAST", "RUN", "NEXT", "RUN",
+        "NAME", "SCHEDULE", "TIMEZONE", "SUSPENDED", "LAST", "RUN", "NEXT", "RUN",
         "RUNS", "CHANGES", "READY", "AGE",
     ]  # fmt: skip
     row = table.splitlines()[1].split()
@@ -92,9 +92,12 @@ def test_manual_trigger_runs_once_per_value_even_when_suspended(
     assert status.get("nextExecutionTime") is None
 
     cluster.trigger(namespace, "manual", "first")
-    status = cluster.wait_status(
-        namespace, "manual", "manual run", lambda s: s.get("lastHandledTrigger") == "first", 10
-    )
+    # The README's way to wait for the run a trigger caused.
+    cluster.kubectl(
+        "wait", "mw/manual", "-n", namespace, "--timeout=20s",
+        "--for=jsonpath={.status.lastHandledTrigger}=first",
+    )  # fmt: skip
+    status = cluster.status(namespace, "manual")
     assert status["executionCount"] == 1
     assert "lastScheduleTime" not in status  # a manual run belongs to no slot
 
@@ -140,6 +143,7 @@ def test_invalid_schedule_and_zone_are_reported_and_recover(
     for name, reason in (("badcron", "InvalidSchedule"), ("badzone", "UnknownTimeZone")):
         status = cluster.wait_status(namespace, name, "Ready condition", ready)
         assert (_ready(status)["status"], _ready(status)["reason"]) == ("False", reason)
+        assert _condition(status, "Stalled") == ("True", reason)  # kstatus: broken, not busy
         assert cluster.wait_event(namespace, name, reason).type == "Warning"
         assert "executionCount" not in status
         assert status.get("nextExecutionTime") is None
@@ -150,6 +154,14 @@ def test_invalid_schedule_and_zone_are_reported_and_recover(
     for name in ("badcron", "badzone"):
         status = cluster.wait_status(namespace, name, "recovered", _runs_at_least(1))
         assert _ready(status)["status"] == "True"
+        assert _condition(status, "Stalled") is None
+        assert _condition(status, "Reconciling") is None  # the run is over
+    cluster.kubectl("wait", "mw/badcron", "-n", namespace, "--for=condition=Ready", "--timeout=20s")
+
+
+def _condition(status: dict[str, Any], type_: str) -> tuple[str, str] | None:
+    found = [c for c in status.get("conditions") or [] if c.get("type") == type_]
+    return (found[0]["status"], found[0]["reason"]) if found else None
 
 
 def _sleep_until(moment: datetime) -> None:
@@ -256,11 +268,14 @@ def test_sigterm_lets_a_running_run_finish_and_exits_zero(
         cluster.trigger(namespace, "slow", "go")
         wait_for("a login", lambda: fogis.logins >= 1, timeout=10)
         time.sleep(0.5)  # the match list request is now being held back by the fake
+        busy = _condition(cluster.status(namespace, "slow"), "Reconciling")
         code = op.stop(signal.SIGTERM)
     finally:
         op.stop()
     assert code == 0
+    assert busy == ("True", "Running")  # kstatus: busy while the run was held
     status = cluster.status(namespace, "slow")
+    assert _condition(status, "Reconciling") is None
     assert status.get("lastHandledTrigger") == "go"
     assert status.get("executionCount") == 1
     assert _ready(status)["status"] == "True"

@@ -49,6 +49,7 @@ class Row:
     patch: dict[str, Any] | None = None
     events: tuple[str, ...] = ()
     ready: tuple[str, str] | None = None  # (status, reason) of the patch's Ready condition
+    stalled: bool = False  # the patch sets Stalled=True (a spec error that will not fix itself)
 
 
 ROWS = [
@@ -197,6 +198,7 @@ ROWS = [
         spec={"suspend": True},
         trigger="t1",
         run=Manual("t1"),
+        patch={"lastScheduleTime": None},  # only Reconciling
     ),
     Row(
         "the same trigger value again does nothing",
@@ -254,6 +256,7 @@ ROWS = [
         patch={"nextExecutionTime": None, "observedGeneration": 1},
         events=("InvalidSchedule",),
         ready=("False", "InvalidSchedule"),
+        stalled=True,
     ),
     Row(
         "the same invalid spec is reported once",
@@ -280,6 +283,19 @@ ROWS = [
         wait=at(1),
         patch={"nextExecutionTime": "2026-11-28T11:00:00Z", "observedGeneration": 2},
         ready=("True", "Scheduled"),
+    ),
+    Row(
+        "Reconciling left by a run that died with its process is written away",
+        now=at(seconds=5),
+        status={
+            "lastScheduleTime": "2026-11-28T10:00:00Z",
+            "nextExecutionTime": "2026-11-28T11:00:00Z",
+            "observedGeneration": 1,
+            "conditions": [READY_LOGIN_FAILED, {"type": "Reconciling", "status": "True"}],
+        },
+        wait=at(1),
+        patch={"nextExecutionTime": "2026-11-28T11:00:00Z"},
+        ready=("False", "LoginFailed"),
     ),
     Row(
         "a run's verdict stays until the next run; NEXT RUN and generation still move",
@@ -331,12 +347,18 @@ def test_decide(row: Row) -> None:
     else:
         assert decision.patch is not None
         assert {key: decision.patch.get(key) for key in row.patch} == row.patch
+    conditions = {
+        c["type"]: (c["status"], c["reason"]) for c in (decision.patch or {}).get("conditions", [])
+    }
     if row.ready is not None:
-        assert decision.patch is not None
-        ready = decision.patch["conditions"][-1]
-        assert (ready["status"], ready["reason"]) == row.ready
-    elif decision.patch is not None:
-        assert "conditions" not in decision.patch
+        assert conditions["Ready"] == row.ready
+    elif row.run is None:
+        assert conditions == {}
+    # kstatus: Reconciling while a run is in progress, Stalled for a spec that cannot be used.
+    assert conditions.get("Reconciling") == (("True", "Running") if row.run else None)
+    assert conditions.get("Stalled") == (
+        ("True", row.ready[1]) if row.stalled and row.ready else None
+    )
     assert tuple(note.reason for note in decision.events) == row.events
 
 

@@ -16,6 +16,7 @@ from controller.status import (
     WebhookState,
     conditions_with,
     parse_timestamp,
+    run_started,
     status_after_run,
     status_seen,
     timestamp,
@@ -194,3 +195,31 @@ def test_parse_timestamp(value: Any, expected: datetime | None) -> None:
 )  # fmt: skip
 def test_status_is_parsed_once_and_junk_counts_as_absent(raw: Any, expected: WatcherStatus) -> None:
     assert WatcherStatus.parse(raw) == expected
+
+
+def test_a_finished_run_removes_reconciling_and_stalled_and_keeps_others() -> None:
+    previous = WatcherStatus.parse(
+        {
+            "conditions": [
+                {"type": "Other", "status": "True"},
+                {"type": "Stalled", "status": "True", "reason": "InvalidSchedule"},
+                {"type": "Reconciling", "status": "True", "reason": "Running"},
+            ]
+        }
+    )
+    patch = status_after_run(previous, record(), next_time=None, generation=3)
+    assert [c["type"] for c in patch["conditions"]] == ["Other", "Ready"]
+
+
+def test_a_run_start_sets_reconciling_and_keeps_ready() -> None:
+    previous = WatcherStatus.parse(
+        {"conditions": [{"type": "Ready", "status": "False", "reason": "LoginFailed",
+                         "message": "no", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    )  # fmt: skip
+    conditions = run_started(previous, "manual run", now=T1, generation=2)["conditions"]
+    assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [
+        ("Reconciling", "True", "Running"),
+        ("Ready", "False", "LoginFailed"),
+    ]
+    assert conditions[1]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert conditions[0]["message"] == "manual run in progress"
