@@ -108,21 +108,11 @@ def record_of(
                 gone_for=webhook if result.reason == Reason.WEBHOOK_GONE else None,
             )
     notify = notify_state(previous.notify, notice, finished)
-    if isinstance(result, Detection) and isinstance(notice, DetectorError):
-        return RunRecord(
-            trigger=trigger,
-            started=started,
-            finished=finished,
-            readiness=Readiness(False, notice.reason, notice.message),
-            error=notice.message,
-            match_count=result.match_count,
-            summary=result.summary,
-            delivered=True,
-            webhook=state,
-            notify=notify,
-        )
     if isinstance(result, Detection):
-        if still_gone:
+        error: str | None = None
+        if isinstance(notice, DetectorError):  # the webhook went well; people's pass did not
+            readiness, error = Readiness(False, notice.reason, notice.message), notice.message
+        elif still_gone:
             readiness = Readiness(False, Reason.WEBHOOK_GONE, f"{describe_success(result)}; {GONE}")
         elif result.reset is None:
             readiness = Readiness(True, Reason.SUCCEEDED, describe_success(result))
@@ -133,7 +123,7 @@ def record_of(
             started=started,
             finished=finished,
             readiness=readiness,
-            error=None,
+            error=error,
             match_count=result.match_count,
             summary=result.summary,
             delivered=True,

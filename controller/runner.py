@@ -9,7 +9,7 @@ import asyncio
 import http
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -52,7 +52,7 @@ from controller.model import (
 from controller.notify import NOTIFY_THREADS, NOTIFY_TIMEOUT_SECONDS, AppriseNotifier, notify_urls
 from controller.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.reasons import Reason
-from controller.snapshots import ConfigMapSnapshots
+from controller.snapshots import ConfigMapSnapshots, SnapshotStore
 from controller.status import RunRecord, WatcherStatus, timestamp
 from controller.trigger import Manual, Scheduled, Trigger
 from controller.webhook import (
@@ -85,6 +85,39 @@ def attempt_code(status: int | None) -> str:
     if status is None:
         return "error"
     return str(status) if status in _REGISTERED_CODES else "other"
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What the passes of one run share: one fetched list, one clock reading, one trigger."""
+
+    ref: WatcherRef
+    spec: WatcherSpec
+    trigger: Trigger
+    zone: ZoneInfo
+    started: datetime
+    fetched: Fetched
+
+    async def detect(
+        self,
+        store: SnapshotStore,
+        notifier: Notifier | None,
+        *,
+        held_back: str | None = None,
+        confirmed: bool = False,
+    ) -> Detection:
+        return await detect(
+            watcher=self.ref,
+            zone=self.zone,
+            days=(self.spec.fogis.days_back, self.spec.fogis.days_ahead),
+            trigger=self.trigger.kind,
+            now=self.started,
+            source=self.fetched,
+            store=store,
+            notifier=notifier,
+            held_back=held_back,
+            confirmed=confirmed,
+        )
 
 
 class WatcherRunner:
@@ -195,31 +228,18 @@ class WatcherRunner:
         return notifier, fingerprint
 
     async def _webhook_pass(
-        self,
-        ref: WatcherRef,
-        spec: WatcherSpec,
-        trigger: Trigger,
-        *,
-        previous: WatcherStatus,
-        zone: ZoneInfo,
-        started: datetime,
-        fetched: Fetched,
+        self, run: _Pass, previous: WatcherStatus
     ) -> tuple[Detection | DetectorError, str | None]:
         """The webhook's pass (also with no webhook: it keeps the snapshot and the counts), and
         the webhook's fingerprint. An UnconfirmedDrop is raised: the list itself is in doubt."""
         webhook: str | None = None
+        ref = run.ref
         try:
-            notifier, webhook = await self._notifier(ref, spec, previous)
+            notifier, webhook = await self._notifier(ref, run.spec, previous)
             store = ConfigMapSnapshots(self._kube, ref)
-            result = await detect(
-                watcher=ref,
-                zone=zone,
-                days=(spec.fogis.days_back, spec.fogis.days_ahead),
-                trigger=trigger.kind,
-                now=started,
-                source=fetched,
-                store=store,
-                notifier=notifier,
+            result = await run.detect(
+                store,
+                notifier,
                 held_back=self._held_back.pop((ref.namespace, ref.name), None),
             )
         except UnconfirmedDrop:
@@ -232,19 +252,10 @@ class WatcherRunner:
             )
         return result, webhook
 
-    async def _notify_pass(
-        self,
-        ref: WatcherRef,
-        spec: WatcherSpec,
-        notify: NotifySpec,
-        trigger: Trigger,
-        *,
-        zone: ZoneInfo,
-        started: datetime,
-        fetched: Fetched,
-    ) -> Detection | DetectorError:
+    async def _notify_pass(self, run: _Pass, notify: NotifySpec) -> Detection | DetectorError:
         """The people's pass over the list the webhook's pass used, with its own snapshot
         ("notified"): a failing chat service holds back neither the webhook nor the reverse."""
+        ref = run.ref
         where = f"notify Secret {ref.namespace}/{notify.secret_name}"
         try:
             secret = await self._kube.read_secret(
@@ -256,17 +267,8 @@ class WatcherRunner:
                 gate=self._notify_gate,
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
             )
-            return await detect(
-                watcher=ref,
-                zone=zone,
-                days=(spec.fogis.days_back, spec.fogis.days_ahead),
-                trigger=trigger.kind,
-                now=started,
-                source=fetched,
-                store=ConfigMapSnapshots(self._kube, ref, cursor="notified"),
-                notifier=notifier,
-                confirmed=True,
-            )
+            store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
+            return await run.detect(store, notifier, confirmed=True)
         except DetectorError as exc:
             return exc
         except Exception as exc:  # a bug in this pass must not cost the webhook's result
@@ -321,13 +323,10 @@ class WatcherRunner:
                     today, window_for(today, spec.fogis.days_back, spec.fogis.days_ahead)
                 )
             )
-            result, webhook = await self._webhook_pass(
-                ref, spec, trigger, previous=previous, zone=zone, started=started, fetched=fetched
-            )
+            passes = _Pass(ref, spec, trigger, zone, started, fetched)
+            result, webhook = await self._webhook_pass(passes, previous)
             if spec.notify is not None:
-                notice = await self._notify_pass(
-                    ref, spec, spec.notify, trigger, zone=zone, started=started, fetched=fetched
-                )
+                notice = await self._notify_pass(passes, spec.notify)
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             result = exc
