@@ -46,7 +46,7 @@ def release(helm: str, cluster: Cluster, namespace: str) -> Iterator[tuple[str, 
     run_helm(
         helm, cluster, "install", name, str(CHART), "-n", install_ns,
         # The CRD is already applied by the session fixture; the release adopts it.
-        "--take-ownership",
+        "--set", "crds.skipIfPresent=false", "--take-ownership",
         "--set", f"watchNamespaces={{{namespace}}}",
     )  # fmt: skip
     yield name, install_ns
@@ -80,6 +80,30 @@ def test_helm_install_creates_crd_rbac_and_deployment(
     cluster.kubectl("get", "serviceaccount", fullname, "-n", install_ns)
     cluster.kubectl("get", "role,rolebinding", fullname, "-n", namespace)
     cluster.kubectl("get", "service", fullname, "-n", install_ns)
+
+
+def test_helm_install_leaves_a_crd_it_does_not_own_and_says_so(
+    helm: str, cluster: Cluster, namespace: str
+) -> None:
+    """The CRD came from `kubectl apply` (the session fixture): a plain install must not fail
+    with Helm's ownership error, nor take the CRD over."""
+    name, install_ns = f"mlcd-{uuid.uuid4().hex[:6]}", cluster.new_namespace("mlcd")
+    before = json.loads(cluster.kubectl("get", "crd", "matchwatchers.matchlist.io", "-o", "json"))
+    out = run_helm(
+        helm, cluster, "install", name, str(CHART), "-n", install_ns,
+        "--set", f"watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    try:
+        assert "The MatchWatcher CRD already existed" in out
+        manifest = run_helm(helm, cluster, "get", "manifest", name, "-n", install_ns)
+        assert "kind: CustomResourceDefinition" not in manifest
+        after = json.loads(
+            cluster.kubectl("get", "crd", "matchwatchers.matchlist.io", "-o", "json")
+        )
+        assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    finally:
+        run_helm(helm, cluster, "uninstall", name, "-n", install_ns)
+    cluster.kubectl("get", "crd", "matchwatchers.matchlist.io")  # still there
 
 
 def test_operator_as_the_charts_service_account(

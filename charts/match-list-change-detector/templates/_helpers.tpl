@@ -114,3 +114,20 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
   resourceNames: [{{ .name | quote }}]
   verbs: [get, patch]
 {{- end -}}
+
+{{/*
+"true" when the MatchWatcher CRD exists in the cluster but belongs to no release of this name
+and namespace (kubectl apply, or a release uninstalled elsewhere with crds.keep) and
+crds.skipIfPresent asks to leave it alone. `helm template` sees no cluster: always "".
+*/}}
+{{- define "mlcd.crdForeign" -}}
+{{- if .Values.crds.skipIfPresent -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "matchwatchers.matchlist.io" -}}
+{{- if $live -}}
+{{- $annotations := default dict (dig "metadata" "annotations" dict $live) -}}
+{{- $release := get $annotations "meta.helm.sh/release-name" -}}
+{{- $namespace := get $annotations "meta.helm.sh/release-namespace" -}}
+{{- if or (ne $release .Release.Name) (ne $namespace .Release.Namespace) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
