@@ -60,13 +60,20 @@ class UnconfirmedDrop(SourceUnavailable):
 class ChangesPending(DeliveryFailed):
     """Delivery failed; the snapshot did not advance and these changes wait for the next run."""
 
-    def __init__(self, failure: DeliveryFailed, changes: Sequence[MatchChange], match_count: int):
+    def __init__(
+        self,
+        failure: DeliveryFailed,
+        changes: Sequence[MatchChange],
+        match_count: int,
+        delivery_id: str = "",
+    ):
         super().__init__(
             str(failure), attempts=failure.attempts, last_status_code=failure.last_status_code
         )
         self.reason = failure.reason  # WebhookFailing, or WebhookGone
         self.changes = list(changes)
         self.match_count = match_count
+        self.delivery_id = delivery_id  # the id the pending transition is (re)delivered under
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ async def detect(
                 # undone should FOGIS go back (the snapshot itself does not advance).
                 sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
                 await store.save(replace(old, in_doubt={**(old.in_doubt or {}), **sent}))
-            raise ChangesPending(failure, changes, len(new.matches)) from None
+            raise ChangesPending(failure, changes, len(new.matches), report["id"]) from None
     if advances:
         await store.save(new)
     return Detection(

@@ -11,11 +11,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from controller.detection import ChangesPending, Detection
-from controller.diff import summarise
+from controller.diff import CATEGORIES, summarise
 from controller.errors import DetectorError
 from controller.events import Note
 from controller.reasons import Reason
-from controller.status import Readiness, RunRecord, WatcherStatus, WebhookState, timestamp
+from controller.status import (
+    HistoryEntry,
+    Readiness,
+    RunRecord,
+    WatcherStatus,
+    WebhookState,
+    timestamp,
+)
 from controller.trigger import Scheduled, Trigger
 
 GONE = "the webhook answered 410 Gone: nothing is sent until spec.webhook or its Secret changes"
@@ -108,6 +115,7 @@ def record_of(
                 gone_for=webhook if result.reason == Reason.WEBHOOK_GONE else None,
             )
     notify = notify_state(previous.notify, notice, finished)
+    found = _history_entry(trigger, finished, result)
     if isinstance(result, Detection):
         error: str | None = None
         if isinstance(notice, DetectorError):  # the webhook went well; people's pass did not
@@ -129,6 +137,7 @@ def record_of(
             delivered=True,
             webhook=state,
             notify=notify,
+            history=found,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -142,6 +151,32 @@ def record_of(
         delivered=False,
         webhook=state,
         notify=notify,
+        history=found,
+    )
+
+
+def _history_entry(
+    trigger: Trigger, finished: datetime, result: Detection | DetectorError
+) -> HistoryEntry | None:
+    """The change set a run found (accepted, or pending delivery) for status.history."""
+    match result:
+        case Detection() if result.changes and result.reset is None:
+            changes, delivery_id, delivered = result.changes, str(result.report["id"]), True
+        case ChangesPending():
+            changes, delivery_id, delivered = result.changes, result.delivery_id, False
+        case _:
+            return None
+    summary = summarise(changes)
+    found = {category for change in changes for category in change.categories}
+    return HistoryEntry(
+        time=finished,
+        trigger=trigger.kind,
+        delivery_id=delivery_id,
+        new=summary.new,
+        removed=summary.removed,
+        changed=summary.changed,
+        categories=tuple(c for c in CATEGORIES if c in found),
+        delivered=delivered,
     )
 
 

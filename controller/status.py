@@ -36,6 +36,10 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -94,6 +98,70 @@ class WebhookState:
         }
 
 
+# Change sets kept in status.history, newest last: enough to see last week's, small enough that
+# the status (written on every run) stays a few KiB.
+MAX_HISTORY = 10
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One change set a run found: when, why, under which delivery id, what, and whether it was
+    accepted (delivered, or recorded with no webhook) or is still pending."""
+
+    time: datetime
+    trigger: str
+    delivery_id: str
+    new: int
+    removed: int
+    changed: int
+    categories: tuple[str, ...]
+    delivered: bool
+
+    @classmethod
+    def from_status(cls, raw: Any) -> HistoryEntry | None:
+        if not isinstance(raw, Mapping):
+            return None
+        time, counts = parse_timestamp(raw.get("time")), [_count(raw.get(k)) for k in _COUNTS]
+        categories = raw.get("categories")
+        if time is None or None in counts or not isinstance(categories, list):
+            return None
+        new, removed, changed = (c or 0 for c in counts)
+        return cls(
+            time=time,
+            trigger=str(raw.get("trigger") or ""),
+            delivery_id=str(raw.get("deliveryId") or ""),
+            new=new,
+            removed=removed,
+            changed=changed,
+            categories=tuple(str(c) for c in categories),
+            delivered=raw.get("delivered") is True,
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "time": timestamp(self.time),
+            "trigger": self.trigger,
+            "deliveryId": self.delivery_id,
+            "new": self.new,
+            "removed": self.removed,
+            "changed": self.changed,
+            "categories": list(self.categories),
+            "delivered": self.delivered,
+        }
+
+
+_COUNTS = ("new", "removed", "changed")
+
+
+def history_after(
+    previous: tuple[HistoryEntry, ...], entry: HistoryEntry
+) -> tuple[HistoryEntry, ...]:
+    """`entry` appended, replacing an older entry of the same transition (a pending change set
+    that is now delivered), at most MAX_HISTORY kept."""
+    kept = [e for e in previous if e.delivery_id != entry.delivery_id]
+    return (*kept, entry)[-MAX_HISTORY:]
+
+
 @dataclass(frozen=True)
 class WatcherStatus:
     """What the operator reads back from status.* (fields it only writes are not kept)."""
@@ -115,6 +183,7 @@ class WatcherStatus:
     match_count: int | None = None
     webhook: WebhookState = field(default_factory=WebhookState)
     notify: WebhookState = field(default_factory=WebhookState)  # the people's deliveries
+    history: tuple[HistoryEntry, ...] = ()
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> WatcherStatus:
@@ -147,6 +216,11 @@ class WatcherStatus:
             match_count=_count(raw.get("matchCount")),
             webhook=WebhookState.from_status(webhook if isinstance(webhook, Mapping) else {}),
             notify=WebhookState.from_status(notify if isinstance(notify, Mapping) else {}),
+            history=tuple(
+                entry
+                for entry in map(HistoryEntry.from_status, _list(raw.get("history")))
+                if entry is not None
+            ),
         )
 
 
@@ -221,6 +295,7 @@ class RunRecord:
     delivered: bool  # the changes are accepted (webhook 2xx, or no webhook)
     webhook: WebhookState | None
     notify: WebhookState | None = None
+    history: HistoryEntry | None = None  # the change set this run found, if any
 
 
 def status_after_run(
@@ -258,6 +333,10 @@ def status_after_run(
         }
     if record.webhook is not None:
         patch["webhook"] = record.webhook.to_status()
+    if record.history is not None:
+        patch["history"] = [
+            entry.to_status() for entry in history_after(previous.history, record.history)
+        ]
     if record.notify is not None:
         notify = record.notify
         patch["notify"] = {

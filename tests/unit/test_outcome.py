@@ -225,3 +225,31 @@ def test_a_failed_notification_makes_the_runs_event_a_warning() -> None:
     assert note.message == (
         "manual run: no changes in 14 matches; notifications failed: notify Secret has no urls key"
     )
+
+
+@pytest.mark.parametrize(
+    ("result", "history"),
+    [
+        (detection(), None),  # nothing found
+        (detection(baseline=True), None),
+        (DELIVERED, ("d-1", True, (1, 0, 0), ("new_assignment",))),
+        (ChangesPending(FAILED, [CHANGE], 14, "d-2"),
+         ("d-2", False, (1, 0, 0), ("new_assignment",))),
+        (LoginFailed("no"), None),
+    ],
+)  # fmt: skip
+def test_history_records_each_change_set_found(
+    result: Detection | DetectorError,
+    history: tuple[str, bool, tuple[int, int, int], tuple[str, ...]] | None,
+) -> None:
+    record = record_of(
+        trigger=Manual("t"), started=T0, finished=T1, result=result, previous=WatcherStatus()
+    )
+    if history is None:
+        assert record.history is None
+    else:
+        assert record.history is not None
+        found = record.history
+        assert (found.delivery_id, found.delivered, (found.new, found.removed, found.changed),
+                found.categories) == history  # fmt: skip
+        assert (found.time, found.trigger) == (T1, "manual")

@@ -9,12 +9,15 @@ import pytest
 
 from controller.diff import Summary
 from controller.status import (
+    MAX_HISTORY,
+    HistoryEntry,
     Readiness,
     ReadyCondition,
     RunRecord,
     WatcherStatus,
     WebhookState,
     conditions_with,
+    history_after,
     parse_timestamp,
     run_started,
     status_after_run,
@@ -223,3 +226,36 @@ def test_a_run_start_sets_reconciling_and_keeps_ready() -> None:
     ]
     assert conditions[1]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert conditions[0]["message"] == "manual run in progress"
+
+
+def entry(delivery_id: str, *, delivered: bool = True, minute: int = 0) -> HistoryEntry:
+    return HistoryEntry(
+        T0 + timedelta(minutes=minute), "schedule", delivery_id, 1, 0, 0, ("new_assignment",),
+        delivered,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("previous", "added", "expected"),
+    [
+        ((), entry("a"), ("a",)),
+        ((entry("a"), entry("b")), entry("c"), ("a", "b", "c")),
+        # A pending change set delivered later is one entry, not two.
+        ((entry("a"), entry("b", delivered=False)), entry("b", minute=5), ("a", "b")),
+        # Bounded: the oldest go.
+        (tuple(entry(str(i)) for i in range(MAX_HISTORY)), entry("new"),
+         (*(str(i) for i in range(1, MAX_HISTORY)), "new")),
+    ],
+)  # fmt: skip
+def test_history_after(
+    previous: tuple[HistoryEntry, ...], added: HistoryEntry, expected: tuple[str, ...]
+) -> None:
+    history = history_after(previous, added)
+    assert tuple(e.delivery_id for e in history) == expected
+    assert history[-1] == added
+
+
+def test_history_round_trips_and_junk_is_dropped() -> None:
+    kept = entry("a", delivered=False)
+    raw = {"history": [kept.to_status(), {"time": "never"}, "junk", {"new": 1}]}
+    assert WatcherStatus.parse(raw).history == (kept,)
