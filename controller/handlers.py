@@ -147,6 +147,7 @@ async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, *
         runner=operator.runner,
         cluster=operator.kube,
         settings=SETTINGS,
+        on_status=operator.metrics.watcher_state,
     )
     memo["scheduler"] = scheduler
     operator.schedulers.add(scheduler)

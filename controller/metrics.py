@@ -7,13 +7,21 @@ do not multiply their buckets. `forget()` drops a deleted watcher's series.
 from __future__ import annotations
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
     start_http_server,
 )
+
+from controller import __version__
+from controller.model import WatcherRef
+from controller.status import WatcherStatus
 
 _WATCHER = ("namespace", "name")
 # The *_created series double every counter's cardinality and no dashboard of ours reads them.
@@ -22,12 +30,39 @@ _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
-    """All metric objects of the operator, in a registry of their own (no process collectors
-    from other libraries leaking in, and tests can build as many as they like)."""
+    """All metric objects of the operator, in a registry of their own (nothing from other
+    libraries leaking in, and tests can build as many as they like), plus prometheus-client's
+    process, platform and GC collectors and a build_info series."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        Info("matchwatcher_build", "The operator's version.", registry=r).info(
+            {"version": __version__}
+        )
+        # State of each watcher, as its status says (set after every status write): what the
+        # alerts look at.
+        self.ready = Gauge(
+            "matchwatcher_ready",
+            "1 when the watcher's Ready condition is True, else 0; reason as a label.",
+            [*_WATCHER, "reason"],
+            registry=r,
+        )
+        self.next_run = Gauge(
+            "matchwatcher_next_run_timestamp_seconds",
+            "Unix time of the watcher's next scheduled run (absent while suspended).",
+            _WATCHER,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "matchwatcher_webhook_pending_changes",
+            "Changes found but not yet accepted by the webhook.",
+            _WATCHER,
+            registry=r,
+        )
+        self._ready_reasons: dict[tuple[str, str], str] = {}
         self.runs = Counter(
             "matchwatcher_runs", "Detection runs.", [*_WATCHER, "trigger", "result"], registry=r
         )
@@ -89,6 +124,9 @@ class Metrics:
             registry=r,
         )
         self._per_watcher = (
+            self.ready,
+            self.next_run,
+            self.pending,
             self.runs,
             self.last_success,
             self.changes,
@@ -98,8 +136,25 @@ class Metrics:
             self.attempts,
         )
 
+    def watcher_state(self, ref: WatcherRef, status: WatcherStatus) -> None:
+        """Export what a watcher's status says now (its Ready, next run, pending changes)."""
+        key, labels = (ref.namespace, ref.name), {"namespace": ref.namespace, "name": ref.name}
+        ready = status.ready
+        if ready is not None:
+            old = self._ready_reasons.get(key)
+            if old is not None and old != ready.reason:
+                self.ready.remove(ref.namespace, ref.name, old)
+            self._ready_reasons[key] = ready.reason
+            self.ready.labels(**labels, reason=ready.reason).set(1 if ready.ready else 0)
+        if status.next_execution_time is None:
+            self.next_run.remove_by_labels(labels)
+        else:
+            self.next_run.labels(**labels).set(status.next_execution_time.timestamp())
+        self.pending.labels(**labels).set(status.webhook.pending_changes)
+
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted watcher."""
+        self._ready_reasons.pop((namespace, name), None)
         for metric in self._per_watcher:
             metric.remove_by_labels({"namespace": namespace, "name": name})
 

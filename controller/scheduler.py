@@ -66,9 +66,11 @@ class WatcherScheduler:
         runner: Runner,
         cluster: Cluster,
         settings: Settings,
+        on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.ref = ref
+        self._on_status = on_status  # e.g. the metrics of the watcher's state
         self._body = body
         self._runner = runner
         self._cluster = cluster
@@ -131,8 +133,9 @@ class WatcherScheduler:
     async def _write(self, memory: Memory, patch: Mapping[str, Any] | None) -> None:
         """The one place a watcher's status is written; `memory` is kept only once it is."""
         if patch is not None:
-            status = await self._cluster.patch_status(self.ref, patch)
-            memory = replace(memory, status=WatcherStatus.parse(status))
+            status = WatcherStatus.parse(await self._cluster.patch_status(self.ref, patch))
+            memory = replace(memory, status=status)
+            self._on_status(self.ref, status)
         self.memory = memory
 
     async def _run(self, order: Run, generation: int | None) -> None:
