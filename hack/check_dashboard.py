@@ -14,7 +14,6 @@ import re
 import sys
 
 import yaml
-from prometheus_client import generate_latest
 
 from controller.metrics import Metrics
 
