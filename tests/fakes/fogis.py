@@ -15,6 +15,7 @@ As a program (samples unless --matches gives a JSON list of records):
 and drive it with
     PUT  /_control/matches   a JSON list of match records
     PUT  /_control/users     {"username": "password", ...}
+    PUT  /_control/matches?user=NAME   that user's own list (others keep the shared one)
     POST /_control/fail      {"kind": "500", "count": 1}
     POST /_control/expire    (drops every session)
     GET  /_control/state     {"logins", "loginAttempts", "fetches", "lastFilter", ...}
@@ -32,7 +33,7 @@ import signal
 import sys
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from http.cookies import SimpleCookie
@@ -49,9 +50,11 @@ IDSRV_COOKIE = "idsrv"
 MATCH_LIST_PATH = "/mdk/MatchWebMetoder.aspx/GetMatcherAttRapportera"
 LOGIN_STYLES = ("classic", "oauth")
 # "gzipped" is no failure: the normal answer, gzip-compressed. "gzip_bomb" is 100 MiB of zeros
-# in 100 KiB of gzip; "huge" is a valid answer padded to 40 MiB.
+# in 100 KiB of gzip; "huge" is a valid answer padded to 40 MiB. "slow" is the normal answer held
+# back for `slow_delay` seconds (shorter than a client's timeout, unlike "timeout").
 _ANSWER_FAILURES = (
     "500", "timeout", "garbage", "success_false", "no_matchlista", "gzipped", "gzip_bomb", "huge",
+    "slow",
 )  # fmt: skip
 FAILURE_KINDS = (*_ANSWER_FAILURES, "expire_session", "login_rejected")
 
@@ -100,6 +103,17 @@ class _Reply:
         self.location = location
         self.cookies = dict(cookies or {})
         self.delay = delay
+
+
+@dataclass(frozen=True)
+class Served:
+    """One match list answered successfully: to whom, what (after the window filter), for which
+    window. Handed to `on_served` before the answer leaves."""
+
+    user: str
+    matches: Sequence[Mapping[str, Any]]
+    start: date
+    end: date
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,8 @@ class FakeFogis(BackgroundServer):
         matches: Sequence[Mapping[str, Any]] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        slow_delay: float = 1.0,
+        on_served: Callable[[Served], None] | None = None,
     ) -> None:
         if login_style not in LOGIN_STYLES:
             raise ValueError(f"login_style must be one of {LOGIN_STYLES}")
@@ -215,14 +231,21 @@ class FakeFogis(BackgroundServer):
         self.expired_answer = expired_answer
         # How long a "timeout" failure holds its answer back: longer than the client's timeout.
         self.timeout_delay = timeout_delay
+        self.slow_delay = slow_delay
+        # Called (in the handler thread) with every match list answered successfully: a test
+        # can log exactly what each user was served, and when.
+        self.on_served = on_served
         super().__init__(host, port)
         self._lock = threading.Lock()
         self._users = dict(users or {})
         self._matches = [dict(m) for m in matches]
+        self._user_matches: dict[str, list[dict[str, Any]]] = {}  # lists of their own
         self._failures: list[str] = []
-        self._sessions: set[str] = set()  # valid auth cookie values
-        self._idsrv_sessions: set[str] = set()
-        self._codes: set[str] = set()  # authorization codes not yet redeemed
+        # Valid auth cookie values, identity-server sessions and authorization codes not yet
+        # redeemed, each with the user it belongs to (so a user can be served a list of its own).
+        self._sessions: dict[str, str] = {}
+        self._idsrv_sessions: dict[str, str] = {}
+        self._codes: dict[str, str] = {}
         self._logins = 0
         self._login_attempts = 0
         self._fetches = 0
@@ -243,9 +266,13 @@ class FakeFogis(BackgroundServer):
 
     # --- controls --------------------------------------------------------------------------------
 
-    def set_matches(self, matches: Sequence[Mapping[str, Any]]) -> None:
+    def set_matches(self, matches: Sequence[Mapping[str, Any]], user: str | None = None) -> None:
+        """The list every user is served, or with `user` the list only that user is served."""
         with self._lock:
-            self._matches = [dict(m) for m in matches]
+            if user is None:
+                self._matches = [dict(m) for m in matches]
+            else:
+                self._user_matches[user] = [dict(m) for m in matches]
 
     def set_users(self, users: Mapping[str, str]) -> None:
         """Replace the accepted logins; existing sessions stay valid, as on the real server."""
@@ -260,6 +287,11 @@ class FakeFogis(BackgroundServer):
             _gzip_bomb(), _huge_answer()  # made now, not while a client waits for its answer
         with self._lock:
             self._failures.extend([kind] * count)
+
+    def clear_failures(self) -> None:
+        """Forget failures queued by `fail_next` that no request has taken yet."""
+        with self._lock:
+            self._failures.clear()
 
     def expire_sessions(self) -> None:
         with self._lock:
@@ -322,14 +354,14 @@ class FakeFogis(BackgroundServer):
             and secrets.compare_digest(expected.encode(), password.encode())
         )
 
-    def _valid(self, tokens: set[str], token: str | None) -> bool:
+    def _valid(self, tokens: Mapping[str, str], token: str | None) -> bool:
         with self._lock:
             return token in tokens
 
-    def _new_session(self) -> dict[str, str]:
+    def _new_session(self, user: str) -> dict[str, str]:
         token = secrets.token_hex(16)
         with self._lock:
-            self._sessions.add(token)
+            self._sessions[token] = user
             self._logins += 1
         return {AUTH_COOKIE: token}
 
@@ -413,7 +445,8 @@ class FakeFogis(BackgroundServer):
             return _Reply(400, "invalid postback", content_type="text/plain")
         if not self._check_password(form.get(_CLASSIC_USER, ""), form.get(_CLASSIC_PASSWORD, "")):
             return self._classic_page({}, "Felaktigt användarnamn eller lösenord")
-        return _Reply(302, location="/mdk/", cookies=self._new_session())
+        user = form.get(_CLASSIC_USER, "")
+        return _Reply(302, location="/mdk/", cookies=self._new_session(user))
 
     # OAuth hybrid flow through an identity server on the same host
 
@@ -467,7 +500,7 @@ class FakeFogis(BackgroundServer):
             return self._identity_page(return_url, "Invalid username or password")
         token = secrets.token_hex(16)
         with self._lock:
-            self._idsrv_sessions.add(token)
+            self._idsrv_sessions[token] = form.get("Username", "")
         return _Reply(302, location=return_url, cookies={IDSRV_COOKIE: token})
 
     def _callback(self, request: _Request) -> _Reply:
@@ -475,7 +508,7 @@ class FakeFogis(BackgroundServer):
             return _Reply(302, location=f"/connect/authorize?{urlencode(request.query)}")
         code = secrets.token_hex(16)
         with self._lock:
-            self._codes.add(code)
+            self._codes[code] = self._idsrv_sessions.get(request.cookies.get(IDSRV_COOKIE, ""), "")
         answer = {
             "code": code,
             "id_token": "eyJfake.eyJfake.sig",
@@ -492,11 +525,10 @@ class FakeFogis(BackgroundServer):
     def _signin_oidc(self, request: _Request) -> _Reply:
         code = (request.form if request.method == "POST" else request.query).get("code", "")
         with self._lock:
-            known = code in self._codes
-            self._codes.discard(code)
-        if not known:
+            user = self._codes.pop(code, None)
+        if user is None:
             return _Reply(400, "unknown authorization code", content_type="text/plain")
-        return _Reply(302, location="/mdk/", cookies=self._new_session())
+        return _Reply(302, location="/mdk/", cookies=self._new_session(user))
 
     # the match list
 
@@ -506,7 +538,7 @@ class FakeFogis(BackgroundServer):
         expire = self._take_failure(("expire_session",)) is not None
         with self._lock:
             if expire:
-                self._sessions.discard(token)
+                self._sessions.pop(token, None)
             authorised = token in self._sessions
         if not authorised:
             if self.expired_answer == "redirect":
@@ -535,7 +567,9 @@ class FakeFogis(BackgroundServer):
             return _json_reply({"Message": "Invalid filter"}, 500)
         with self._lock:
             self._last_filter = request_filter
-            matches = [m for m in self._matches if _within(m, start, end)]
+            user = self._sessions.get(request.cookies.get(AUTH_COOKIE, ""), "")
+            listed = self._user_matches.get(user, self._matches)
+            matches = [m for m in listed if _within(m, start, end)]
         failure = self._take_failure(_ANSWER_FAILURES)
         broken = _broken_answer(failure)
         if broken is not None:
@@ -551,8 +585,12 @@ class FakeFogis(BackgroundServer):
         if failure is None:
             with self._lock:
                 self._fetches += 1
+        if failure in (None, "slow", "gzipped") and self.on_served is not None:
+            self.on_served(Served(user, matches, start, end))
         reply = _json_reply({"d": json.dumps(inner, ensure_ascii=False)})
-        reply.delay = self.timeout_delay if failure == "timeout" else 0.0
+        reply.delay = {"timeout": self.timeout_delay, "slow": self.slow_delay}.get(
+            failure or "", 0.0
+        )
         if failure == "gzipped":
             reply.body, reply.encoding = gzip.compress(reply.body), "gzip"
         return reply
@@ -566,7 +604,7 @@ class FakeFogis(BackgroundServer):
             if action == ("PUT", "/_control/matches"):
                 if not isinstance(document, list) or not all(isinstance(m, dict) for m in document):
                     raise ValueError("expected a JSON list of match objects")
-                self.set_matches(document)
+                self.set_matches(document, request.query.get("user"))
             elif action == ("PUT", "/_control/users"):
                 if not isinstance(document, dict):
                     raise ValueError("expected a JSON object of username: password")
