@@ -36,7 +36,6 @@ from tests.soak.world import GROUP, PLURAL, ROOT, VERSION, Cluster, FakeFogis, S
 
 T = TypeVar("T")
 NAMESPACE = "soak"
-STATE_DIR = ROOT / ".cache" / "soak-cluster"  # not the test suite's cluster: we kill this one
 # Seconds-granularity schedules (6th field = seconds, the MLCD_ALLOW_SECONDS_SCHEDULES hook).
 SCHEDULES = (
     "* * * * * */15",
@@ -100,6 +99,9 @@ class Soak:
         self.o = options
         self.rng = random.Random(options.seed)
         self.timeline = Timeline()
+        # A control plane of its own, not the test suite's (the soak kills its API server), one
+        # per output directory so soaks with different seeds can run side by side.
+        self.state_dir = options.out / "cluster"
         self.names = [f"w{i:03d}" for i in range(options.watchers)]
         self.users = {name: f"soak.{name}" for name in self.names}
         self.by_user = {user: name for name, user in self.users.items()}
@@ -130,11 +132,11 @@ class Soak:
 
     def run(self) -> int:
         self.o.out.mkdir(parents=True, exist_ok=True)
-        info = local_cluster.up(STATE_DIR)
+        info = local_cluster.up(self.state_dir)
         try:
             return self._run(info.kubeconfig)
         finally:
-            local_cluster.down(STATE_DIR, quiet=True)
+            local_cluster.down(self.state_dir, quiet=True)
 
     def _run(self, kubeconfig: str) -> int:
         configuration = client.Configuration()
@@ -183,7 +185,7 @@ class Soak:
                 replicas=replicas,
                 fogis=fogis,
                 ledger=ledger,
-                state_dir=STATE_DIR,
+                state_dir=self.state_dir,
                 log=self.timeline,
             )
             try:
