@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from tests.soak.ledger import Delivery
+from tests.soak.ledger import IN_DOUBT, Delivery
 from tests.soak.truth import View, canonical, field_of_payload, view_of_payload
 
 
@@ -218,8 +218,9 @@ def check_ids(
     findings: Findings,
 ) -> None:
     bodies: dict[str, str] = {}
+    last_seen: dict[str, int] = {}  # id -> index of its latest delivery
     previous: Delivery | None = None
-    for delivery in deliveries:
+    for index, delivery in enumerate(deliveries):
         if delivery.payload is None:
             continue
         changes = canonical(delivery.payload.get("changes"))
@@ -230,6 +231,26 @@ def check_ids(
                 "id_conflicts",
                 f"delivery #{delivery.seq}: id {delivery.delivery_id} named other changes before",
             )
+        elif delivery.delivery_id in last_seen:
+            # The id comes back after another transition that may have been applied (in
+            # doubt): a receiver that took both drops this one as a repeat, yet it is news.
+            between = deliveries[last_seen[delivery.delivery_id] + 1 : index]
+            doubtful = next(
+                (
+                    d
+                    for d in between
+                    if d.delivery_id != delivery.delivery_id and d.answer in IN_DOUBT
+                ),
+                None,
+            )
+            if doubtful is not None:
+                findings.add(
+                    watcher,
+                    "id_conflicts",
+                    f"delivery #{delivery.seq}: id {delivery.delivery_id} again after "
+                    f"in-doubt #{doubtful.seq} ({doubtful.delivery_id}) moved on from it",
+                )
+        last_seen[delivery.delivery_id] = index
         if (
             previous is not None
             and not previous.accepted

@@ -178,3 +178,26 @@ def test_a_match_gone_inside_the_window_must_be_removed_at_the_receiver() -> Non
         secrets=[],
     )
     assert findings.losses == 1
+
+
+def test_an_id_back_after_an_in_doubt_transition_is_caught() -> None:
+    # A->B and B->A both in doubt (the receiver took both), then B again under B's first id:
+    # the receiver drops it as a repeat and stays at A while FOGIS says B.
+    deliveries = [
+        changed(A, B, 0, answer="timeout", applied=True, delivery_id="ab"),
+        changed(B, A, 1, answer="timeout", applied=True, delivery_id="ba"),
+        changed(A, B, 2, delivery_id="ab"),
+    ]
+    findings = check(deliveries)
+    assert findings.id_conflicts == 1
+    assert findings.losses == 1
+
+
+def test_a_refused_transition_in_between_does_not_make_a_repeat_suspicious() -> None:
+    deliveries = [
+        changed(A, B, 0, answer="timeout", applied=True, delivery_id="ab"),
+        changed(B, A, 1, answer="5xx", delivery_id="ba"),  # refused: not applied
+        changed(A, B, 2, delivery_id="ab"),
+    ]
+    findings = check(deliveries)
+    assert not findings.failed, findings.problems
