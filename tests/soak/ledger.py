@@ -62,6 +62,7 @@ class Ledger(BackgroundServer):
         self.timeout_hold = timeout_hold  # longer than the watchers' webhook timeoutSeconds
         # Called for "kill" before the answer: SIGKILLs the active operator (mid-delivery).
         self.on_kill: Callable[[], None] = lambda: None
+        self.truncated = 0
 
     def url(self, watcher: str) -> str:
         return f"http://{self.host}:{self.port}/hook/{watcher}"
@@ -78,7 +79,15 @@ class Ledger(BackgroundServer):
     def _make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
         return _Server(address, self)
 
-    def _record(self, path: str, headers: Mapping[str, str], body: bytes) -> Delivery:
+    def _record(
+        self, path: str, headers: Mapping[str, str], body: bytes, complete: bool
+    ) -> Delivery | None:
+        """The delivery, or None for a request cut short (its sender died while sending it:
+        nothing arrived that an application could have taken)."""
+        if not complete:
+            with self._lock:
+                self.truncated += 1
+            return None
         watcher = path.rstrip("/").rpartition("/")[2]
         key = self._keys.get(watcher)
         expected = (
@@ -130,10 +139,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
         ledger = self.server.ledger
-        delivery = ledger._record(self.path, headers, body)
+        delivery = ledger._record(self.path, headers, body, complete=len(body) == length)
+        if delivery is None:
+            self.close_connection = True
+            return
         answer = delivery.answer
         if answer == "kill":
             ledger.on_kill()

@@ -527,6 +527,7 @@ class Soak:
             )
         )
         rows.append(("deliveries applied by the receiver", str(sum(d.applied for d in deliveries))))
+        rows.append(("requests cut short by a killed sender", str(self.ledger.truncated)))
         rows.append(("duplicates (repeated ids, allowed)", str(findings.duplicates)))
         for name in (
             "losses",
