@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +29,7 @@ from urllib3.exceptions import HTTPError
 from tests.soak.faults import FAULT_KINDS, Faults, Replica
 from tests.soak.invariants import Findings, RunLine, ServedState, check_all
 from tests.soak.ledger import Ledger
+from tests.soak.report import Timeline, explain, mib, parse_runs, print_rows, watcher_timeline
 from tests.soak.truth import Truth, view_of_record
 from tests.soak.world import GROUP, PLURAL, ROOT, VERSION, Cluster, FakeFogis, Served, local_cluster
 
@@ -58,25 +57,6 @@ class Options:
     watchers: int
     out: Path
     faults_per_minute: float = 6.0
-
-
-@dataclass
-class Timeline:
-    """Everything that happened, per watcher ("*" = global), with wall-clock times."""
-
-    started: float = field(default_factory=time.time)
-    entries: list[tuple[float, str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, watcher: str, text: str) -> None:
-        with self.lock:
-            self.entries.append((time.time(), watcher, text))
-        if watcher == "*":
-            print(f"[{time.time() - self.started:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-    def of(self, watcher: str) -> list[tuple[float, str, str]]:
-        with self.lock:
-            return [e for e in self.entries if e[1] in (watcher, "*")]
 
 
 def retrying(what: str, call: Callable[[], T], timeout: float = 90.0) -> T:
@@ -253,7 +233,9 @@ class Soak:
         self.timeline("*", "warm: every watcher has its baseline")
         sampler = threading.Thread(target=self._sample_rss, args=(replicas,), daemon=True)
         sampler.start()
-        chaos_seconds = max(30.0, self.o.minutes * 60 - (time.monotonic() - began) - 60)
+        # The rest of the budget goes to faults, less a reserve for the clean runs at the end.
+        budget = self.o.minutes * 60
+        chaos_seconds = max(30.0, budget - (time.monotonic() - began) - min(60.0, 0.2 * budget))
         world = threading.Thread(target=self._world, name="world", daemon=True)
         chaos = threading.Thread(
             target=self._chaos, args=(chaos_seconds,), name="faults", daemon=True
@@ -324,7 +306,6 @@ class Soak:
                 fogis = self.spec[name]["source"]["fogis"]
                 fogis["daysBack"] = 2 if fogis["daysBack"] == 7 else 7
                 patch: dict[str, Any] = {"source": {"fogis": {"daysBack": fogis["daysBack"]}}}
-                self.window_edits[name].append(time.time())
             else:
                 value = rng.choice(SCHEDULES if what == "schedule" else ZONES)
                 self.spec[name][what] = value
@@ -446,6 +427,7 @@ class Soak:
         rss_replica: str,
     ) -> int:
         runs = list(parse_runs(sorted(self.o.out.glob("operator-*.log"))))
+        self.runs = runs
         logs = [(p.name, p.read_text(errors="replace")) for p in self.o.out.glob("operator-*.log")]
         texts = [
             *logs,
@@ -480,14 +462,30 @@ class Soak:
             findings.failed or bool(unsettled) or not rss_ok or bool(self.faults.unexpected_exits)
         )
         if failed:
-            self._explain(findings, unsettled, rss_ok)
+            with self.served_lock:
+                timelines = {
+                    w: watcher_timeline(w, self.timeline, self.served.get(w, []), deliveries, runs)
+                    for w in findings.problems
+                    if w in self.truths
+                }
+            explain(
+                seed=self.o.seed,
+                out=self.o.out,
+                findings=findings,
+                other_problems=[
+                    *unsettled,
+                    *self.faults.unexpected_exits,
+                    *([] if rss_ok else ["operator RSS grew beyond the bound"]),
+                ],
+                timelines=timelines,
+            )
         print(
             f"soak: seed={self.o.seed} minutes={self.o.minutes:g} watchers={len(self.names)} "
             f"faults={sum(self.faults.counts.values())} runs={len(runs)} "
             f"deliveries={len(deliveries)} duplicates={findings.duplicates} "
             f"losses={findings.losses} invented={findings.invented} "
-            f"double_runs={findings.double_runs} rss_start_mib={_mib(rss_start)} "
-            f"rss_end_mib={_mib(rss_end)}",
+            f"double_runs={findings.double_runs} rss_start_mib={mib(rss_start)} "
+            f"rss_end_mib={mib(rss_end)}",
             flush=True,
         )
         return 1 if failed else 0
@@ -549,7 +547,7 @@ class Soak:
         rows.append(
             (
                 f"RSS of {rss_replica} (up {self.rss_age:.0f}s): warm / end (bound)",
-                f"{_mib(rss_start)} / {_mib(rss_end)} ({_mib(bound)}) MiB",
+                f"{mib(rss_start)} / {mib(rss_end)} ({mib(bound)}) MiB",
             )
         )
         for label, probe in (report.get("probes") or {}).items():
@@ -561,90 +559,7 @@ class Soak:
                 for name, pool in (probe.get("httpcorePools") or {}).items()
             }
             rows.append((f"{label}: asyncio tasks / pooled connections", f"{tasks} / {pools}"))
-        width = max(len(k) for k, _ in rows)
-        print("\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows), flush=True)
-
-    def _explain(self, findings: Findings, unsettled: Sequence[str], rss_ok: bool) -> None:
-        print(f"\nFAILED (seed {self.o.seed}; reproduce with SOAK_SEED={self.o.seed})", flush=True)
-        for problem in unsettled:
-            print(f"  {problem}")
-        for text in self.faults.unexpected_exits:
-            print(f"  {text}")
-        if not rss_ok:
-            print("  operator RSS grew beyond the bound")
-        for watcher, problems in sorted(findings.problems.items()):
-            kinds = Counter(p.partition(":")[0] for p in problems)
-            print(f"  {watcher}: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}")
-            if watcher != "-":
-                path = self.o.out / f"timeline-{watcher}.txt"
-                path.write_text("\n".join([*problems, "", *self.watcher_timeline(watcher)]) + "\n")
-        for watcher, problems in list(findings.problems.items())[:3]:
-            print(f"\n--- {watcher}: {len(problems)} problem(s)")
-            for problem in problems[:15]:
-                print(f"  {problem}")
-            if watcher == "-":
-                continue
-            print(f"--- timeline of {watcher} (see {self.o.out})")
-            for line in self.watcher_timeline(watcher)[-80:]:
-                print(f"  {line}")
-        print(flush=True)
-
-    def watcher_timeline(self, watcher: str) -> list[str]:
-        """Actions, faults, lists served, deliveries and runs of one watcher, in time order."""
-        rows = [
-            (t, f"{'*' if w == '*' else ' '} {text}") for t, w, text in self.timeline.of(watcher)
-        ]
-        with self.served_lock:
-            for state in self.served.get(watcher, []):
-                rows.append(
-                    (state.at, f"  served {len(state.views)} matches {sorted(state.views)[:6]}")
-                )
-        for d in self.ledger.deliveries:
-            if d.watcher == watcher:
-                changes = (d.payload or {}).get("changes") or []
-                what = ", ".join(
-                    f"{c.get('type')} {c.get('matchId')} {c.get('categories')}" for c in changes
-                )
-                rows.append(
-                    (
-                        d.at,
-                        f"  delivery #{d.seq} {d.delivery_id[:8]} {d.answer} "
-                        f"applied={d.applied}: {what}",
-                    )
-                )
-        for run in parse_runs(sorted(self.o.out.glob("operator-*.log"))):
-            if run.watcher == watcher:
-                rows.append((run.at, f"  run {run.slot or 'manual'} in {run.process} ok={run.ok}"))
-        start = self.timeline.started
-        return [f"{t - start:8.2f}s {text}" for t, text in sorted(rows, key=lambda r: r[0])]
-
-
-_RUN_LINE = re.compile(
-    r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*?"
-    rf"{NAMESPACE}/(?P<name>[\w-]+): (?P<trigger>schedule|manual) run(?: \((?P<slot>[^)]+)\))?"
-    r"(?P<failed> failed)?:"
-)
-
-
-def parse_runs(paths: Sequence[Path]) -> Iterator[RunLine]:
-    """One line per run (controller/run.py `_announce`): `ns/name: schedule run (slot): ...`."""
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            match = _RUN_LINE.match(line)
-            if match is None:
-                continue
-            at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            yield RunLine(
-                at,
-                path.stem.removeprefix("operator-"),
-                match["name"],
-                match["slot"],
-                match["failed"] is None,
-            )
-
-
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+        print_rows(rows)
 
 
 def run(options: Options) -> int:
