@@ -94,7 +94,7 @@ class Soak:
         self.spec: dict[str, dict[str, Any]] = {}
         self.actions: Counter[str] = Counter()
         self.stop_world = threading.Event()
-        self.stop_faults = threading.Event()
+        self.stop_sampling = threading.Event()
         self.rss_samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.rss_age = 0.0
 
@@ -253,14 +253,14 @@ class Soak:
         active = next((r for r in replicas if r.active()), replicas[0])
         rss_replica = active.label
         rss_start, rss_end = self._rss_of(rss_replica, active.rss_mib())
-        self.stop_faults.set()
+        self.stop_sampling.set()
         self.timeline("*", "stopping the operators")
         for replica in replicas:
             replica.stop()
         return self._verdict(report, unsettled, rss_start, rss_end, rss_replica)
 
     def _sample_rss(self, replicas: Sequence[Replica]) -> None:
-        while not self.stop_faults.wait(2.0):
+        while not self.stop_sampling.wait(2.0):
             for replica in replicas:
                 rss = replica.rss_mib()
                 if rss is not None:
