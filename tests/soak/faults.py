@@ -56,7 +56,7 @@ class Replica:
         self.incarnation = 0
         self.operator: Operator | None = None
         self.started_at = 0.0
-        self.lock = threading.Lock()
+        self.starts: dict[str, float] = {}  # process label -> wall clock when it was started
 
     @property
     def tasks_file(self) -> Path:
@@ -68,6 +68,7 @@ class Replica:
 
     def start(self, priority: int) -> None:
         self.incarnation += 1
+        self.starts[self.label] = time.time()
         env = {
             **self.env,
             "MLCD_PEERING_PRIORITY": str(priority),

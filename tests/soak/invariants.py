@@ -188,7 +188,16 @@ def check_invented(
                 findings.add(watcher, "invented", f"{where}: no compared field differs {fields}")
 
 
-def check_slots(watcher: str, runs: Sequence[RunLine], findings: Findings) -> None:
+def check_slots(
+    watcher: str,
+    runs: Sequence[RunLine],
+    claims: Mapping[str, float],
+    started: Mapping[str, float],
+    findings: Findings,
+) -> None:
+    """Slots strictly increase over the logged runs of all processes. A run killed before its
+    log line leaves only its claim (status.lastScheduleTime, seen on a watch): a process that
+    started after a slot was claimed and still ran it is a second run of that slot."""
     last: str | None = None
     seen: dict[str, RunLine] = {}
     for run in sorted(runs, key=lambda r: r.at):
@@ -205,6 +214,13 @@ def check_slots(watcher: str, runs: Sequence[RunLine], findings: Findings) -> No
         elif last is not None and run.slot < last:
             findings.add(
                 watcher, "double_runs", f"slot {run.slot} ({run.process}) ran after slot {last}"
+            )
+        claimed = claims.get(run.slot)
+        if claimed is not None and started.get(run.process, 0.0) > claimed:
+            findings.add(
+                watcher,
+                "double_runs",
+                f"slot {run.slot} ran in {run.process}, which started after the slot was claimed",
             )
         seen.setdefault(run.slot, run)
         last = max(last or run.slot, run.slot)
@@ -279,7 +295,11 @@ def check_all(
     window_edits: Mapping[str, Sequence[float]],
     texts: Iterable[tuple[str, str]],
     secrets: Iterable[str],
+    claims: Mapping[str, Mapping[str, float]] | None = None,
+    process_started: Mapping[str, float] | None = None,
 ) -> Findings:
+    """Every invariant; `claims` is per watcher when each slot was first seen claimed, and
+    `process_started` when each operator process (`<replica>-<n>`) was started."""
     findings = Findings()
     runs_by: dict[str, list[RunLine]] = defaultdict(list)
     for run in runs:
@@ -302,7 +322,9 @@ def check_all(
         check_invented(watcher, mine, states, findings)
         check_ids(watcher, mine, runs_by.get(watcher, []), window_edits.get(watcher, ()), findings)
     for watcher, lines in runs_by.items():
-        check_slots(watcher, lines, findings)
+        check_slots(
+            watcher, lines, (claims or {}).get(watcher, {}), process_started or {}, findings
+        )
     values = [s for s in secrets if s]
     for source, text in texts:
         for value in values:

@@ -26,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from tests.soak.claims import ClaimWatch
 from tests.soak.faults import FAULT_KINDS, Faults, Replica
 from tests.soak.invariants import Findings, RunLine, ServedState, check_all
 from tests.soak.ledger import Ledger
@@ -225,6 +226,8 @@ class Soak:
 
     def _soak(self, replicas: list[Replica]) -> int:
         began = time.monotonic()
+        self.claim_watch = ClaimWatch(self.cluster.api, NAMESPACE)
+        self.claim_watch.start()
         self.faults.start_all()
         # A manual run each records the baselines now rather than at each one's first slot.
         for name in self.names:
@@ -443,7 +446,10 @@ class Soak:
             served = {k: list(v) for k, v in self.served.items()}
         # Nothing changes before the warm-up ends: the first list served is every baseline.
         baselines = {name: states[0].views for name, states in served.items() if states}
+        self.claim_watch.stop()
         findings = check_all(
+            claims=self.claim_watch.claims,
+            process_started={k: v for r in self.faults.replicas for k, v in r.starts.items()},
             baselines=baselines,
             served=served,
             deliveries=deliveries,
@@ -515,6 +521,8 @@ class Soak:
             )
         )
         rows.append(("operator processes", str(len({r.process for r in runs}))))
+        claims = sum(len(slots) for slots in self.claim_watch.claims.values())
+        rows.append(("slot claims seen on the watch", str(claims)))
         with self.served_lock:
             rows.append(("lists served by FOGIS", str(sum(len(v) for v in self.served.values()))))
         answers = Counter(d.answer for d in deliveries)

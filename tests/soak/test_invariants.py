@@ -201,3 +201,20 @@ def test_a_refused_transition_in_between_does_not_make_a_repeat_suspicious() -> 
     ]
     findings = check(deliveries)
     assert not findings.failed, findings.problems
+
+
+def test_a_claimed_slot_run_again_by_a_later_process_is_caught() -> None:
+    # a-1 claimed the slot at t=2 and died before logging; b-2, started at t=3, ran it again.
+    slot = "2026-11-30T20:00:15Z"
+    findings = check_all(
+        baselines={"w000": {"1001": view(A)}},
+        served={"w000": SERVED},
+        deliveries=[changed(A, B, 0)],
+        runs=[RunLine(4.0, "b-2", "w000", slot, True)],
+        window_edits={},
+        texts=[],
+        secrets=[],
+        claims={"w000": {slot: 2.0}},
+        process_started={"a-1": 0.0, "b-2": 3.0},
+    )
+    assert findings.double_runs == 1
