@@ -226,12 +226,27 @@ def check_slots(
         last = max(last or run.slot, run.slot)
 
 
+def _served_changed(served: Sequence[ServedState], since: float, until: float) -> bool:
+    """Whether FOGIS served anything between `since` and `until` that differs (matches or
+    window: a time zone edit or midnight moves the window too) from what it served before."""
+    before = [s for s in served if s.at <= since]
+    if not before:
+        return True
+    last = max(before, key=lambda s: s.at)
+    return any(
+        (s.views, s.start, s.end) != (last.views, last.start, last.end)
+        for s in served
+        if since < s.at <= until
+    )
+
+
 def check_ids(
     watcher: str,
     deliveries: Sequence[Delivery],
     runs: Sequence[RunLine],
     window_edits: Sequence[float],
     findings: Findings,
+    served: Sequence[ServedState] = (),
 ) -> None:
     bodies: dict[str, str] = {}
     last_seen: dict[str, int] = {}  # id -> index of its latest delivery
@@ -276,6 +291,7 @@ def check_ids(
             # can a successful run in between (it settles an in-doubt delivery, or the list
             # went back and forth): then the snapshot advanced and it is a new transition.
             and not any(previous.at <= t <= delivery.at for t in window_edits)
+            and not (served and _served_changed(served, previous.at, delivery.at))
             and not any(r.ok and previous.at < r.at < delivery.at for r in runs)
         ):
             findings.add(
@@ -320,7 +336,14 @@ def check_all(
         if states:
             check_convergence(watcher, baselines.get(watcher, {}), mine, states, findings)
         check_invented(watcher, mine, states, findings)
-        check_ids(watcher, mine, runs_by.get(watcher, []), window_edits.get(watcher, ()), findings)
+        check_ids(
+            watcher,
+            mine,
+            runs_by.get(watcher, []),
+            window_edits.get(watcher, ()),
+            findings,
+            states,
+        )
     for watcher, lines in runs_by.items():
         check_slots(
             watcher, lines, (claims or {}).get(watcher, {}), process_started or {}, findings
