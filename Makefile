@@ -12,6 +12,8 @@ BENCH_WATCHERS ?= 300
 SOAK_MINUTES ?= 10
 SOAK_WATCHERS ?= 100
 SOAK_SEED ?=
+# Comma-separated fault kinds (empty: all; `python -m tests.soak --help` lists them).
+SOAK_FAULTS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lint format unit integration soak-short test bench soak demo demo-down \
@@ -56,7 +58,7 @@ bench: setup ## print performance figures (diff speed, operator at scale); no pa
 
 soak: setup ## chaos soak: SOAK_WATCHERS watchers, faults for SOAK_MINUTES; SOAK_SEED replays one
 	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES) --watchers $(SOAK_WATCHERS) \
-		$(if $(SOAK_SEED),--seed $(SOAK_SEED))
+		$(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_FAULTS),--faults $(SOAK_FAULTS))
 
 demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, operator, webhook (KEEP=1 keeps it)
 	$(BIN)/python -m hack.demo

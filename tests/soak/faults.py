@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.soak.ledger import Ledger
@@ -27,6 +27,8 @@ RECEIVER_MODES: Mapping[str, Mapping[str, float]] = {
     "receiver_reset": {"reset": 2, "ok": 1},
     "receiver_mixed": {"5xx": 1, "429": 1, "timeout": 1, "reset": 1, "ok": 1},
 }
+# The watchers' webhook maxAttempts: an in-doubt run needs every attempt to time out.
+MAX_ATTEMPTS = 3
 FOGIS_KINDS = ("500", "garbage", "slow", "timeout", "success_false")
 FAULT_KINDS = (
     "operator_sigkill",
@@ -39,6 +41,7 @@ FAULT_KINDS = (
     "fogis_expired_401",
     "fogis_expired_redirect",
     "fogis_expired_login_page",
+    "in_doubt_flipflop",
 )
 
 
@@ -152,6 +155,8 @@ class Faults:
         ledger: Ledger,
         state_dir: Path,
         log: Callable[[str, str], None],
+        watchers: Sequence[str] = (),
+        step: Callable[[str, str], bool] = lambda name, mutation: False,
     ) -> None:
         self.rng = rng
         self.replicas = replicas
@@ -160,6 +165,10 @@ class Faults:
         self.state_dir = state_dir
         self.log = log
         self.counts: Counter[str] = Counter()
+        self.watchers = list(watchers)
+        self.busy: set[str] = set()  # watchers a fault scenario owns: the world leaves them be
+        # Mutates a watcher's list and triggers a run; True once the run's status shows.
+        self.step = step
         self.unexpected_exits: list[str] = []
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
@@ -224,6 +233,8 @@ class Faults:
             began = time.monotonic()
             local_cluster.restart_apiserver(self.state_dir, kill=True)
             self.log("*", f"kube-apiserver back after {time.monotonic() - began:.1f}s")
+        elif kind == "in_doubt_flipflop":
+            self._in_doubt_flipflop()
         elif kind in RECEIVER_MODES:
             # Until a few deliveries met it (none come while a failover is under way).
             wanted = len(self.ledger.deliveries) + self.rng.randint(3, 8)
@@ -237,6 +248,23 @@ class Faults:
             self.fogis.expire_sessions()
         else:
             self.fogis.fail_next(kind.removeprefix("fogis_"), self.rng.randint(1, 4))
+
+    def _in_doubt_flipflop(self) -> None:
+        """A->B and back to A, each delivered in doubt (every attempt of the run times out
+        after the receiver read and applied it), then B again, answered: the receiver must
+        end at B."""
+        if not self.watchers:
+            return
+        name = self.rng.choice(self.watchers)
+        self.busy.add(name)
+        self.log(name, "fault in_doubt_flipflop")
+        for mutation, in_doubt in (("time", True), ("flipflop", True), ("flipflop", False)):
+            if in_doubt:
+                self.ledger.queue_for(name, ["timeout"] * MAX_ATTEMPTS)
+            ran = self.step(name, mutation)
+            self.log(name, f"in_doubt_flipflop: {mutation} {'ran' if ran else 'did not run'}")
+        self.ledger.clear_queue(name)
+        self.busy.discard(name)
 
     def calm(self) -> None:
         """Stop every fault: a healthy receiver and FOGIS, both replicas running."""

@@ -19,7 +19,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -59,6 +59,7 @@ class Ledger(BackgroundServer):
         self._deliveries: list[Delivery] = []
         # Weights of ANSWERS; "ok" only when no fault runs.
         self._weights: dict[str, float] = {"ok": 1.0}
+        self._queued: dict[str, list[str]] = {}
         self.timeout_hold = timeout_hold  # longer than the watchers' webhook timeoutSeconds
         # Called for "kill" before the answer: SIGKILLs the active operator (mid-delivery).
         self.on_kill: Callable[[], None] = lambda: None
@@ -66,6 +67,16 @@ class Ledger(BackgroundServer):
 
     def url(self, watcher: str) -> str:
         return f"http://{self.host}:{self.port}/hook/{watcher}"
+
+    def queue_for(self, watcher: str, answers: Sequence[str]) -> None:
+        """The next answers to `watcher`'s deliveries, whatever the mode (in-doubt ones are
+        then applied by the receiver)."""
+        with self._lock:
+            self._queued.setdefault(watcher, []).extend(answers)
+
+    def clear_queue(self, watcher: str) -> None:
+        with self._lock:
+            self._queued.pop(watcher, None)
 
     def set_mode(self, weights: Mapping[str, float]) -> None:
         with self._lock:
@@ -105,6 +116,9 @@ class Ledger(BackgroundServer):
             applied = answer in ("ok", "ackkill") or (
                 answer in IN_DOUBT and self._rng.random() < 0.5
             )
+            queued = self._queued.get(watcher)
+            if queued:  # answers set aside for this watcher: in doubt, and applied
+                answer, applied = queued.pop(0), True
             if answer in ("kill", "ackkill"):  # one kill per request for it
                 self._weights = {"ok": 1.0}
             delivery = Delivery(

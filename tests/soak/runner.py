@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from tests.soak.claims import ClaimWatch
-from tests.soak.faults import FAULT_KINDS, Faults, Replica
+from tests.soak.faults import FAULT_KINDS, MAX_ATTEMPTS, Faults, Replica
 from tests.soak.invariants import Findings, RunLine, ServedState, check_all
 from tests.soak.ledger import Ledger
 from tests.soak.report import Timeline, explain, mib, parse_runs, print_rows, watcher_timeline
@@ -58,6 +58,7 @@ class Options:
     watchers: int
     out: Path
     faults_per_minute: float = 6.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
 
 
 def retrying(what: str, call: Callable[[], T], timeout: float = 90.0) -> T:
@@ -95,6 +96,10 @@ class Soak:
         self.spec: dict[str, dict[str, Any]] = {}
         self.actions: Counter[str] = Counter()
         self.stop_world = threading.Event()
+        # Truth generators are not thread-safe, and a fault scenario owns its watcher for a
+        # while (the world thread leaves it alone).
+        self.truth_lock = threading.Lock()
+        self.step_rng = random.Random(f"{options.seed}-steps")
         self.stop_sampling = threading.Event()
         self.rss_samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.rss_age = 0.0
@@ -168,6 +173,8 @@ class Soak:
                 ledger=ledger,
                 state_dir=self.state_dir,
                 log=self.timeline,
+                watchers=self.names,
+                step=self._step,
             )
             try:
                 return self._soak(replicas)
@@ -213,7 +220,7 @@ class Soak:
                     "url": self.ledger.url(name),
                     "secretRef": {"name": f"{name}-hook"},
                     "timeoutSeconds": 2,
-                    "maxAttempts": 3,
+                    "maxAttempts": MAX_ATTEMPTS,
                 },
             }
             if self.rng.random() < 0.3:
@@ -284,6 +291,8 @@ class Soak:
         period = max(0.05, 6.0 / max(1, len(self.names)))
         while not self.stop_world.wait(rng.expovariate(1 / period)):
             name = rng.choice(self.names)
+            if name in self.faults.busy:
+                continue
             action = rng.choices(("mutate", "trigger", "edit", "suspend"), (10, 3, 1, 1))[0]
             try:
                 self._act(rng, name, action)
@@ -293,7 +302,9 @@ class Soak:
     def _act(self, rng: random.Random, name: str, action: str) -> None:
         self.actions[action] += 1
         if action == "mutate":
-            self.timeline(name, f"FOGIS list: {self.truths[name].mutate()}")
+            with self.truth_lock:
+                what = self.truths[name].mutate()
+            self.timeline(name, f"FOGIS list: {what}")
         elif action == "trigger":
             value = f"t-{rng.getrandbits(32):08x}"
             self._patch(name, {"metadata": {"annotations": {"matchlist.io/trigger": value}}})
@@ -318,6 +329,21 @@ class Soak:
                 self.window_edits[name].append(time.time())
             self.timeline(name, f"edited {patch}")
 
+    def _step(self, name: str, mutation: str) -> bool:
+        """For a fault scenario: mutate `name`'s list, trigger a run, wait for its status."""
+        with self.truth_lock:
+            what = self.truths[name].mutate(mutation)
+            value = f"f-{self.step_rng.getrandbits(32):08x}"
+        self.timeline(name, f"FOGIS list: {what}")
+        self._patch(name, {"metadata": {"annotations": {"matchlist.io/trigger": value}}})
+        self.timeline(name, f"trigger {value}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self._statuses_one(name).get("lastHandledTrigger") == value:
+                return True
+            time.sleep(0.3)
+        return False
+
     def _patch(self, name: str, body: Mapping[str, Any]) -> None:
         retrying(
             f"patch {name}",
@@ -330,7 +356,7 @@ class Soak:
         rng = random.Random(f"{self.o.seed}-chaos")
         deadline = time.monotonic() + seconds
         # Every kind once (in random order), then random ones.
-        order = list(FAULT_KINDS)
+        order = list(self.o.fault_kinds)
         rng.shuffle(order)
         mean_gap = 60.0 / self.o.faults_per_minute
         while True:
@@ -338,7 +364,7 @@ class Soak:
             if time.monotonic() + gap > deadline:
                 break
             time.sleep(gap)
-            kind = order.pop(0) if order else rng.choice(FAULT_KINDS)
+            kind = order.pop(0) if order else rng.choice(self.o.fault_kinds)
             try:
                 self.faults.inject(kind)
             except Exception as exc:  # a failed fault is logged, the soak goes on
