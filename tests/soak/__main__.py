@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults",
         default=",".join(FAULT_KINDS),
-        help="comma-separated fault kinds to inject (default: all)",
+        help=f"comma-separated fault kinds to inject (default: all of {', '.join(FAULT_KINDS)})",
     )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
