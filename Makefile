@@ -8,10 +8,16 @@ RESULTS := .cache/test-results
 # MatchWatchers for `make bench` (about 2.5 minutes at 300 on 2 cores; 1000, the design's figure,
 # takes about 6): `make bench BENCH_WATCHERS=1000`.
 BENCH_WATCHERS ?= 300
+# `make soak`: how long, how many MatchWatchers, and the seed that replays a run (empty: random).
+SOAK_MINUTES ?= 10
+SOAK_WATCHERS ?= 100
+SOAK_SEED ?=
+# Comma-separated fault kinds (empty: all; `python -m tests.soak --help` lists them).
+SOAK_FAULTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint format unit integration test bench demo demo-down cluster-up cluster-down \
-	tools render chart-check clean image node-up node-down test-e2e
+.PHONY: help setup lint format unit integration soak-short test bench soak demo demo-down \
+	cluster-up cluster-down tools render chart-check clean image node-up node-down test-e2e
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,12 +45,20 @@ unit: setup ## unit tests (pure cores, adapters against local fakes)
 integration: setup ## integration tests against a real local etcd + kube-apiserver
 	$(BIN)/pytest tests/integration -q --junitxml=$(RESULTS)/integration.xml
 
-test: lint unit integration chart-check ## everything: lint, types, unit/integration tests, chart checks
-	$(BIN)/python hack/check_results.py $(RESULTS)/unit.xml $(RESULTS)/integration.xml
+soak-short: setup ## the short fixed-seed chaos soak (about 4 minutes) and its invariant checker's tests
+	$(BIN)/pytest tests/soak -q --junitxml=$(RESULTS)/soak.xml
+
+test: lint unit integration soak-short chart-check ## everything: lint, types, unit/integration/soak tests, chart checks
+	$(BIN)/python hack/check_results.py $(RESULTS)/unit.xml $(RESULTS)/integration.xml \
+		$(RESULTS)/soak.xml
 
 bench: setup ## print performance figures (diff speed, operator at scale); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
 	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS)
+
+soak: setup ## chaos soak: SOAK_WATCHERS watchers, faults for SOAK_MINUTES; SOAK_SEED replays one
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES) --watchers $(SOAK_WATCHERS) \
+		$(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_FAULTS),--faults $(SOAK_FAULTS))
 
 demo: setup ## the whole job on an embedded default: cluster, FOGIS stand-in, operator, webhook (KEEP=1 keeps it)
 	$(BIN)/python -m hack.demo

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import http
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -27,7 +27,7 @@ from controller.diff import (
     undo,
     window_for,
 )
-from controller.errors import SourceUnavailable
+from controller.errors import DetectorError, SourceUnavailable
 from controller.fogis import FogisClient
 from controller.model import Credentials, WatcherRef
 from controller.report import build_report, delivery_id, encode_report
@@ -149,7 +149,11 @@ async def detect(
     report = build_report(
         watcher=watcher,
         delivery_id=delivery_id(
-            watcher.uid, old.revision if old else 0, old.digest if old else "", new.digest
+            watcher.uid,
+            old.revision if old else 0,
+            old.digest if old else "",
+            new.digest,
+            old.retargets_toward(new.digest) if old else 0,
         ),
         detected_at=now,
         trigger=trigger,
@@ -162,15 +166,24 @@ async def detect(
         await store.check(new)
     delivery: DeliveryResult | None = None
     if changes and notifier is not None:
+        if old is not None:
+            # Written ahead: a receiver may apply this and the process die before the answer
+            # (or the snapshot write). Until the snapshot advances, what was sent counts as in
+            # doubt, so the next run also moves those matches to whatever FOGIS says then.
+            sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
+            await store.save(old.attempt(new.digest, sent))
         try:
             delivery = await notifier.notify(encode_report(report), report["id"], now)
         except DeliveryFailed as failure:
-            if failure.in_doubt and old is not None:
-                # The receiver may have applied it: remember what was sent, so that it is also
-                # undone should FOGIS go back (the snapshot itself does not advance).
-                sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
-                await store.save(replace(old, in_doubt={**(old.in_doubt or {}), **sent}))
+            if old is not None and not failure.in_doubt:
+                # Refused with an answer: nothing was applied, so nothing is in doubt.
+                await store.save(old)
             raise ChangesPending(failure, changes, len(new.matches), report["id"]) from None
+        except DetectorError:
+            # Refused before anything was sent (a host not allowed, an unusable Secret).
+            if old is not None:
+                await store.save(old)
+            raise
     if advances:
         await store.save(new)
     return Detection(

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -268,6 +268,28 @@ class Snapshot:
     # per match id it touched, the value it sent (None: it said the match was removed). The
     # next delivery also moves those matches from there to the current list (see `undo`).
     in_doubt: Mapping[str, NormalisedMatch | None] | None = None
+    # While deliveries from this snapshot are attempted: the digest of the list the last one
+    # carried, and how many times the attempted list changed (A->B, then back to A, then B
+    # again are three transitions from one snapshot). Delivery ids include the count, so a
+    # redelivery of the same transition keeps its id and a different one never reuses it.
+    attempted: str | None = None
+    retargets: int = 0
+
+    def attempt(self, target: str, sent: Mapping[str, NormalisedMatch | None]) -> Snapshot:
+        """This snapshot with a delivery toward the list `target` recorded before it is sent
+        (write-ahead): should the receiver apply it and the process die before the answer, the
+        next run still moves those matches to whatever FOGIS says then (see `undo`)."""
+        return replace(
+            self,
+            in_doubt={**(self.in_doubt or {}), **sent},
+            attempted=target,
+            retargets=self.retargets_toward(target),
+        )
+
+    def retargets_toward(self, target: str) -> int:
+        """The retarget count a delivery toward `target` starts from this snapshot."""
+        changed = self.attempted is not None and self.attempted != target
+        return self.retargets + 1 if changed else self.retargets
 
     @cached_property
     def digest(self) -> str:
@@ -282,6 +304,9 @@ class Snapshot:
         }
         if self.in_doubt is not None:
             document["inDoubt"] = dict(self.in_doubt)
+        if self.attempted is not None:
+            document["attempted"] = self.attempted
+            document["retargets"] = self.retargets
         return _canonical(document)
 
     @classmethod
@@ -310,14 +335,25 @@ class Snapshot:
         revision = document.get("revision", 0)
         if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
             raise ValueError(f"snapshot revision {revision!r} is not a non-negative integer")
-        in_doubt = document.get("inDoubt")
-        if in_doubt is not None and not isinstance(in_doubt, dict):
-            raise ValueError("snapshot inDoubt must be an object")
-        for key, match in (in_doubt or {}).items():
-            problem = None if match is None else _match_problem(key, match)
-            if problem is not None:
-                raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
-        return cls(matches, revision, in_doubt)
+        attempted, retargets = document.get("attempted"), document.get("retargets", 0)
+        if attempted is not None and not isinstance(attempted, str):
+            raise ValueError("snapshot attempted must be a digest")
+        if not isinstance(retargets, int) or isinstance(retargets, bool) or retargets < 0:
+            raise ValueError(f"snapshot retargets {retargets!r} is not a non-negative integer")
+        return cls(matches, revision, _in_doubt(document.get("inDoubt")), attempted, retargets)
+
+
+def _in_doubt(value: Any) -> dict[str, NormalisedMatch | None] | None:
+    """A stored snapshot's inDoubt entries; ValueError saying what is wrong with them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("snapshot inDoubt must be an object")
+    for key, match in value.items():
+        problem = None if match is None else _match_problem(key, match)
+        if problem is not None:
+            raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
+    return value
 
 
 # --- comparison ----------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class ConfigMapConflict(KubernetesError):
     """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
 
+class StatusConflict(KubernetesError):
+    """A conditional status write found the object changed since it was read."""
+
+
 def bug_location(exc: BaseException) -> str:
     """Where an unexpected exception came from (file:line, function, and the chain of our own
     frames), without its message: library messages can quote the data they choked on, which

@@ -29,6 +29,7 @@ from controller.errors import (
     DetectorError,
     KubernetesError,
     SecretNotFound,
+    StatusConflict,
     clip,
 )
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
@@ -125,21 +126,46 @@ class Kube:
         version = secret.metadata.resource_version if secret and secret.metadata else None
         return SecretData(decoded, version or "")
 
-    async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]:
-        """One merge patch of the status subresource; returns the new status."""
+    async def patch_status(
+        self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """One merge patch of the status subresource; returns the new status and the object's
+        new version. With `resource_version` it applies only to that version of the object
+        (StatusConflict otherwise): a compare-and-swap."""
+        what = f"patching status of {ref.namespace}/{ref.name}"
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         result = await self._call(
-            f"patching status of {ref.namespace}/{ref.name}",
+            what,
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             ref.namespace,
             PLURAL,
             ref.name,
-            {"status": dict(status)},
+            body,
+            errors={409: StatusConflict(f"{what}: the object changed meanwhile")},
         )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         new_status: dict[str, Any] = obj.get("status") or {}
-        return new_status
+        return new_status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def read_status(self, ref: WatcherRef) -> tuple[dict[str, Any], str]:
+        """The watcher's status as the API server has it now, and the object's version."""
+        what = f"reading {ref.namespace}/{ref.name}"
+        result = await self._call(
+            what,
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+        )
+        obj: dict[str, Any] = result if isinstance(result, dict) else {}
+        status: dict[str, Any] = obj.get("status") or {}
+        return status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
     async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the watcher, written before this returns (kopf's own posting
@@ -204,10 +230,11 @@ class Kube:
         binary_data: Mapping[str, bytes],
         labels: Mapping[str, str],
         resource_version: str | None,
-    ) -> None:
+    ) -> str:
         """Create the ConfigMap (`resource_version` None: it did not exist when read) or replace
         the version that was read, owned by the watcher so it is garbage-collected. Anything
-        written in between makes this raise ConfigMapConflict instead of overwriting it."""
+        written in between makes this raise ConfigMapConflict instead of overwriting it.
+        Returns the version written, for the writer's next write."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -231,10 +258,12 @@ class Kube:
         what = f"writing ConfigMap {ref.namespace}/{name}"
         conflict = {409: ConfigMapConflict(f"ConfigMap {ref.namespace}/{name} changed meanwhile")}
         if resource_version is None:
-            await self._call(
+            created = await self._call(
                 what, self._core.create_namespaced_config_map, ref.namespace, body, errors=conflict
             )
-            return
+            if created is None:
+                raise KubernetesError(f"{what}: the API server returned no object")
+            return str(created.metadata.resource_version)
         body["metadata"]["resourceVersion"] = resource_version
         replaced = await self._call(
             what,
@@ -247,3 +276,4 @@ class Kube:
         )
         if replaced is None:  # deleted since it was read: someone else's move, not ours to undo
             raise conflict[409]
+        return str(replaced.metadata.resource_version)

@@ -23,14 +23,21 @@ TRIGGERS: tuple[str, ...] = ("schedule", "manual", "run-once")
 _DELIVERY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://matchlist.io/delivery")
 
 
-def delivery_id(uid: str, revision: int, old_digest: str, new_digest: str) -> str:
+def delivery_id(
+    uid: str, revision: int, old_digest: str, new_digest: str, retargets: int = 0
+) -> str:
     """A UUID naming one transition of one watcher, so receivers can drop redeliveries.
 
     `revision` is the revision of the snapshot the transition starts from: a retried or
     redelivered pending transition starts from the same one (same id), while a later transition
-    starts from a later one, so A->B->A->B yields three ids, not two.
+    starts from a later one, so A->B->A->B yields three ids, not two. `retargets` tells apart
+    transitions from one snapshot whose deliveries stayed in doubt (A->B, back to A, then B
+    again); 0 leaves the id as it always was.
     """
-    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{uid}\n{revision}\n{old_digest}\n{new_digest}"))
+    name = f"{uid}\n{revision}\n{old_digest}\n{new_digest}" + (
+        f"\n{retargets}" if retargets else ""
+    )
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, name))
 
 
 def rfc3339(moment: datetime) -> str:

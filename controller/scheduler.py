@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 
 from controller.config import Settings
 from controller.decide import Memory, Run, View, created_at, decide, next_run
-from controller.errors import DetectorError, unexpected
+from controller.errors import DetectorError, StatusConflict, unexpected
 from controller.events import Note
 from controller.logfields import about
 from controller.model import WatcherRef, WatcherSpec
 from controller.outcome import Outcome
 from controller.status import WatcherStatus, status_after_run
-from controller.trigger import Trigger
+from controller.trigger import Scheduled, Trigger
 
 log = logging.getLogger(__name__)
 # After the API server refused a status patch, wait before trying again (and never spin).
@@ -37,7 +37,11 @@ _INTERNAL_ERROR_RETRY_SECONDS = 60.0
 class Cluster(Protocol):
     """The Kubernetes calls a scheduler makes (controller/kube.py's Kube)."""
 
-    async def patch_status(self, ref: WatcherRef, status: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(
+        self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None
+    ) -> tuple[dict[str, Any], str]: ...
+
+    async def read_status(self, ref: WatcherRef) -> tuple[dict[str, Any], str]: ...
 
     async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None: ...
 
@@ -82,6 +86,10 @@ class WatcherScheduler:
             WatcherStatus.parse(initial.get("status")), created_at(initial) or clock()
         )
         self._seen: tuple[Any, ...] | None = None
+        # The object's latest version this scheduler knows of (from its own writes, or a newer
+        # watch event), for compare-and-swap slot claims without a read first.
+        self._version: str | None = None
+        self._body_version: str | None = None
 
     @property
     def last_success(self) -> datetime | None:
@@ -99,7 +107,7 @@ class WatcherScheduler:
         while not stopped():
             self.wake.clear()  # before reading the body: a later poke is never lost
             try:
-                pause = await self._step()
+                pause = await self._step(stopped)
             except DetectorError as exc:  # the API server refused a status write
                 log.warning(
                     "%s/%s: %s",
@@ -115,13 +123,23 @@ class WatcherScheduler:
                 pause = _INTERNAL_ERROR_RETRY_SECONDS
             await self._sleep(pause)
 
-    async def _step(self) -> float | None:
+    async def _step(self, stopped: Callable[[], bool]) -> float | None:
         """One decision carried out; returns how long to sleep (None: until poked)."""
-        view = View.of(self._body())
+        body = self._body()
+        body_version = (body.get("metadata") or {}).get("resourceVersion")
+        if body_version != self._body_version:  # a watch event came since the last step
+            self._body_version = self._version = body_version
+        view = View.of(body)
         decision = decide(
             self.memory, view, self._clock(), allow_seconds=self._settings.allow_seconds_schedules
         )
-        await self._write(decision.memory, decision.patch)
+        if isinstance(decision.action, Run) and isinstance(decision.action.trigger, Scheduled):
+            if stopped():  # told to stop (deleted, or paused in favour of another replica)
+                return None
+            if not await self._claim(decision.memory, decision.patch, decision.action.trigger):
+                return 0  # decide again, from the status another replica wrote
+        else:
+            await self._write(decision.memory, decision.patch)
         for note in decision.events:
             await self._post(note)
         action = decision.action
@@ -130,10 +148,35 @@ class WatcherScheduler:
             return 0
         return None if action.until is None else (action.until - self._clock()).total_seconds()
 
-    async def _write(self, memory: Memory, patch: Mapping[str, Any] | None) -> None:
+    async def _claim(
+        self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Scheduled
+    ) -> bool:
+        """Claim the slot with a compare-and-swap on the object's version: in a peering
+        handover another replica may have claimed it after the status this scheduler planned
+        from (kopf's view of the object lags). The version is the latest this scheduler knows;
+        when the object changed since, it is read again and the slot claimed only if nobody
+        did. False: not ours to run (decide again, from the status read)."""
+        if self._version:
+            with contextlib.suppress(StatusConflict):
+                await self._write(memory, patch, self._version)
+                return True
+        raw, version = await self._cluster.read_status(self.ref)
+        live = WatcherStatus.parse(raw)
+        claimed = live.last_schedule_time
+        if claimed is None or claimed < trigger.slot:
+            with contextlib.suppress(StatusConflict):
+                await self._write(memory, patch, version)
+                return True
+        self.memory = replace(self.memory, status=live)
+        return False
+
+    async def _write(
+        self, memory: Memory, patch: Mapping[str, Any] | None, version: str | None = None
+    ) -> None:
         """The one place a watcher's status is written; `memory` is kept only once it is."""
         if patch is not None:
-            status = WatcherStatus.parse(await self._cluster.patch_status(self.ref, patch))
+            raw, self._version = await self._cluster.patch_status(self.ref, patch, version)
+            status = WatcherStatus.parse(raw)
             memory = replace(memory, status=status)
             self._on_status(self.ref, status)
         self.memory = memory

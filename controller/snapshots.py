@@ -146,7 +146,8 @@ class ConfigMapSnapshots:
         labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}
         data = await self._encoded(snapshot)
         try:
-            await self._kube.write_config_map(
+            # The version written becomes ours: a write-ahead then its final save chain.
+            self._version = await self._kube.write_config_map(
                 self._ref, self.name, {DATA_KEY: data}, labels, self._version
             )
         except ConfigMapConflict:

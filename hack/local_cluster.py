@@ -28,6 +28,7 @@ STATE_DIR = ROOT / ".cache" / "local-cluster"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 READY_TIMEOUT_SECONDS = 90.0
 SERVICE_CIDR = "198.19.0.0/16"
+APISERVER_ARGV_FILE = "apiserver-argv.json"
 
 
 class ClusterError(RuntimeError):
@@ -175,32 +176,30 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    apiserver = subprocess.Popen(
-        [
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            f"--cert-dir={state_dir / 'certs'}",
-            f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # RFC 2544 addresses, never a private range: the `kubernetes` Service is 198.19.0.1,
-            # which the self-signed serving certificate carries (pods on hack/local-node use it).
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The local node's kubelet registers a name nobody resolves; reach it by address.
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={sa_key}",
-            f"--service-account-signing-key-file={sa_key}",
-            "--authorization-mode=RBAC",
-            f"--token-auth-file={state_dir / 'tokens.csv'}",
-            "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
-            "--v=0",
-        ],
-        stdout=(logs / "kube-apiserver.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    apiserver_argv = [
+        str(bin_dir / "kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        f"--cert-dir={state_dir / 'certs'}",
+        f"--secure-port={api_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        # RFC 2544 addresses, never a private range: the `kubernetes` Service is 198.19.0.1,
+        # which the self-signed serving certificate carries (pods on hack/local-node use it).
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # The local node's kubelet registers a name nobody resolves; reach it by address.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={sa_key}",
+        f"--service-account-signing-key-file={sa_key}",
+        "--authorization-mode=RBAC",
+        f"--token-auth-file={state_dir / 'tokens.csv'}",
+        "--allow-privileged=true",
+        "--endpoint-reconciler-type=none",
+        "--v=0",
+    ]
+    # Kept so restart_apiserver() can start the very same command on the same port.
+    (state_dir / APISERVER_ARGV_FILE).write_text(json.dumps(apiserver_argv))
+    apiserver = _start_apiserver(apiserver_argv, logs)
     server = f"https://127.0.0.1:{api_port}"
     try:
         _wait_ready(server, token, {"etcd": etcd, "kube-apiserver": apiserver}, logs)
@@ -218,6 +217,43 @@ def up(state_dir: Path = STATE_DIR) -> ClusterInfo:
         apiserver_pid=apiserver.pid,
         version=json.loads(version_json).get("gitVersion", "unknown"),
     )
+    (state_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
+    return info
+
+
+def _start_apiserver(argv: list[str], logs: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdout=(logs / "kube-apiserver.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def restart_apiserver(state_dir: Path = STATE_DIR, *, kill: bool = True) -> ClusterInfo:
+    """Stop only kube-apiserver (SIGKILL, or SIGTERM with `kill=False`) and start it again with
+    the same flags, port and certificates; etcd and its data stay as they are (the soak test's
+    API server outage). Returns once it is ready again."""
+    info = ClusterInfo.load(state_dir)
+    if info is None:
+        raise ClusterError(f"no local cluster in {state_dir}")
+    if kill and alive(info.apiserver_pid):
+        os.kill(info.apiserver_pid, signal.SIGKILL)
+    stop_process(info.apiserver_pid)
+    deadline = time.monotonic() + 10
+    while alive(info.apiserver_pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.apiserver_pid, os.WNOHANG)  # our child when we started it
+        time.sleep(0.05)
+    argv = json.loads((state_dir / APISERVER_ARGV_FILE).read_text())
+    apiserver = _start_apiserver(argv, state_dir / "logs")
+    token = (state_dir / ADMIN_TOKEN_FILE).read_text().strip()
+    try:
+        _wait_ready(info.server, token, {"kube-apiserver": apiserver}, state_dir / "logs")
+    except ClusterError:
+        apiserver.kill()
+        raise
+    info = ClusterInfo(**{**asdict(info), "apiserver_pid": apiserver.pid})
     (state_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
     return info
 

@@ -102,11 +102,16 @@ class BackgroundServer(Service):
         """The answer to one request (`headers` with lower-cased names), in a handler thread."""
         raise NotImplementedError
 
+    def _make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        """The server that `start` runs: one answering through `answer()`, unless a subclass
+        needs a handler of its own (one that resets connections, say)."""
+        return _Server(address, self)
+
     def start(self) -> None:
         if self._server is not None:
             return
         self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
+        self._server = self._make_server((self.host, self.port))
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -118,9 +118,14 @@ def _metric(operator: Operator, name: str, namespace: str, watcher: str, **label
     )
 
 
-def _snapshot_version(cluster: Cluster, namespace: str, name: str) -> str:
-    version: str = snapshot_config_map(cluster, namespace, name).metadata.resource_version
-    return version
+SnapshotState = tuple[int, str]
+
+
+def _snapshot_version(cluster: Cluster, namespace: str, name: str) -> SnapshotState:
+    """Where the snapshot stands: its revision and its list. Not the ConfigMap's version: a
+    delivery is written ahead (and undone when refused) without the snapshot advancing."""
+    document = snapshot_document(snapshot_config_map(cluster, namespace, name))
+    return document["revision"], json.dumps(document["matches"], sort_keys=True)
 
 
 def _change_answered(
@@ -131,7 +136,7 @@ def _change_answered(
     hook: WebhookReceiver,
     replies: tuple[Reply | int, ...],
     **webhook: object,
-) -> tuple[ManualRuns, str, dict[str, Any]]:
+) -> tuple[ManualRuns, SnapshotState, dict[str, Any]]:
     """A watcher with a baseline, then change A, whose delivery the receiver answers with
     `replies`. Returns its runs, the baseline snapshot's resourceVersion and the run's status."""
     cluster.create_watcher(namespace, name, _spec(fogis, **webhook))

@@ -126,7 +126,8 @@ async def test_change_is_delivered_then_snapshot_advances() -> None:
     assert len(notifier.bodies) == 1
     assert notifier.bodies[0][1] == detection.report["id"]
     assert detection.delivery.status_code == 204
-    assert store.saves == 2
+    # The baseline, the delivery written ahead (see the crash test below), the advance.
+    assert store.saves == 3
 
 
 async def test_failed_delivery_keeps_snapshot_and_the_same_id() -> None:
@@ -303,6 +304,49 @@ async def test_a_refused_delivery_is_not_undone() -> None:
     detection = await run(source, store, notifier)
     assert detection.summary.total == 0
     assert len(notifier.bodies) == 1  # only the refused one
+
+
+async def test_a_process_killed_mid_delivery_still_undoes_it_when_the_list_reverts() -> None:
+    """Found by the soak (seed 424242): the receiver took the cancellation, the process died
+    before the answer reached it (SIGKILL, OOM), FOGIS went back. The delivery was written ahead,
+    so the next run tells the receiver the match is on again instead of saying nothing."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches({"installd": True})
+
+    class Killed(BaseException):
+        """What the process sees of SIGKILL: nothing after this point runs."""
+
+    async def dies(body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
+        notifier.bodies.append((body, delivery_id))  # the receiver applied it ...
+        raise Killed  # ... and the process died before the answer
+
+    real, notifier.notify = notifier.notify, dies  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        await run(source, store, notifier)
+    notifier.notify = real  # type: ignore[method-assign]
+    source.matches = matches()  # FOGIS reverts before the next run
+    detection = await run(source, store, notifier)
+    assert [c.categories for c in detection.changes] == [("uncancelled",)]
+    (cancel, uncancel) = (_payload(body) for body, _ in notifier.bodies)
+    assert uncancel["id"] != cancel["id"]
+
+
+async def test_a_transition_back_and_forth_in_doubt_never_reuses_an_id() -> None:
+    """Found by the soak (seed 31, in_doubt_flipflop): A->B in doubt, back to A in doubt, then B
+    again. The third delivery is a new transition: under the first one's id a receiver that
+    drops repeated ids (as it should) would stay at A while FOGIS says B."""
+    source, store, notifier, _ = await _cancellation_failed("in_doubt")  # A -> B, in doubt
+    notifier.in_doubt = True
+    source.matches = matches()  # back to A, in doubt again
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.in_doubt = False
+    source.matches = matches({"installd": True})  # B again, accepted
+    await run(source, store, notifier)
+    ids = [delivery_id for _, delivery_id in notifier.bodies]
+    assert len(ids) == len(set(ids)) == 3
+    assert [c["categories"] for c in _payload(notifier.bodies[-1][0])["changes"]] == [["cancelled"]]
 
 
 async def test_an_in_doubt_delivery_is_redelivered_with_its_id() -> None:

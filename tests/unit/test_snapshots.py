@@ -123,12 +123,13 @@ class VersionedConfigMaps:
         binary_data: dict[str, bytes],
         labels: dict[str, str],
         resource_version: str | None,
-    ) -> None:
+    ) -> str:
         current = None if self.stored is None else self.stored.resource_version
         if resource_version != current:
             raise ConfigMapConflict(f"ConfigMap {name} changed meanwhile")
         self.version += 1
         self.stored = StoredConfigMap(dict(binary_data), (ref.uid,), str(self.version))
+        return str(self.version)
 
 
 def _store(kube: VersionedConfigMaps) -> ConfigMapSnapshots:

@@ -15,6 +15,7 @@ As a program (samples unless --matches gives a JSON list of records):
 and drive it with
     PUT  /_control/matches   a JSON list of match records
     PUT  /_control/users     {"username": "password", ...}
+    PUT  /_control/matches?user=NAME   that user's own list (others keep the shared one)
     POST /_control/fail      {"kind": "500", "count": 1}
     POST /_control/expire    (drops every session)
     GET  /_control/state     {"logins", "loginAttempts", "fetches", "lastFilter", ...}

@@ -9,9 +9,11 @@ import zlib
 from tests.fakes.fogis.wire import Reply, json_reply
 
 # "gzipped" is no failure: the normal answer, gzip-compressed. "gzip_bomb" is 100 MiB of zeros
-# in 100 KiB of gzip; "huge" is a valid answer padded to 40 MiB.
+# in 100 KiB of gzip; "huge" is a valid answer padded to 40 MiB. "slow" is the normal answer held
+# back for `slow_delay` seconds (shorter than a client's timeout, unlike "timeout").
 ANSWER_FAILURES = (
     "500", "timeout", "garbage", "success_false", "no_matchlista", "gzipped", "gzip_bomb", "huge",
+    "slow",
 )  # fmt: skip
 FAILURE_KINDS = (*ANSWER_FAILURES, "expire_session", "login_rejected")
 

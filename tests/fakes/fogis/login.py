@@ -32,9 +32,9 @@ class LoginFlows:
     oauth_form_post: bool
     _lock: threading.Lock
     _users: dict[str, str]
-    _sessions: set[str]  # valid auth cookie values
-    _idsrv_sessions: set[str]
-    _codes: set[str]  # authorization codes not yet redeemed
+    _sessions: dict[str, str]  # valid auth cookie value -> its user
+    _idsrv_sessions: dict[str, str]  # identity-server session -> its user
+    _codes: dict[str, str]  # authorization code not yet redeemed -> its user
     _logins: int
     _login_attempts: int
 
@@ -60,14 +60,14 @@ class LoginFlows:
             and secrets.compare_digest(expected.encode(), password.encode())
         )
 
-    def _valid(self, tokens: set[str], token: str | None) -> bool:
+    def _valid(self, tokens: Mapping[str, str], token: str | None) -> bool:
         with self._lock:
             return token in tokens
 
-    def _new_session(self) -> dict[str, str]:
+    def _new_session(self, user: str) -> dict[str, str]:
         token = secrets.token_hex(16)
         with self._lock:
-            self._sessions.add(token)
+            self._sessions[token] = user
             self._logins += 1
         return {AUTH_COOKIE: token}
 
@@ -111,7 +111,8 @@ class LoginFlows:
             return Reply(400, "invalid postback", content_type="text/plain")
         if not self._check_password(form.get(_CLASSIC_USER, ""), form.get(_CLASSIC_PASSWORD, "")):
             return self._classic_page({}, "Felaktigt användarnamn eller lösenord")
-        return Reply(302, location="/mdk/", cookies=self._new_session())
+        user = form.get(_CLASSIC_USER, "")
+        return Reply(302, location="/mdk/", cookies=self._new_session(user))
 
     # OAuth hybrid flow through an identity server on the same host
 
@@ -165,7 +166,7 @@ class LoginFlows:
             return self._identity_page(return_url, "Invalid username or password")
         token = secrets.token_hex(16)
         with self._lock:
-            self._idsrv_sessions.add(token)
+            self._idsrv_sessions[token] = form.get("Username", "")
         return Reply(302, location=return_url, cookies={IDSRV_COOKIE: token})
 
     def _callback(self, request: Request) -> Reply:
@@ -173,7 +174,7 @@ class LoginFlows:
             return Reply(302, location=f"/connect/authorize?{urlencode(request.query)}")
         code = secrets.token_hex(16)
         with self._lock:
-            self._codes.add(code)
+            self._codes[code] = self._idsrv_sessions.get(request.cookies.get(IDSRV_COOKIE, ""), "")
         answer = {
             "code": code,
             "id_token": "eyJfake.eyJfake.sig",
@@ -190,8 +191,7 @@ class LoginFlows:
     def _signin_oidc(self, request: Request) -> Reply:
         code = (request.form if request.method == "POST" else request.query).get("code", "")
         with self._lock:
-            known = code in self._codes
-            self._codes.discard(code)
-        if not known:
+            user = self._codes.pop(code, None)
+        if user is None:
             return Reply(400, "unknown authorization code", content_type="text/plain")
-        return Reply(302, location="/mdk/", cookies=self._new_session())
+        return Reply(302, location="/mdk/", cookies=self._new_session(user))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from http.cookies import SimpleCookie
 from typing import Any
@@ -25,6 +26,17 @@ from tests.fakes.fogis.wire import Reply, Request, json_reply, page
 MATCH_LIST_PATH = "/mdk/MatchWebMetoder.aspx/GetMatcherAttRapportera"
 
 
+@dataclass(frozen=True)
+class Served:
+    """One match list answered successfully: to whom, what (after the window filter), for which
+    window. Handed to `on_served` before the answer leaves."""
+
+    user: str
+    matches: Sequence[Mapping[str, Any]]
+    start: date
+    end: date
+
+
 class FakeFogis(LoginFlows, BackgroundServer):
     """FOGIS on 127.0.0.1; every control is thread-safe and applies to the next requests."""
 
@@ -41,6 +53,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
         matches: Sequence[Mapping[str, Any]] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        slow_delay: float = 1.0,
+        on_served: Callable[[Served], None] | None = None,
     ) -> None:
         if login_style not in LOGIN_STYLES:
             raise ValueError(f"login_style must be one of {LOGIN_STYLES}")
@@ -53,14 +67,21 @@ class FakeFogis(LoginFlows, BackgroundServer):
         self.expired_answer = expired_answer
         # How long a "timeout" failure holds its answer back: longer than the client's timeout.
         self.timeout_delay = timeout_delay
+        self.slow_delay = slow_delay
+        # Called (in the handler thread) with every match list answered successfully: a test
+        # can log exactly what each user was served, and when.
+        self.on_served = on_served
         super().__init__(host, port)
         self._lock = threading.Lock()
         self._users = dict(users or {})
         self._matches = [dict(m) for m in matches]
+        self._user_matches: dict[str, list[dict[str, Any]]] = {}  # lists of their own
         self._failures: list[str] = []
-        self._sessions: set[str] = set()  # valid auth cookie values
-        self._idsrv_sessions: set[str] = set()
-        self._codes: set[str] = set()  # authorization codes not yet redeemed
+        # Valid auth cookie values, identity-server sessions and authorization codes not yet
+        # redeemed, each with the user it belongs to (so a user can be served a list of its own).
+        self._sessions: dict[str, str] = {}
+        self._idsrv_sessions: dict[str, str] = {}
+        self._codes: dict[str, str] = {}
         self._logins = 0
         self._login_attempts = 0
         self._fetches = 0
@@ -68,9 +89,13 @@ class FakeFogis(LoginFlows, BackgroundServer):
 
     # controls (thread-safe; they apply to the next requests)
 
-    def set_matches(self, matches: Sequence[Mapping[str, Any]]) -> None:
+    def set_matches(self, matches: Sequence[Mapping[str, Any]], user: str | None = None) -> None:
+        """The list every user is served, or with `user` the list only that user is served."""
         with self._lock:
-            self._matches = [dict(m) for m in matches]
+            if user is None:
+                self._matches = [dict(m) for m in matches]
+            else:
+                self._user_matches[user] = [dict(m) for m in matches]
 
     def set_users(self, users: Mapping[str, str]) -> None:
         """Replace the accepted logins; existing sessions stay valid, as on the real server."""
@@ -85,6 +110,11 @@ class FakeFogis(LoginFlows, BackgroundServer):
             gzip_bomb(), huge_answer()  # made now, not while a client waits for its answer
         with self._lock:
             self._failures.extend([kind] * count)
+
+    def clear_failures(self) -> None:
+        """Forget failures queued by `fail_next` that no request has taken yet."""
+        with self._lock:
+            self._failures.clear()
 
     def expire_sessions(self) -> None:
         with self._lock:
@@ -181,7 +211,7 @@ class FakeFogis(LoginFlows, BackgroundServer):
         expire = self._take_failure(("expire_session",)) is not None
         with self._lock:
             if expire:
-                self._sessions.discard(token)
+                self._sessions.pop(token, None)
             authorised = token in self._sessions
         if not authorised:
             if self.expired_answer == "redirect":
@@ -210,7 +240,9 @@ class FakeFogis(LoginFlows, BackgroundServer):
             return json_reply({"Message": "Invalid filter"}, 500)
         with self._lock:
             self._last_filter = request_filter
-            matches = [m for m in self._matches if _within(m, start, end)]
+            user = self._sessions.get(request.cookies.get(AUTH_COOKIE, ""), "")
+            listed = self._user_matches.get(user, self._matches)
+            matches = [m for m in listed if _within(m, start, end)]
         failure = self._take_failure(ANSWER_FAILURES)
         broken = broken_answer(failure)
         if broken is not None:
@@ -226,8 +258,12 @@ class FakeFogis(LoginFlows, BackgroundServer):
         if failure is None:
             with self._lock:
                 self._fetches += 1
+        if failure in (None, "slow", "gzipped") and self.on_served is not None:
+            self.on_served(Served(user, matches, start, end))
         reply = json_reply({"d": json.dumps(inner, ensure_ascii=False)})
-        reply.delay = self.timeout_delay if failure == "timeout" else 0.0
+        reply.delay = {"timeout": self.timeout_delay, "slow": self.slow_delay}.get(
+            failure or "", 0.0
+        )
         if failure == "gzipped":
             reply.body, reply.encoding = gzip.compress(reply.body), "gzip"
         return reply
@@ -241,7 +277,7 @@ class FakeFogis(LoginFlows, BackgroundServer):
             if action == ("PUT", "/_control/matches"):
                 if not isinstance(document, list) or not all(isinstance(m, dict) for m in document):
                     raise ValueError("expected a JSON list of match objects")
-                self.set_matches(document)
+                self.set_matches(document, request.query.get("user"))
             elif action == ("PUT", "/_control/users"):
                 if not isinstance(document, dict):
                     raise ValueError("expected a JSON object of username: password")

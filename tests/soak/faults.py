@@ -1,0 +1,274 @@
+"""Faults at random times, counted by kind: operator processes (two replicas with kopf peering)
+killed or stopped and restarted, the API server killed and restarted on its etcd data, the
+receiver failing in every way a webhook can, and FOGIS failing in every way it does."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from tests.soak.ledger import Ledger
+from tests.soak.world import FakeFogis, Operator, http_get, local_cluster
+
+TASKPROBE = Path(__file__).resolve().parents[1] / "bench" / "taskprobe"
+
+# Receiver fault windows: answer weights while one lasts.
+RECEIVER_MODES: Mapping[str, Mapping[str, float]] = {
+    "receiver_5xx": {"5xx": 3, "ok": 1},
+    "receiver_429": {"429": 3, "ok": 1},
+    "receiver_timeout": {"timeout": 2, "ok": 1},
+    "receiver_reset": {"reset": 2, "ok": 1},
+    "receiver_mixed": {"5xx": 1, "429": 1, "timeout": 1, "reset": 1, "ok": 1},
+}
+# The watchers' webhook maxAttempts: an in-doubt run needs every attempt to time out.
+MAX_ATTEMPTS = 3
+FOGIS_KINDS = ("500", "garbage", "slow", "timeout", "success_false")
+FAULT_KINDS = (
+    "operator_sigkill",
+    "operator_sigterm",
+    "sigkill_mid_delivery",
+    "sigkill_after_ack",
+    "apiserver_restart",
+    *RECEIVER_MODES,
+    *(f"fogis_{kind}" for kind in FOGIS_KINDS),
+    "fogis_expired_401",
+    "fogis_expired_redirect",
+    "fogis_expired_login_page",
+    "in_doubt_flipflop",
+)
+
+
+class Replica:
+    """One operator replica: restarted as a new process (a new log file) after each fault."""
+
+    def __init__(
+        self, name: str, kubeconfig: str, namespace: str, out: Path, env: Mapping[str, str]
+    ) -> None:
+        self.name = name
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.out = out
+        self.env = dict(env)
+        self.incarnation = 0
+        self.operator: Operator | None = None
+        self.started_at = 0.0
+        self.starts: dict[str, float] = {}  # process label -> wall clock when it was started
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.out / f"tasks-{self.name}.json"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.incarnation}"
+
+    def start(self, priority: int) -> None:
+        self.incarnation += 1
+        self.starts[self.label] = time.time()
+        env = {
+            **self.env,
+            "MLCD_PEERING_PRIORITY": str(priority),
+            "PYTHONPATH": str(TASKPROBE),
+            "BENCH_TASKS_FILE": str(self.tasks_file),  # the bench's SIGUSR1 task probe
+        }
+        operator = Operator(
+            self.kubeconfig, [self.namespace], self.out / f"operator-{self.label}.log", env
+        )
+        operator.start()
+        self.operator = operator
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int | None:
+        op = self.operator
+        return None if op is None or op.proc is None else op.proc.pid
+
+    def alive(self) -> bool:
+        op = self.operator
+        return op is not None and op.proc is not None and op.proc.poll() is None
+
+    def active(self) -> bool:
+        """Serving the watchers: kopf's `watchers` probe counts the running daemons."""
+        op = self.operator
+        if op is None or not self.alive():
+            return False
+        text = http_get(op.health_url)
+        try:
+            return bool(text) and int(json.loads(text or "{}").get("watchers") or 0) > 0
+        except ValueError:
+            return False
+
+    def send(self, sig: int) -> None:
+        pid = self.pid
+        if pid is not None and self.alive():
+            os.kill(pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        op = self.operator
+        if op is None:
+            return None
+        code = op.stop(sig)
+        self.operator = None
+        return code
+
+    def rss_mib(self) -> float | None:
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def probe(self, timeout: float = 5.0) -> dict[str, object] | None:
+        """The task probe's JSON (asyncio tasks by coroutine, connection pools)."""
+        self.tasks_file.unlink(missing_ok=True)
+        self.send(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.tasks_file.exists():
+                document: dict[str, object] = json.loads(self.tasks_file.read_text())
+                return document
+            time.sleep(0.1)
+        return None
+
+
+class Faults:
+    """Injects one fault at a time and counts them; `log` writes the global timeline."""
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        replicas: list[Replica],
+        fogis: FakeFogis,
+        ledger: Ledger,
+        state_dir: Path,
+        log: Callable[[str, str], None],
+        watchers: Sequence[str] = (),
+        step: Callable[[str, str], bool] = lambda name, mutation: False,
+    ) -> None:
+        self.rng = rng
+        self.replicas = replicas
+        self.fogis = fogis
+        self.ledger = ledger
+        self.state_dir = state_dir
+        self.log = log
+        self.counts: Counter[str] = Counter()
+        self.watchers = list(watchers)
+        self.busy: set[str] = set()  # watchers a fault scenario owns: the world leaves them be
+        # Mutates a watcher's list and triggers a run; True once the run's status shows.
+        self.step = step
+        self.unexpected_exits: list[str] = []
+        self._killed = threading.Event()
+        ledger.on_kill = self._kill_from_receiver
+
+    def priority(self) -> int:
+        return self.rng.randint(1, 10_000)
+
+    def start_all(self) -> None:
+        for replica in self.replicas:
+            replica.start(self.priority())
+            self.log("*", f"started {replica.label} (pid {replica.pid})")
+
+    def _active(self) -> Replica | None:
+        return next((r for r in self.replicas if r.active()), None)
+
+    def _target(self) -> Replica:
+        return self._active() or self.rng.choice(
+            [r for r in self.replicas if r.alive()] or self.replicas
+        )
+
+    def restart_dead(self) -> None:
+        for replica in self.replicas:
+            if not replica.alive():
+                if replica.operator is not None and replica.operator.proc is not None:
+                    code = replica.operator.proc.poll()
+                    replica.operator.proc = None
+                    replica.operator = None
+                    if code not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                        self.unexpected_exits.append(f"{replica.label} exited with {code}")
+                        self.log("*", f"UNEXPECTED: {replica.label} exited with {code}")
+                replica.start(self.priority())
+                self.log("*", f"restarted as {replica.label} (pid {replica.pid})")
+
+    def _kill_from_receiver(self) -> None:
+        replica = self._target()
+        replica.send(signal.SIGKILL)
+        self.log("*", f"SIGKILL {replica.label} from inside the receiver")
+        self._killed.set()
+
+    def inject(self, kind: str) -> None:
+        self.counts[kind] += 1
+        self.log("*", f"fault {kind}")
+        if kind in ("operator_sigkill", "operator_sigterm"):
+            replica = self._target()
+            sig = signal.SIGKILL if kind == "operator_sigkill" else signal.SIGTERM
+            self.log(
+                "*", f"{signal.Signals(sig).name} {replica.label} (active: {replica.active()})"
+            )
+            code = replica.stop(sig)
+            if kind == "operator_sigterm" and code != 0:
+                self.unexpected_exits.append(f"{replica.label} exited with {code} on SIGTERM")
+            time.sleep(self.rng.uniform(0.2, 3.0))
+            self.restart_dead()
+        elif kind in ("sigkill_mid_delivery", "sigkill_after_ack"):
+            self._killed.clear()
+            self.ledger.set_mode({"kill" if kind == "sigkill_mid_delivery" else "ackkill": 1})
+            self._killed.wait(30)
+            self.ledger.set_mode({"ok": 1})
+            time.sleep(self.rng.uniform(0.2, 2.0))
+            self.restart_dead()
+        elif kind == "apiserver_restart":
+            began = time.monotonic()
+            local_cluster.restart_apiserver(self.state_dir, kill=True)
+            self.log("*", f"kube-apiserver back after {time.monotonic() - began:.1f}s")
+        elif kind == "in_doubt_flipflop":
+            self._in_doubt_flipflop()
+        elif kind in RECEIVER_MODES:
+            # Until a few deliveries met it (none come while a failover is under way).
+            wanted = len(self.ledger.deliveries) + self.rng.randint(3, 8)
+            deadline = time.monotonic() + 45
+            self.ledger.set_mode(RECEIVER_MODES[kind])
+            while len(self.ledger.deliveries) < wanted and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.ledger.set_mode({"ok": 1})
+        elif kind.startswith("fogis_expired_"):
+            self.fogis.expired_answer = kind.removeprefix("fogis_expired_")
+            self.fogis.expire_sessions()
+        else:
+            self.fogis.fail_next(kind.removeprefix("fogis_"), self.rng.randint(1, 4))
+
+    def _in_doubt_flipflop(self) -> None:
+        """A->B and back to A, each delivered in doubt (every attempt of the run times out
+        after the receiver read and applied it), then B again, answered: the receiver must
+        end at B."""
+        if not self.watchers:
+            return
+        name = self.rng.choice(self.watchers)
+        self.busy.add(name)
+        self.log(name, "fault in_doubt_flipflop")
+        for mutation, in_doubt in (("time", True), ("flipflop", True), ("flipflop", False)):
+            if in_doubt:
+                self.ledger.queue_for(name, ["timeout"] * MAX_ATTEMPTS)
+            ran = self.step(name, mutation)
+            self.log(name, f"in_doubt_flipflop: {mutation} {'ran' if ran else 'did not run'}")
+        self.ledger.clear_queue(name)
+        self.busy.discard(name)
+
+    def calm(self) -> None:
+        """Stop every fault: a healthy receiver and FOGIS, both replicas running."""
+        self.ledger.set_mode({"ok": 1})
+        self.fogis.clear_failures()
+        self.fogis.expired_answer = "401"
+        self.restart_dead()
