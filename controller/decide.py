@@ -39,6 +39,7 @@ class View:
     generation: int | None
     spec: Mapping[str, Any]
     trigger: str | None  # the trigger annotation's value; None when absent or blank
+    uid: str | None = None  # seeds the schedule's H values
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> View:
@@ -48,6 +49,7 @@ class View:
             generation=meta.get("generation"),
             spec=body.get("spec") or {},
             trigger=trigger if isinstance(trigger, str) and trigger.strip() else None,
+            uid=meta.get("uid"),
         )
 
 
@@ -116,7 +118,9 @@ def created_at(body: Mapping[str, Any]) -> datetime | None:
 def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) -> Decision:
     try:
         spec = parse_spec(view.spec)
-        schedule = parse_schedule(spec.schedule, spec.time_zone, allow_seconds=allow_seconds)
+        schedule = parse_schedule(
+            spec.schedule, spec.time_zone, allow_seconds=allow_seconds, hash_id=view.uid
+        )
     except InvalidSpec as exc:
         return _invalid(memory, view, exc, now)
     timing = (schedule.expression, spec.time_zone)

@@ -43,11 +43,13 @@ _MAX_GAP_SLOTS = 1_000
 class Schedule:
     expression: str
     zone: ZoneInfo
+    # Seeds Jenkins-style `H` values (a stable, spread minute/hour per watcher): its uid.
+    hash_id: str | None = None
 
     def slots_after(self, instant: datetime) -> Iterator[datetime]:
         """The slots strictly after `instant`, in order (one croniter for the whole walk)."""
         local = instant.astimezone(self.zone).replace(tzinfo=None)
-        walk = croniter(self.expression, local)
+        walk = croniter(self.expression, local, hash_id=self.hash_id)
         misses = 0
         while misses < _MAX_GAP_SLOTS:
             slot = self._place(walk.get_next(datetime))
@@ -66,7 +68,7 @@ class Schedule:
         """The most recent slot at or before `instant`."""
         local = instant.astimezone(self.zone).replace(tzinfo=None)
         # croniter's get_prev is strictly before its start; start a second later to include it.
-        walk = croniter(self.expression, local + timedelta(seconds=1))
+        walk = croniter(self.expression, local + timedelta(seconds=1), hash_id=self.hash_id)
         for _ in range(_MAX_GAP_SLOTS):
             slot = self._place(walk.get_prev(datetime))
             if slot is not None and slot <= instant:
@@ -82,16 +84,22 @@ class Schedule:
         return utc
 
 
-# croniter extensions that make slots unpredictable (R fires at random, H at a hash-chosen time):
-# an R or H standing alone as a value, not inside a name such as MAR or THU.
-_RANDOM_VALUE = re.compile(r"(?<![A-Za-z])[RrHh](?![A-Za-z])")
+# croniter's R (a random time, different at every parse): slots nobody can predict, so refused. An
+# R standing alone as a value, not inside a name such as MAR. H (Jenkins' hashed value) is
+# allowed: a stable time per watcher, chosen from its uid, so `H * * * *` spreads watchers over
+# the hour instead of stampeding FOGIS at :00.
+_RANDOM_VALUE = re.compile(r"(?<![A-Za-z])[Rr](?![A-Za-z])")
+_HASHED_VALUE = re.compile(r"(?<![A-Za-z])[Hh](?![A-Za-z])")
 
 
 # Every loop step re-reads its spec; a thousand watchers waking on one slot share a handful of
 # schedules, so the validation walk runs once per distinct one (errors are not cached).
 @functools.lru_cache(maxsize=4096)
-def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = False) -> Schedule:
-    """Validate a cron expression and zone name; raises InvalidSpec with the condition reason."""
+def parse_schedule(
+    expression: str, time_zone: str, *, allow_seconds: bool = False, hash_id: str | None = None
+) -> Schedule:
+    """Validate a cron expression and zone name; raises InvalidSpec with the condition reason.
+    `hash_id` (the watcher's uid) gives `H` values their stable per-watcher time."""
     try:
         zone = ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
@@ -110,11 +118,16 @@ def parse_schedule(expression: str, time_zone: str, *, allow_seconds: bool = Fal
         )
     if _RANDOM_VALUE.search(expr):
         raise InvalidSpec(
-            f"schedule {expression!r} uses croniter's random (R) or hashed (H) values; "
-            "give fixed minutes and hours",
+            f"schedule {expression!r} uses croniter's random (R) values; give fixed minutes "
+            "and hours, or H for a stable one chosen per watcher",
             reason=Reason.INVALID_SCHEDULE,
         )
-    schedule = Schedule(expr, zone)
+    if _HASHED_VALUE.search(expr) and not hash_id:
+        raise InvalidSpec(
+            f"schedule {expression!r} uses H, which needs a watcher to hash",
+            reason=Reason.INVALID_SCHEDULE,
+        )
+    schedule = Schedule(expr, zone, hash_id if _HASHED_VALUE.search(expr) else None)
     try:
         # Parsing alone accepts dates that never come (30 February); asking for a slot does not.
         schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from controller.schedule import parse_schedule
 from hack.local_cluster import ROOT
 from tests.fakes.fogis.server import FakeFogis
 from tests.integration.harness import ManualRuns
@@ -336,3 +337,18 @@ def test_json_logs_name_the_watcher_in_fields(
     about = [line for line in lines if line.get("watcher") == {"namespace": namespace,
                                                                  "name": "jsonlog"}]  # fmt: skip
     assert any("manual run: recorded a baseline" in line["message"] for line in about)
+
+
+def test_a_hashed_schedule_runs_at_the_minute_of_its_uid(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    watcher = cluster.create_watcher(
+        namespace, "hashed", fogis_spec(fogis.base_url, credentials, "H * * * *")
+    )
+    status = cluster.wait_status(
+        namespace, "hashed", "NEXT RUN", lambda s: s.get("nextExecutionTime"), 15
+    )
+    assert _ready(status)["reason"] == "Scheduled"
+    uid = watcher["metadata"]["uid"]
+    expected = parse_schedule("H * * * *", "UTC", hash_id=uid).next_after(datetime.now(UTC))
+    assert _ts(status["nextExecutionTime"]).minute == expected.minute

@@ -170,5 +170,5 @@ def test_kubectl_apply_deploy_and_samples(cluster: Cluster) -> None:
     out = cluster.kubectl("apply", "-f", str(ROOT / "deploy" / "samples"))
     assert "matchwatcher.matchlist.io/anna" in out
     sample = cluster.watcher("referees", "anna")
-    assert sample["spec"]["schedule"] == "0 * * * *"
+    assert sample["spec"]["schedule"] == "H * * * *"
     cluster.force_delete_watcher("referees", "anna")

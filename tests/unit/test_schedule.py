@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import pytest
@@ -96,13 +97,13 @@ def test_latest_at_or_before(expression: str, zone: str, at: datetime, expected:
         ),  # a directory of zones, not a zone
         # Only ever 02:30 on the last Sunday of March: always inside the spring-forward gap.
         ("30 2 * 3 L0", "Europe/Stockholm", False, "InvalidSchedule", "never fires"),
-        # croniter's random (R) and hashed (H) values: slots nobody can predict.
-        ("R * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
-        ("0 R * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
-        ("H * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
-        ("H(0-29) * * * *", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
-        ("0 0 * * r", "UTC", False, "InvalidSchedule", "random (R) or hashed (H)"),
-        ("* * * * * R", "UTC", True, "InvalidSchedule", "random (R) or hashed (H)"),
+        # croniter's random (R) values: slots nobody can predict.
+        ("R * * * *", "UTC", False, "InvalidSchedule", "random (R)"),
+        ("0 R * * *", "UTC", False, "InvalidSchedule", "random (R)"),
+        ("0 0 * * r", "UTC", False, "InvalidSchedule", "random (R)"),
+        ("* * * * * R", "UTC", True, "InvalidSchedule", "random (R)"),
+        # H without a watcher to hash (run-once, a test) is refused, not silently fixed.
+        ("H * * * *", "UTC", False, "InvalidSchedule", "needs a watcher"),
     ],
 )
 def test_invalid_schedules(
@@ -207,3 +208,24 @@ def test_long_outage_counts_are_capped() -> None:
     assert result.due == now
     assert result.skipped == MAX_COUNTED_MISSES - 1
     assert result.capped  # reported as "9+": at least that many, not exactly
+
+
+@pytest.mark.parametrize(
+    "expression", ["H * * * *", "H H * * *", "H(0-29) * * * *", "H/15 * * * *"]
+)
+def test_hashed_values_are_stable_per_watcher_and_spread_across_watchers(expression: str) -> None:
+    start = utc(2026, 1, 1)
+    first = {
+        uid: parse_schedule(expression, "UTC", hash_id=uid).next_after(start)
+        for uid in (f"uid-{i}" for i in range(40))
+    }
+    again = {uid: parse_schedule(expression, "UTC", hash_id=uid).next_after(start) for uid in first}
+    assert first == again  # the same watcher, the same slot (also after a restart)
+    assert len(set(first.values())) > 5  # forty watchers do not share one slot
+
+
+def test_an_hourly_hashed_schedule_keeps_its_minute() -> None:
+    schedule = parse_schedule("H * * * *", "Europe/Stockholm", hash_id="3f1c-uid")
+    slots = list(itertools.islice(schedule.slots_after(utc(2026, 1, 1)), 3))
+    assert len({slot.minute for slot in slots}) == 1
+    assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(hours=1)] * 2
