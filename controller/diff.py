@@ -264,10 +264,11 @@ class Snapshot:
     # How many times the stored snapshot has advanced (0: none stored, or one written before
     # revisions existed). Delivery ids include it, so a list seen before is a new transition.
     revision: int = 0
-    # After a delivery that may have been applied without the receiver saying so (in doubt):
-    # per match id it touched, the value it sent (None: it said the match was removed). The
-    # next delivery also moves those matches from there to the current list (see `undo`).
-    in_doubt: Mapping[str, NormalisedMatch | None] | None = None
+    # After deliveries that may have been applied without the receiver saying so (in doubt):
+    # per match id they touched, every value they sent (None: it said the match was removed),
+    # in order: the receiver may hold any of them. The next delivery also moves those matches
+    # from there to the current list (see `undo`).
+    in_doubt: Mapping[str, tuple[NormalisedMatch | None, ...]] | None = None
     # While deliveries from this snapshot are attempted: the digest of the list the last one
     # carried, and how many times the attempted list changed (A->B, then back to A, then B
     # again are three transitions from one snapshot). Delivery ids include the count, so a
@@ -279,11 +280,12 @@ class Snapshot:
         """This snapshot with a delivery toward the list `target` recorded before it is sent
         (write-ahead): should the receiver apply it and the process die before the answer, the
         next run still moves those matches to whatever FOGIS says then (see `undo`)."""
+        recorded = dict(self.in_doubt or {})
+        for match_id, value in sent.items():
+            before = recorded.get(match_id, ())
+            recorded[match_id] = before if value in before else (*before, value)
         return replace(
-            self,
-            in_doubt={**(self.in_doubt or {}), **sent},
-            attempted=target,
-            retargets=self.retargets_toward(target),
+            self, in_doubt=recorded, attempted=target, retargets=self.retargets_toward(target)
         )
 
     def retargets_toward(self, target: str) -> int:
@@ -303,7 +305,12 @@ class Snapshot:
             "matches": dict(self.matches),
         }
         if self.in_doubt is not None:
-            document["inDoubt"] = dict(self.in_doubt)
+            # The first value sent under inDoubt (the format before several were kept), any
+            # later different ones under inDoubtAlso.
+            document["inDoubt"] = {k: values[0] for k, values in self.in_doubt.items()}
+            more = {k: list(values[1:]) for k, values in self.in_doubt.items() if len(values) > 1}
+            if more:
+                document["inDoubtAlso"] = more
         if self.attempted is not None:
             document["attempted"] = self.attempted
             document["retargets"] = self.retargets
@@ -340,20 +347,27 @@ class Snapshot:
             raise ValueError("snapshot attempted must be a digest")
         if not isinstance(retargets, int) or isinstance(retargets, bool) or retargets < 0:
             raise ValueError(f"snapshot retargets {retargets!r} is not a non-negative integer")
-        return cls(matches, revision, _in_doubt(document.get("inDoubt")), attempted, retargets)
+        in_doubt = _in_doubt(document.get("inDoubt"), document.get("inDoubtAlso"))
+        return cls(matches, revision, in_doubt, attempted, retargets)
 
 
-def _in_doubt(value: Any) -> dict[str, NormalisedMatch | None] | None:
-    """A stored snapshot's inDoubt entries; ValueError saying what is wrong with them."""
-    if value is None:
+def _in_doubt(first: Any, more: Any) -> dict[str, tuple[NormalisedMatch | None, ...]] | None:
+    """A stored snapshot's inDoubt (and inDoubtAlso) entries; ValueError saying what is wrong."""
+    if first is None:
         return None
-    if not isinstance(value, dict):
+    if not isinstance(first, dict) or not isinstance(more or {}, dict):
         raise ValueError("snapshot inDoubt must be an object")
-    for key, match in value.items():
-        problem = None if match is None else _match_problem(key, match)
-        if problem is not None:
-            raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
-    return value
+    recorded: dict[str, tuple[NormalisedMatch | None, ...]] = {}
+    for key, match in first.items():
+        later = (more or {}).get(key, [])
+        if not isinstance(later, list):
+            raise ValueError(f"snapshot inDoubtAlso of {key!r} must be a list")
+        for value in (match, *later):
+            problem = None if value is None else _match_problem(key, value)
+            if problem is not None:
+                raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
+        recorded[key] = (match, *later)
+    return recorded
 
 
 # --- comparison ----------------------------------------------------------------------------------
@@ -491,22 +505,26 @@ def compare(old: Snapshot, new: Snapshot, window: Window) -> list[MatchChange]:
 def undo(
     old: Snapshot, new: Snapshot, window: Window, changes: Sequence[MatchChange]
 ) -> list[MatchChange]:
-    """What a receiver that applied `old.in_doubt` (a delivery that may have arrived) needs on
-    top of `changes` (old -> new) to end at `new`: for each match that delivery touched and
-    `changes` does not cover, the change from the value it sent to the current one. A receiver
-    that never got it finds those matches already so (an upsert, or a removal of nothing)."""
+    """What a receiver that applied any of `old.in_doubt` (deliveries that may have arrived)
+    needs on top of `changes` (old -> new) to end at `new`: for each match they touched and
+    `changes` does not cover, the change from a value sent that differs from the current one.
+    A receiver holding another value finds the match already so (an upsert is idempotent)."""
     if not old.in_doubt:
         return []
     covered = {change.match_id for change in changes}
-    sent = {k: v for k, v in old.in_doubt.items() if v is not None}
-    attempted = Snapshot(
-        {
-            **{k: v for k, v in old.matches.items() if k not in old.in_doubt},
-            **sent,
-        }
-    )
-    touched = set(old.in_doubt) - covered
-    return [c for c in compare(attempted, new, window) if c.match_id in touched]
+    undone: list[MatchChange] = []
+    for match_id, sent in old.in_doubt.items():
+        if match_id in covered:
+            continue
+        now = new.matches.get(match_id)
+        after = Snapshot({} if now is None else {match_id: now})
+        # The receiver may hold any value sent: from the first that differs from FOGIS now.
+        for value in sent:
+            found = compare(Snapshot({} if value is None else {match_id: value}), after, window)
+            if found:
+                undone.append(found[0])
+                break
+    return undone
 
 
 def sudden_drop(old: Snapshot, changes: Sequence[MatchChange], window: Window) -> bool:

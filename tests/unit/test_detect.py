@@ -349,6 +349,28 @@ async def test_a_transition_back_and_forth_in_doubt_never_reuses_an_id() -> None
     assert [c["categories"] for c in _payload(notifier.bodies[-1][0])["changes"]] == [["cancelled"]]
 
 
+async def test_every_value_sent_in_doubt_is_remembered_not_only_the_last() -> None:
+    """Found by the soak (seed 424242, w082): a time change went out in doubt (19:00 -> 21:30),
+    then its revert in doubt (21:30 -> 19:00), then the same list again. The receiver may hold
+    either time, so the redelivery still carries the revert, under the same id as before, with
+    the same changes; remembering only the last value sent dropped the revert from it."""
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    notifier.in_doubt = True
+    source.matches = matches({"avsparkstid": "21:30"})  # B, in doubt
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    source.matches = matches()  # back to A, in doubt too
+    with pytest.raises(ChangesPending):
+        await run(source, store, notifier)
+    notifier.in_doubt = False
+    detection = await run(source, store, notifier)  # A again: the same transition
+    revert, again = (_payload(body) for body, _ in notifier.bodies[1:])
+    assert again["id"] == revert["id"]
+    assert again["changes"] == revert["changes"]
+    assert [c.categories for c in detection.changes] == [("time_change",)]
+
+
 async def test_an_in_doubt_delivery_is_redelivered_with_its_id() -> None:
     source, store, notifier, _ = await _cancellation_failed("in_doubt")
     detection = await run(source, store, notifier)  # the same list: the same transition

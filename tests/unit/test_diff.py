@@ -462,10 +462,14 @@ def test_snapshot_round_trip_and_digest() -> None:
 
 def test_snapshot_in_doubt_round_trip() -> None:
     original = snapshot(record(1))
-    in_doubt = Snapshot(original.matches, 3, {"1": None, "2": normalise(record(2))})
+    sent = {"1": (None,), "2": (normalise(record(2)), normalise(record(2, avsparkstid="21:00")))}
+    in_doubt = Snapshot(original.matches, 3, sent)
     assert Snapshot.from_json(in_doubt.to_json()) == in_doubt
     assert in_doubt.digest == original.digest  # what was sent is not what was accepted
     assert "inDoubt" not in original.to_json()
+    # A snapshot written before several values were kept reads as one value per match.
+    single = '{"format": 1, "matches": {}, "revision": 1, "inDoubt": {"1": null}}'
+    assert Snapshot.from_json(single).in_doubt == {"1": (None,)}
 
 
 def test_snapshot_without_revision_reads_as_revision_zero() -> None:
