@@ -79,10 +79,18 @@ class Settings:
     # Comma-separated webhook host names watchers may send to; empty allows any. Link-local and
     # cloud metadata addresses and the API server are refused either way (controller/destinations).
     webhook_allowed_hosts: str = ""
-    # kopf peering for HA: empty means standalone (one replica).
-    peering_name: str = ""
-    # Peering priority: "auto" draws a random one so replicas of a Deployment differ.
-    peering_priority: str = "auto"
+    # HA: replicas sharing this coordination.k8s.io Lease elect one leader that runs watchers;
+    # the others follow the watch, ready to take over. Empty: no election (one replica).
+    lease_name: str = ""
+    # Where the Lease lives (the chart sets the operator's own namespace).
+    lease_namespace: str = "default"
+    # Scale-out: this process serves the watchers whose uid hashes to shard SHARD_INDEX of
+    # SHARDS (controller/sharding.py); each shard is its own Deployment with its own Lease.
+    shards: int = 1
+    shard_index: int = 0
+    # Watcher steps (slot claims, runs, status writes) in flight at once, whatever the watcher
+    # count; FOGIS has its own per-host limits below this.
+    max_concurrent_runs: int = 32
     # Empty: kopf's command line decides (INFO; DEBUG with --verbose/--debug; WARNING with -q).
     log_level: str = ""
     # Test hook, off in production: accept 6-field cron (seconds first) so integration tests
@@ -141,6 +149,8 @@ def _check(settings: Settings) -> None:
     positive = (
         "kube_workers",
         "http_max_connections",
+        "shards",
+        "max_concurrent_runs",
         "fogis_timeout_seconds",
         "fogis_max_response_bytes",
         "shutdown_timeout_seconds",
@@ -151,11 +161,11 @@ def _check(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be greater than 0")
-    if settings.peering_priority != "auto":
-        try:
-            int(settings.peering_priority)
-        except ValueError:
-            raise ConfigError(f"{PREFIX}PEERING_PRIORITY must be 'auto' or an integer") from None
+    if not 0 <= settings.shard_index < settings.shards:
+        raise ConfigError(
+            f"{PREFIX}SHARD_INDEX must be at least 0 and less than {PREFIX}SHARDS "
+            f"({settings.shards})"
+        )
     if settings.log_level.upper() not in ("", "DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
 

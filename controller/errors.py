@@ -91,6 +91,10 @@ class StatusConflict(KubernetesError):
     """A conditional status write found the object changed since it was read."""
 
 
+class LeaseConflict(KubernetesError):
+    """The leader-election Lease was written by another replica since it was read."""
+
+
 def bug_location(exc: BaseException) -> str:
     """Where an unexpected exception came from (file:line, function, and the chain of our own
     frames), without its message: library messages can quote the data they choked on, which

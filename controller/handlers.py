@@ -1,8 +1,10 @@
 """kopf wiring, and the only module that imports kopf.
 
-Routing stays thin: decisions live in decide.py, carried out by scheduler.WatcherScheduler; runs
-in runner.WatcherRunner. Shared objects travel in kopf's memo: the operator-wide `Operator` in
-the global memo (set at startup), each watcher's scheduler in that watcher's own memo.
+Routing stays thin: kopf's watch feeds one dispatcher.Dispatcher (the one queue of every
+watcher's next step), whose workers carry out decide.py's decisions through
+scheduler.WatcherScheduler; runs happen in runner.WatcherRunner. With a Lease name set, the
+replica that holds it serves the watchers (leadership.Leadership); kopf itself runs standalone.
+The operator-wide `Operator` travels in kopf's global memo (set at startup).
 """
 
 from __future__ import annotations
@@ -10,20 +12,26 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import random
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from controller.config import load_settings
+from controller.dispatcher import Dispatcher
 from controller.kube import Kube
+from controller.leadership import Leadership
 from controller.metrics import Metrics
 from controller.model import GROUP, PLURAL, VERSION, WatcherRef
 from controller.runner import WatcherRunner
 from controller.scheduler import WatcherScheduler
+from controller.sharding import shard_of
 
-# Read at import: the daemon decorator below needs the shutdown timeout.
+# Read at import: the event handler's shard filter below needs it.
 SETTINGS = load_settings()
 log = logging.getLogger(__name__)
 
@@ -35,8 +43,61 @@ class Operator:
         self.metrics = Metrics()
         self.kube = Kube.from_environment(SETTINGS.kube_workers)
         self.runner = WatcherRunner(kube=self.kube, settings=SETTINGS, metrics=self.metrics)
-        # The schedulers this process runs now, for the probes.
-        self.schedulers: set[WatcherScheduler] = set()
+        self.dispatcher = Dispatcher(
+            make=self._scheduler,
+            workers=SETTINGS.max_concurrent_runs,
+            release=self._release,
+            serving=not SETTINGS.lease_name,
+        )
+        self.metrics.watchers.set_function(lambda: self.dispatcher.served)
+        self.leadership: Leadership | None = None
+        if SETTINGS.lease_name:
+            self.leadership = Leadership(
+                self.kube,
+                namespace=SETTINGS.lease_namespace,
+                name=SETTINGS.lease_name,
+                # The pod's name (its hostname), unique per process besides.
+                identity=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+                on_change=self.dispatcher.lead,
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _scheduler(
+        self, ref: WatcherRef, body: Callable[[], Mapping[str, Any]]
+    ) -> WatcherScheduler:
+        return WatcherScheduler(
+            ref=ref,
+            body=body,
+            runner=self.runner,
+            cluster=self.kube,
+            settings=SETTINGS,
+            on_status=self.metrics.watcher_state,
+        )
+
+    async def _release(self, ref: WatcherRef, deleted: bool) -> None:
+        if deleted:
+            await asyncio.shield(self.runner.forget(ref))
+        else:
+            # Another replica serves it now, or shutting down: this process must not keep
+            # exporting the watcher's series as if it still ran it.
+            self.metrics.forget(ref.namespace, ref.name)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        if self.leadership is not None:
+            self._tasks.append(asyncio.create_task(self.leadership.serve(), name="leadership"))
+
+    async def stop(self) -> None:
+        """Runs in progress finish (bounded by the shutdown timeout), then the Lease is given
+        up so a standby takes over at once."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.stop()
+        if self.leadership is not None:
+            await self.leadership.release()
+        await self.runner.aclose()
+        self.kube.close()
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -71,33 +132,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Events of one object arriving within this window are processed together; short, because
     # the manual trigger's promise is a run within a second.
     settings.batching.batch_window = 0.05
-    # A stopped daemon (watcher deleted, operator paused by peering) that has not exited after a
-    # few zero-time cycles makes kopf re-check it only on the next watch event or after the
-    # cancellation timeout (65 s). Closing the deleted watcher's FOGIS session, or the status
-    # patch of a shielded run, takes longer than those cycles, so a deletion could hang for a
-    # minute when the last event raced the daemon's exit. Waiting up to 2 s for the exit removes
-    # the finalizer as soon as the daemon is done; a loop never starts a run once stopped.
-    settings.background.instant_exit_timeout = 2.0
     # Fetches and deliveries happen in our own async code; kopf's sync-handler threads are idle.
     settings.execution.max_workers = 4
-    # Peering only when HA is asked for; otherwise run standalone without looking for peers.
-    if SETTINGS.peering_name:
-        settings.peering.standalone = False
-        settings.peering.mandatory = True
-        settings.peering.name = SETTINGS.peering_name
-        settings.peering.priority = (
-            random.randint(1, 10_000)  # noqa: S311 - distinct per replica, not a secret
-            if SETTINGS.peering_priority == "auto"
-            else int(SETTINGS.peering_priority)
-        )
-    else:
-        settings.peering.standalone = True
+    # HA is our Lease (controller/leadership.py): kopf itself never pauses, so a standby keeps
+    # following the watch and takes over without listing 10,000 objects first.
+    settings.peering.standalone = True
     if SETTINGS.log_level:
         logging.getLogger().setLevel(SETTINGS.log_level.upper())
     # httpx logs every request URL at INFO; a webhook URL from a Secret may carry a token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     operator = memo["operator"] = Operator()
+    operator.start()
     if SETTINGS.metrics_port:
         operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
     # Everything imported and built so far lives for the whole process: keep it out of the
@@ -109,69 +155,26 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     operator = memo.get("operator")
     if isinstance(operator, Operator):
-        await operator.runner.aclose()
-        operator.kube.close()
+        await operator.stop()
 
 
-def _ref(body: kopf.Body) -> WatcherRef:
-    return WatcherRef(
-        namespace=body.metadata.namespace or "",
-        name=body.metadata.name or "",
-        uid=body.metadata.uid or "",
-    )
+def _mine(body: kopf.Body) -> bool:
+    return shard_of(body.metadata.uid or "", SETTINGS.shards) == SETTINGS.shard_index
 
 
-# Async on purpose: kopf runs sync handlers in threads, and asyncio.Event is not thread-safe.
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the watcher's scheduler on a spec change, a new trigger value or deletion."""
-    scheduler = memo.get("scheduler")
-    if isinstance(scheduler, WatcherScheduler):
-        scheduler.poke(body)
-
-
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLURAL,
-    # On stop, an idle scheduler is cancelled at once; a run in progress is shielded and given
-    # the shutdown timeout to finish (see WatcherScheduler._run).
-    cancellation_timeout=SETTINGS.shutdown_timeout_seconds + 5,
-)
-async def watch(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
-    operator = _operator(memo)
-    ref = _ref(body)
-    scheduler = WatcherScheduler(
-        ref=ref,
-        body=lambda: body,
-        runner=operator.runner,
-        cluster=operator.kube,
-        settings=SETTINGS,
-        on_status=operator.metrics.watcher_state,
-    )
-    memo["scheduler"] = scheduler
-    operator.schedulers.add(scheduler)
-    operator.metrics.watchers.inc()
-    try:
-        await scheduler.serve(lambda: bool(stopped))
-    finally:
-        operator.metrics.watchers.dec()
-        operator.schedulers.discard(scheduler)
-        memo.pop("scheduler", None)
-        if (
-            stopped.reason is not None
-            and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
-        ):
-            await asyncio.shield(operator.runner.forget(ref))
-        else:
-            # Paused by peering (another replica serves it now) or shutting down: this process
-            # must not keep exporting the watcher's series as if it still ran it.
-            operator.metrics.forget(ref.namespace, ref.name)
+# Async on purpose: kopf runs sync handlers in threads, and the dispatcher is not thread-safe.
+# No daemon, timer or change handler: kopf then needs no finalizer (and removes the one older
+# versions added), and keeps nothing per watcher but its own small watch bookkeeping.
+@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda body, **_: _mine(body))
+async def observe(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event of a watcher this shard serves: new, changed, triggered or deleted."""
+    await _operator(memo).dispatcher.observe(body, deleted=type == "DELETED")
 
 
 @kopf.on.probe(id="watchers")
-async def watchers_running(memo: kopf.Memo, **_: Any) -> int:
-    return len(_operator(memo).schedulers)
+async def watchers_served(memo: kopf.Memo, **_: Any) -> int:
+    """Watchers this replica serves: 0 on a standby (another replica holds the Lease)."""
+    return _operator(memo).dispatcher.served
 
 
 @kopf.on.probe(id="secondsSinceLastSuccess")
@@ -179,6 +182,7 @@ async def last_success_age(memo: kopf.Memo, **_: Any) -> float | None:
     """Age of the freshest successful run of any watcher: an operator that is alive but stuck
     shows here while /healthz still answers."""
     latest = max(
-        (s.last_success for s in _operator(memo).schedulers if s.last_success), default=None
+        (s.last_success for s in _operator(memo).dispatcher.schedulers() if s.last_success),
+        default=None,
     )
     return None if latest is None else round((datetime.now(UTC) - latest).total_seconds(), 1)

@@ -28,10 +28,12 @@ from controller.errors import (
     ConfigMapConflict,
     DetectorError,
     KubernetesError,
+    LeaseConflict,
     SecretNotFound,
     StatusConflict,
     clip,
 )
+from controller.leadership import LeaseRecord
 from controller.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
 
 T = TypeVar("T")
@@ -62,6 +64,7 @@ class Kube:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._coordination = client.CoordinationV1Api(api)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     @classmethod
@@ -277,3 +280,66 @@ class Kube:
         if replaced is None:  # deleted since it was read: someone else's move, not ours to undo
             raise conflict[409]
         return str(replaced.metadata.resource_version)
+
+    async def read_lease(self, namespace: str, name: str) -> tuple[LeaseRecord, str] | None:
+        """The leader-election Lease and its version, or None when it does not exist."""
+        lease = await self._call(
+            f"reading Lease {namespace}/{name}",
+            self._coordination.read_namespaced_lease,
+            name,
+            namespace,
+            absent_ok=True,
+        )
+        if lease is None:
+            return None
+        spec = lease.spec
+        record = LeaseRecord(
+            holder=spec.holder_identity or None,
+            lease_seconds=int(spec.lease_duration_seconds or 0),
+            acquired=spec.acquire_time,
+            renewed=spec.renew_time,
+            transitions=int(spec.lease_transitions or 0),
+        )
+        return record, str(lease.metadata.resource_version)
+
+    async def write_lease(
+        self, namespace: str, name: str, record: LeaseRecord, version: str | None
+    ) -> str:
+        """Create the Lease (`version` None) or replace the version read; LeaseConflict when
+        another replica wrote it meanwhile. Returns the version written."""
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "holderIdentity": record.holder,
+                "leaseDurationSeconds": record.lease_seconds,
+                "acquireTime": _micro_time(record.acquired),
+                "renewTime": _micro_time(record.renewed),
+                "leaseTransitions": record.transitions,
+            },
+        }
+        what = f"writing Lease {namespace}/{name}"
+        conflict = {409: LeaseConflict(f"Lease {namespace}/{name} changed meanwhile")}
+        if version is None:
+            written = await self._call(
+                what, self._coordination.create_namespaced_lease, namespace, body, errors=conflict
+            )
+        else:
+            body["metadata"]["resourceVersion"] = version
+            written = await self._call(
+                what,
+                self._coordination.replace_namespaced_lease,
+                name,
+                namespace,
+                body,
+                errors={**conflict, 404: conflict[409]},
+            )
+        if written is None:
+            raise KubernetesError(f"{what}: the API server returned no object")
+        return str(written.metadata.resource_version)
+
+
+def _micro_time(moment: datetime | None) -> str | None:
+    """A Lease's MicroTime: RFC 3339 with microseconds, in UTC."""
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,9 +1,9 @@
-"""A watcher's scheduler: carries out `decide`'s decisions, one at a time, for one MatchWatcher.
+"""A watcher's scheduler: carries out `decide`'s decisions, one step at a time, for one watcher.
 
-Kept free of kopf: handlers.py gives it a live view of the resource, the Kubernetes adapter and
-the runner, and pokes it when the resource changes. One asyncio task per watcher (the kopf daemon
-running `serve`); waiting is a single `Event.wait` with a timeout, so idle watchers cost no CPU.
-This module is the only writer of a watcher's status.
+Kept free of kopf and of tasks: controller/dispatcher.py owns the one queue of every watcher's
+next step and calls `step` when it is due, or when `poke` says a watch event changed what to do.
+An idle watcher is an entry in that queue, not a task. This module is the only writer of a
+watcher's status.
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ class WatcherScheduler:
         self._cluster = cluster
         self._settings = settings
         self._clock = clock
-        self.wake = asyncio.Event()
         initial = body()
         self.memory = Memory.start(
             WatcherStatus.parse(initial.get("status")), created_at(initial) or clock()
@@ -95,33 +94,29 @@ class WatcherScheduler:
     def last_success(self) -> datetime | None:
         return self.memory.status.last_successful_time
 
-    def poke(self, body: Mapping[str, Any]) -> None:
-        """Called for every watch event: wake up only for what can change the decision."""
+    def poke(self, body: Mapping[str, Any]) -> bool:
+        """Called for every watch event: True when it can change the decision (step again)."""
         view, meta = View.of(body), body.get("metadata") or {}
         seen = (view.generation, view.trigger, meta.get("deletionTimestamp"))
-        if seen != self._seen:
-            self._seen = seen
-            self.wake.set()
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return True
 
-    async def serve(self, stopped: Callable[[], bool]) -> None:
-        while not stopped():
-            self.wake.clear()  # before reading the body: a later poke is never lost
-            try:
-                pause = await self._step(stopped)
-            except DetectorError as exc:  # the API server refused a status write
-                log.warning(
-                    "%s/%s: %s",
-                    self.ref.namespace,
-                    self.ref.name,
-                    exc.message,
-                    extra=about(self.ref),
-                )
-                pause = _API_RETRY_SECONDS
-            except Exception as exc:  # a bug: keep this watcher alive (and every other one)
-                error = unexpected(exc, f"{self.ref.namespace}/{self.ref.name}", log, self.ref)
-                await self._cluster.post_event(self.ref, "Warning", error.reason, error.message)
-                pause = _INTERNAL_ERROR_RETRY_SECONDS
-            await self._sleep(pause)
+    async def step(self, stopped: Callable[[], bool]) -> float | None:
+        """One decision carried out; returns when to step again (seconds; None: when poked).
+        Never raises but for cancellation: one watcher's trouble stays its own."""
+        try:
+            return await self._step(stopped)
+        except DetectorError as exc:  # the API server refused a status write
+            log.warning(
+                "%s/%s: %s", self.ref.namespace, self.ref.name, exc.message, extra=about(self.ref)
+            )
+            return _API_RETRY_SECONDS
+        except Exception as exc:  # a bug: keep this watcher alive (and every other one)
+            error = unexpected(exc, f"{self.ref.namespace}/{self.ref.name}", log, self.ref)
+            await self._cluster.post_event(self.ref, "Warning", error.reason, error.message)
+            return _INTERNAL_ERROR_RETRY_SECONDS
 
     async def _step(self, stopped: Callable[[], bool]) -> float | None:
         """One decision carried out; returns how long to sleep (None: until poked)."""
@@ -224,10 +219,3 @@ class WatcherScheduler:
         else:
             log.info("%s: %s", where, note.message, extra=about(self.ref))
         await self._cluster.post_event(self.ref, note.type_, note.reason, note.message)
-
-    async def _sleep(self, seconds: float | None) -> None:
-        if seconds is not None and seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self.wake.wait()

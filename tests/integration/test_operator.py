@@ -7,6 +7,7 @@ changes while down, DST, the same trigger twice, ...) are rows of tests/unit/tes
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from controller.schedule import parse_schedule
-from hack.local_cluster import ROOT
 from tests.fakes.fogis.server import FakeFogis
 from tests.integration.harness import ManualRuns
 from tests.support.cluster import Cluster
@@ -283,42 +283,40 @@ def test_sigterm_lets_a_running_run_finish_and_exits_zero(
     cluster.force_delete_watcher(namespace, "slow")
 
 
-def test_a_paused_replica_drops_the_series_of_the_watchers_it_no_longer_serves(
+def test_one_replica_leads_and_a_frozen_leader_is_replaced_then_steps_down(
     cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
 ) -> None:
-    """After a failover the standby must not keep exporting the old series as if it ran them."""
-    cluster.kubectl("apply", "-f", str(ROOT / "charts/match-list-change-detector/crds"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s"
-    )
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "ha"}}
-    cluster.custom.create_namespaced_custom_object(
-        "kopf.dev", "v1", namespace, "kopfpeerings", peering
-    )
-    env = {"MLCD_PEERING_NAME": "ha"}
-    low = Operator(
-        cluster.kubeconfig, [namespace], tmp_path / "low.log", {**env, "MLCD_PEERING_PRIORITY": "1"}
-    )
-    high = Operator(
-        cluster.kubeconfig,
-        [namespace],
-        tmp_path / "high.log",
-        {**env, "MLCD_PEERING_PRIORITY": "2"},
-    )
-    with running(low):
+    """HA on a Lease: the standby serves nothing (no runs, no series) while the leader renews;
+    a leader that stops renewing (frozen here) is replaced once its Lease expires, and when it
+    wakes it steps down and drops the series it no longer serves."""
+    env = {"MLCD_LEASE_NAME": "ha", "MLCD_LEASE_NAMESPACE": namespace}
+    first = Operator(cluster.kubeconfig, [namespace], tmp_path / "first.log", env)
+    second = Operator(cluster.kubeconfig, [namespace], tmp_path / "second.log", env)
+    with running(first):
         cluster.create_watcher(
             namespace, "moved", fogis_spec(fogis.base_url, credentials, EVERY_2S)
         )
         cluster.wait_status(namespace, "moved", "runs", _runs_at_least(1), 30)
-        wait_for("the series", lambda: 'name="moved"' in low.metrics(), timeout=15)
-        with running(high):
-            wait_for("the pause", lambda: "Pausing operations" in low.logs(), timeout=30)
+        wait_for("the series", lambda: 'name="moved"' in first.metrics(), timeout=15)
+        with running(second):
+            runs = cluster.status(namespace, "moved").get("executionCount", 0)
+            cluster.wait_status(namespace, "moved", "more runs", _runs_at_least(runs + 2), 30)
+            assert second.health()["watchers"] == 0
+            assert 'name="moved"' not in second.metrics()
+            os.kill(first.pid, signal.SIGSTOP)  # renewals stop; the Lease runs out in 15 s
+            try:
+                wait_for("the take-over", lambda: "won leadership" in second.logs(), timeout=40)
+                runs = cluster.status(namespace, "moved").get("executionCount", 0)
+                cluster.wait_status(namespace, "moved", "runs", _runs_at_least(runs + 1), 30)
+                wait_for("the series", lambda: 'name="moved"' in second.metrics(), timeout=15)
+            finally:
+                os.kill(first.pid, signal.SIGCONT)
+            wait_for("the step-down", lambda: "lost leadership" in first.logs(), timeout=30)
             wait_for(
-                "the paused replica to drop the series",
-                lambda: 'name="moved"' not in low.metrics(),
+                "the old leader to drop the series",
+                lambda: 'name="moved"' not in first.metrics(),
                 timeout=30,
             )
-            wait_for("the series on the active one", lambda: 'name="moved"' in high.metrics(), 30)
             _delete_with(cluster, namespace, "moved")
 
 

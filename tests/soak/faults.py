@@ -1,6 +1,6 @@
-"""Faults at random times, counted by kind: operator processes (two replicas with kopf peering)
-killed or stopped and restarted, the API server killed and restarted on its etcd data, the
-receiver failing in every way a webhook can, and FOGIS failing in every way it does."""
+"""Faults at random times, counted by kind: operator processes (two replicas electing a leader
+on a Lease) killed or stopped and restarted, the API server killed and restarted on its etcd
+data, the receiver failing in every way a webhook can, and FOGIS failing in every way it does."""
 
 from __future__ import annotations
 
@@ -69,12 +69,11 @@ class Replica:
     def label(self) -> str:
         return f"{self.name}-{self.incarnation}"
 
-    def start(self, priority: int) -> None:
+    def start(self) -> None:
         self.incarnation += 1
         self.starts[self.label] = time.time()
         env = {
             **self.env,
-            "MLCD_PEERING_PRIORITY": str(priority),
             "PYTHONPATH": str(TASKPROBE),
             "BENCH_TASKS_FILE": str(self.tasks_file),  # the bench's SIGUSR1 task probe
         }
@@ -95,7 +94,7 @@ class Replica:
         return op is not None and op.proc is not None and op.proc.poll() is None
 
     def active(self) -> bool:
-        """Serving the watchers: kopf's `watchers` probe counts the running daemons."""
+        """Serving the watchers (the Lease holder): the `watchers` probe is 0 on a standby."""
         op = self.operator
         if op is None or not self.alive():
             return False
@@ -173,12 +172,9 @@ class Faults:
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
 
-    def priority(self) -> int:
-        return self.rng.randint(1, 10_000)
-
     def start_all(self) -> None:
         for replica in self.replicas:
-            replica.start(self.priority())
+            replica.start()
             self.log("*", f"started {replica.label} (pid {replica.pid})")
 
     def _active(self) -> Replica | None:
@@ -199,7 +195,7 @@ class Faults:
                     if code not in (0, -signal.SIGKILL, -signal.SIGTERM):
                         self.unexpected_exits.append(f"{replica.label} exited with {code}")
                         self.log("*", f"UNEXPECTED: {replica.label} exited with {code}")
-                replica.start(self.priority())
+                replica.start()
                 self.log("*", f"restarted as {replica.label} (pid {replica.pid})")
 
     def _kill_from_receiver(self) -> None:

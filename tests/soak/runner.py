@@ -1,5 +1,5 @@
-"""The soak: N MatchWatchers on two operator replicas with peering, lists changing under them,
-faults at random times; then calm, a clean run for every watcher, and the invariants.
+"""The soak: N MatchWatchers on two operator replicas (leader elected on a Lease), lists changing
+under them, faults at random times; then calm, a clean run for every watcher, and the invariants.
 
 The seed decides every random choice of this process (lists, edits, triggers, faults and when,
 the receiver's answers); the interleaving with the operator is the machine's, so a seed replays
@@ -130,17 +130,11 @@ class Soak:
         api = client.ApiClient(configuration)
         self.cluster = Cluster(api, kubeconfig)
         self.cluster.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-        self.cluster.kubectl("apply", "-f", str(ROOT / "charts/match-list-change-detector/crds"))
-        for crd in ("matchwatchers.matchlist.io", "kopfpeerings.kopf.dev"):
-            self.cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s"
-            )
+        self.cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/matchwatchers.matchlist.io", "--timeout=30s"
+        )
         with suppress(ApiException):
             self.cluster.core.create_namespace({"metadata": {"name": NAMESPACE}})
-        self.cluster.custom.create_namespaced_custom_object(
-            "kopf.dev", "v1", NAMESPACE, "kopfpeerings",
-            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "soak"}},
-        )  # fmt: skip
         today = datetime.now(UTC).date()
         with (
             FakeFogis(
@@ -163,7 +157,13 @@ class Soak:
             }
             self._create_watchers()
             replicas = [
-                Replica(name, kubeconfig, NAMESPACE, self.o.out, {"MLCD_PEERING_NAME": "soak"})
+                Replica(
+                    name,
+                    kubeconfig,
+                    NAMESPACE,
+                    self.o.out,
+                    {"MLCD_LEASE_NAME": "soak", "MLCD_LEASE_NAMESPACE": NAMESPACE},
+                )
                 for name in ("a", "b")
             ]
             self.faults = Faults(

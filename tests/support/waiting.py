@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Literal, TypeVar
@@ -25,3 +26,13 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def wait_for_async(what: str, probe: Callable[[], object], within: float = 20.0) -> None:
+    """`wait_for` inside an event loop: yields to the loop between probes."""
+    try:
+        async with asyncio.timeout(within):
+            while not probe():  # noqa: ASYNC110 - polls plain state, nothing to await
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within}s waiting for {what}") from None

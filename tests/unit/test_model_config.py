@@ -97,14 +97,16 @@ def test_settings_defaults_and_overrides() -> None:
             "MLCD_METRICS_PORT": "0",
             "MLCD_FOGIS_TIMEOUT_SECONDS": "2.5",
             "MLCD_ALLOW_SECONDS_SCHEDULES": "yes",
-            "MLCD_PEERING_NAME": "mlcd",
+            "MLCD_LEASE_NAME": "mlcd",
+            "MLCD_SHARDS": "3",
+            "MLCD_SHARD_INDEX": "2",
             "OTHER": "ignored",
         }
     )
     assert settings.metrics_port == 0
     assert settings.fogis_timeout_seconds == 2.5
     assert settings.allow_seconds_schedules is True
-    assert settings.peering_name == "mlcd"
+    assert (settings.lease_name, settings.shards, settings.shard_index) == ("mlcd", 3, 2)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +131,10 @@ def test_allowed_fogis_hosts(value: str, expected: frozenset[str]) -> None:
         ({"MLCD_KUBE_WORKERS": "0"}, "MLCD_KUBE_WORKERS must be greater than 0"),
         ({"MLCD_FOGIS_TIMEOUT_SECONDS": "nan"}, "not a valid float"),
         ({"MLCD_ALLOW_SECONDS_SCHEDULES": "maybe"}, "not a valid bool"),
-        ({"MLCD_PEERING_PRIORITY": "high"}, "PEERING_PRIORITY"),
+        ({"MLCD_SHARDS": "0"}, "MLCD_SHARDS must be greater than 0"),
+        ({"MLCD_SHARDS": "2", "MLCD_SHARD_INDEX": "2"}, "SHARD_INDEX must be at least 0 and less"),
+        ({"MLCD_SHARD_INDEX": "-1"}, "SHARD_INDEX must be at least 0"),
+        ({"MLCD_MAX_CONCURRENT_RUNS": "0"}, "MLCD_MAX_CONCURRENT_RUNS must be greater than 0"),
         ({"MLCD_LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ],
 )
