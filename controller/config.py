@@ -63,6 +63,11 @@ class Settings:
     # Shared connection pool for all outgoing HTTP (FOGIS and webhooks).
     http_max_connections: int = 64
     fogis_timeout_seconds: float = 30.0
+    # Politeness per FOGIS host (controller/politeness.py), so 10,000 watchers on one slot queue
+    # instead of stampeding it: exchanges in flight, and new logins a second (burst as many;
+    # runs that reuse their session cookie are not slowed). Waiting is not part of a run's budget.
+    fogis_max_concurrent_per_host: int = 16
+    fogis_logins_per_second: float = 5.0
     # Largest FOGIS answer read, after decompression (a referee's year is a few MiB): a broken
     # or hostile server cannot make one watcher exhaust the memory every watcher shares.
     fogis_max_response_bytes: int = 32 * 1024 * 1024
@@ -152,6 +157,8 @@ def _check(settings: Settings) -> None:
         "shards",
         "max_concurrent_runs",
         "fogis_timeout_seconds",
+        "fogis_max_concurrent_per_host",
+        "fogis_logins_per_second",
         "fogis_max_response_bytes",
         "shutdown_timeout_seconds",
         "webhook_backoff_base_seconds",

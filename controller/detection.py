@@ -14,6 +14,8 @@ from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+import httpx
+
 from controller.diff import (
     MatchChange,
     Snapshot,
@@ -28,8 +30,9 @@ from controller.diff import (
     window_for,
 )
 from controller.errors import DetectorError, SourceUnavailable
-from controller.fogis import FogisClient
+from controller.fogis import FogisClient, FogisSession
 from controller.model import Credentials, WatcherRef
+from controller.politeness import Politeness
 from controller.report import build_report, delivery_id, encode_report
 from controller.snapshots import SnapshotStore
 from controller.webhook import (
@@ -198,34 +201,56 @@ async def detect(
 
 class FogisSource:
     """A watcher's FOGIS session plus the Secret its credentials come from (read every run, so
-    a rotated password is picked up without a restart)."""
+    a rotated password is picked up without a restart), taking its turns at FOGIS's host."""
 
     def __init__(
         self,
         client: FogisClient,
+        session: FogisSession,
         credentials: Callable[[], Awaitable[Credentials]],
         budget_seconds: float,
-        gate: asyncio.Semaphore,
+        politeness: Politeness,
     ) -> None:
         self._client = client
+        self._session = session
         self._credentials = credentials
         self._budget = budget_seconds
-        self._gate = gate
+        self._politeness = politeness
+        self._host = httpx.URL(session.base_url).host or ""
         self.fetched: list[Any] | None = None  # the list, once the credentials were accepted
 
     async def fetch(self, today: date, window: Window) -> list[Any]:
         credentials = await self._credentials()
         try:
-            # One deadline for the whole exchange (after the wait for a turn): per-step timeouts
-            # alone let a server that trickles bytes hold a pooled connection for ever.
-            async with self._gate, asyncio.timeout(self._budget):
-                matches = await self._client.fetch_matches(credentials, window, today)
+            # One deadline for the whole exchange: per-step timeouts alone let a server that
+            # trickles bytes hold a pooled connection for ever. Waiting for a turn (to start,
+            # or to log in) is not part of it: in a storm the queue is long, not FOGIS slow.
+            async with (
+                self._politeness.exchange(self._host),
+                asyncio.timeout(self._budget) as deadline,
+            ):
+                matches = await self._client.fetch_matches(
+                    self._session,
+                    credentials,
+                    window,
+                    today,
+                    login_turn=lambda: self._login_turn(deadline),
+                )
         except TimeoutError:
             raise SourceUnavailable(
                 f"FOGIS did not complete the login and match list within {self._budget:g}s"
             ) from None
         self.fetched = matches
         return matches
+
+    async def _login_turn(self, deadline: asyncio.Timeout) -> None:
+        """Waits for a login turn with the budget's clock stopped."""
+        loop = asyncio.get_running_loop()
+        when = deadline.when()
+        left = None if when is None else when - loop.time()
+        deadline.reschedule(None)
+        await self._politeness.login(self._host)
+        deadline.reschedule(None if left is None else loop.time() + left)
 
 
 class Fetched:

@@ -10,10 +10,11 @@ import asyncio
 import json
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from html.parser import HTMLParser
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin
 
@@ -33,6 +34,7 @@ MATCH_LIST_PATH = "/MatchWebMetoder.aspx/GetMatcherAttRapportera"
 # The two known login forms; an unknown form falls back to its first text input / submit button.
 _USERNAME_NAMES = frozenset({"ctl00$maincontent$username", "username"})
 _LOGIN_BUTTON_VALUES = frozenset({"logga in", "login"})
+_MAX_REDIRECTS = 20  # httpx's default
 
 _log = logging.getLogger(__name__)
 
@@ -251,18 +253,34 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
             await self._inner.aclose()
 
 
-class FogisClient:
-    """One watcher's FOGIS session; its cookies survive between runs so it logs in rarely.
+@dataclass(slots=True)
+class FogisSession:
+    """What one watcher keeps between runs: its cookies (so most runs need no login) and whose
+    they are (`owner`, the credentials' fingerprint: a rotated password must not ride on the old
+    session). No client and no password: 10,000 of these must stay small."""
 
-    `transport` may be shared by many clients (e.g. one `httpx.AsyncHTTPTransport` with bounded
-    `limits` for all watchers); `aclose` then leaves it open and its owner must close it.
-    `timeout` applies to each connect/read/write step. Not safe for concurrent fetches: runs of
-    one watcher never overlap.
+    base_url: str
+    owner: str = ""
+    cookies: tuple[Cookie, ...] = ()
+
+
+async def _no_wait() -> None:
+    return None
+
+
+class FogisClient:
+    """FOGIS for every watcher: one httpx client (one connection pool), each watcher's session
+    in its own FogisSession.
+
+    Runs of different watchers overlap on the client, so its own cookie jar keeps nothing (a
+    shared jar would mix their sessions): each fetch carries its session's cookies in a jar of
+    its own and follows redirects itself, every hop checked before it leaves (see _check).
+    `transport` may be shared further; `aclose` then leaves it open and its owner must close it.
+    `timeout` applies to each connect/read/write step.
     """
 
     def __init__(
         self,
-        base_url: str,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
@@ -270,61 +288,86 @@ class FogisClient:
         allowed_hosts: frozenset[str] = frozenset(),
         resolve: Resolver = system_resolver,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._host = httpx.URL(self._base_url).host or self._base_url
-        self._timeout = timeout
-        self._max_response_bytes = max_response_bytes
-        self._allowed_hosts = allowed_hosts
-        self._resolve = resolve
-        self._api_server = api_server_addresses()
-        self._https = httpx.URL(self._base_url).scheme == "https"
-        self._client = httpx.AsyncClient(
-            # Every request, redirects included, is checked before it leaves (see _check).
-            event_hooks={"request": [self._check]},
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.allowed_hosts = allowed_hosts
+        self.resolve = resolve
+        self.api_server = api_server_addresses()
+        self.http = httpx.AsyncClient(
             transport=_GuardedTransport(
                 transport or httpx.AsyncHTTPTransport(),
                 owned=transport is None,
                 limit=max_response_bytes,
             ),
             timeout=timeout,
+            # A jar that accepts no cookie (a jar, not httpx.Cookies, which would be copied into
+            # an ordinary jar): nothing of one watcher's session can reach another's requests.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             # Only what _BoundedStream can inflate in bounded steps.
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
         )
-        # Who the current cookies belong to: a rotated password must not reuse the old session.
-        self._session_for: Credentials | None = None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _check(self, request: httpx.Request) -> None:
-        """Credentials and session cookies go only to allowed hosts (when MLCD_FOGIS_ALLOWED_HOSTS
-        is set) and never over plain http when the baseUrl is https, whatever a redirect, a
-        307 re-sending the login form, or a form's `action` asks for."""
-        host = (request.url.host or "").lower()
-        if self._allowed_hosts and host not in self._allowed_hosts:
-            raise _Refused(f"{host!r} is not in MLCD_FOGIS_ALLOWED_HOSTS", request=request)
-        if self._https and request.url.scheme != "https":
-            raise _Refused(f"plain http to {host!r} from an https baseUrl", request=request)
-        reason = await refusal(
-            host,
-            request.url.port or (443 if request.url.scheme == "https" else 80),
-            resolve=self._resolve,
-            api_server=self._api_server,
-        )
-        if reason is not None:
-            raise _Refused(reason, request=request)
+        await self.http.aclose()
 
     async def fetch_matches(
-        self, credentials: Credentials, window: Window, today: date
+        self,
+        session: FogisSession,
+        credentials: Credentials,
+        window: Window,
+        today: date,
+        *,
+        login_turn: Callable[[], Awaitable[None]] = _no_wait,
     ) -> list[dict[str, Any]]:
-        """The raw `matchlista` for `window`; logs in only without a usable session.
+        """The raw `matchlista` for `window`; logs in only without a usable session, and awaits
+        `login_turn` right before each login (the caller's login rate limit).
 
         Any answer that is not the expected list (401, a redirect or a 200 login page, an error
         status, JSON without a list) costs the session: a session that was not fresh gets one
         new login and one retry in this run; after that the run fails rather than hammering
         the login. No answer at all (a timeout, a refused connection) keeps the session.
+        Not safe for concurrent fetches of one session: runs of one watcher never overlap.
         """
-        fresh = self._session_for != credentials or AUTH_COOKIE not in self._cookie_names()
+        exchange = _Exchange(self, session, login_turn)
+        try:
+            return await exchange.fetch(credentials, window, today)
+        finally:
+            exchange.keep()
+
+
+class _Exchange:
+    """One fetch of one watcher on the shared client, with its session's cookies."""
+
+    def __init__(
+        self, client: FogisClient, session: FogisSession, login_turn: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._client = client
+        self._session = session
+        self._login_turn = login_turn
+        self._base_url = session.base_url.rstrip("/")
+        url = httpx.URL(self._base_url)
+        self._host = url.host or self._base_url
+        self._https = url.scheme == "https"
+        self._cookies = httpx.Cookies()
+        for cookie in session.cookies:
+            self._cookies.jar.set_cookie(cookie)
+
+    def keep(self) -> None:
+        """Hand the cookies back to the session, whatever became of the fetch."""
+        self._cookies.jar.clear_expired_cookies()
+        self._session.cookies = tuple(self._cookies.jar)
+
+    def _forget(self) -> None:
+        self._cookies.clear()
+        self._session.owner = ""
+
+    async def fetch(
+        self, credentials: Credentials, window: Window, today: date
+    ) -> list[dict[str, Any]]:
+        fresh = (
+            self._session.owner != credentials.fingerprint
+            or AUTH_COOKIE not in self._cookie_names()
+        )
         if fresh:
             await self._login(credentials)
         body = match_list_request(window, today)
@@ -333,13 +376,31 @@ class FogisClient:
             try:
                 return await self._match_list_from(response)
             except SourceUnavailable as problem:
-                self._client.cookies.clear()
-                self._session_for = None
+                self._forget()
                 if fresh:
                     raise self._after_fresh_login(response, problem) from None
             _log.info("FOGIS at %s gave no match list on its session; logging in again", self._host)
             await self._login(credentials)
             fresh = True
+
+    async def _check(self, request: httpx.Request) -> None:
+        """Credentials and session cookies go only to allowed hosts (when MLCD_FOGIS_ALLOWED_HOSTS
+        is set) and never over plain http when the baseUrl is https, whatever a redirect, a
+        307 re-sending the login form, or a form's `action` asks for."""
+        client = self._client
+        host = (request.url.host or "").lower()
+        if client.allowed_hosts and host not in client.allowed_hosts:
+            raise _Refused(f"{host!r} is not in MLCD_FOGIS_ALLOWED_HOSTS", request=request)
+        if self._https and request.url.scheme != "https":
+            raise _Refused(f"plain http to {host!r} from an https baseUrl", request=request)
+        reason = await refusal(
+            host,
+            request.url.port or (443 if request.url.scheme == "https" else 80),
+            resolve=client.resolve,
+            api_server=client.api_server,
+        )
+        if reason is not None:
+            raise _Refused(reason, request=request)
 
     async def _match_list_from(self, response: httpx.Response) -> list[dict[str, Any]]:
         if self._session_expired(response):
@@ -359,7 +420,7 @@ class FogisClient:
         return problem
 
     def _cookie_names(self) -> set[str]:
-        return {cookie.name for cookie in self._client.cookies.jar}
+        return {cookie.name for cookie in self._cookies.jar}
 
     async def _send(
         self,
@@ -372,18 +433,22 @@ class FogisClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         # `from None`: a chained httpx error carries the request, whose body may hold the password.
+        http = self._client.http
         try:
-            return await self._client.request(
-                method,
-                url,
-                data=data,
-                json=json_body,
-                headers=headers,
-                follow_redirects=follow_redirects,
-            )
+            request = http.build_request(method, url, data=data, json=json_body, headers=headers)
+            for _ in range(_MAX_REDIRECTS + 1):
+                # This loop sends every request of an exchange, redirects included.
+                await self._check(request)
+                self._cookies.set_cookie_header(request)
+                response = await http.send(request, follow_redirects=False)
+                self._cookies.extract_cookies(response)
+                if not follow_redirects or response.next_request is None:
+                    return response
+                request = response.next_request
+            raise httpx.TooManyRedirects("too many redirects", request=request)
         except httpx.TimeoutException:
             raise SourceUnavailable(
-                f"FOGIS at {self._host} did not answer within {self._timeout:g} s"
+                f"FOGIS at {self._host} did not answer within {self._client.timeout:g} s"
             ) from None
         except _Refused as exc:
             raise SourceUnavailable(
@@ -391,7 +456,7 @@ class FogisClient:
                 reason=Reason.SOURCE_NOT_ALLOWED,
             ) from None
         except _TooLarge:
-            limit = self._max_response_bytes
+            limit = self._client.max_response_bytes
             size = f"{limit / (1024 * 1024):g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
             raise SourceUnavailable(
                 f"FOGIS at {self._host} answered more than {size} "
@@ -409,8 +474,8 @@ class FogisClient:
         return await self._send("POST", action, data=data, follow_redirects=True)
 
     async def _login(self, credentials: Credentials) -> None:
-        self._client.cookies.clear()
-        self._session_for = None
+        self._forget()
+        await self._login_turn()
         page = await self._send("GET", self._base_url + LOGIN_PATH, follow_redirects=True)
         if page.status_code != 200:
             raise SourceUnavailable(f"FOGIS login page answered HTTP {page.status_code}")
@@ -426,7 +491,7 @@ class FogisClient:
             if relay is not None and not any(f.has_password for f in forms):
                 landed = await self._post_form(landed, relay, relay.hidden_data())
         if AUTH_COOKIE in self._cookie_names():
-            self._session_for = credentials
+            self._session.owner = credentials.fingerprint
             _log.debug("logged in to FOGIS at %s", self._host)
             return
         if landed.status_code >= 500:

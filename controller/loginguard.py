@@ -8,8 +8,6 @@ only a salted digest of the credentials is kept, never the password.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,12 +15,6 @@ from controller.model import Credentials
 
 FIRST_BACKOFF = timedelta(minutes=15)
 MAX_BACKOFF = timedelta(hours=6)
-_SALT = os.urandom(16)
-
-
-def _fingerprint(credentials: Credentials) -> str:
-    material = f"{credentials.username}\0{credentials.password}".encode()
-    return hashlib.sha256(_SALT + material).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -41,13 +33,13 @@ class LoginGuard:
     ) -> datetime | None:
         """When these credentials were rejected recently: until when they are not retried."""
         rejection = self._rejections.get(key)
-        if rejection is None or rejection.fingerprint != _fingerprint(credentials):
+        if rejection is None or rejection.fingerprint != credentials.fingerprint:
             return None
         return rejection.until if now < rejection.until else None
 
     def rejected(self, key: tuple[str, str], credentials: Credentials, now: datetime) -> None:
         previous = self._rejections.get(key)
-        fingerprint = _fingerprint(credentials)
+        fingerprint = credentials.fingerprint
         count = previous.count + 1 if previous and previous.fingerprint == fingerprint else 1
         backoff = min(FIRST_BACKOFF * 2 ** (count - 1), MAX_BACKOFF)
         self._rejections[key] = _Rejection(fingerprint, count, now + backoff)

@@ -123,6 +123,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Politeness towards FOGIS (controller/politeness.py): operator-wide, by kind of turn
+        # ("exchange": to start talking to FOGIS at all, "login": to post credentials).
+        self.fogis_queue = Histogram(
+            "matchwatcher_fogis_queue_seconds",
+            "Time a FOGIS exchange or login waited for its turn (per-host politeness limits).",
+            ["kind"],
+            buckets=(0.001, *_LATENCY_BUCKETS, 600, 1800),
+            registry=r,
+        )
+        self.fogis_waiting = Gauge(
+            "matchwatcher_fogis_waiting",
+            "FOGIS exchanges or logins waiting for their turn now.",
+            ["kind"],
+            registry=r,
+        )
         self._per_watcher = (
             self.ready,
             self.next_run,

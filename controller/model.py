@@ -7,6 +7,8 @@ works with plain dataclasses and never with raw dicts.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,8 @@ DEFAULT_DAYS_AHEAD = 365
 # Flux's notification-controller default, and the Standard Webhooks spec's suggestion.
 DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 15.0
 DEFAULT_WEBHOOK_MAX_ATTEMPTS = 5
+# Per process: a credentials fingerprint is only ever compared within one operator run.
+_FINGERPRINT_SALT = os.urandom(16)
 # How a delivery is framed: our JSON document with our headers, or the same document as a
 # CloudEvents binary-mode request (ce-* headers) for Knative/Argo Events.
 WEBHOOK_FORMATS = ("plain", "cloudevents")
@@ -81,6 +85,12 @@ class Credentials:
 
     username: str
     password: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A salted digest, to tell whether credentials changed without keeping the password."""
+        material = f"{self.username}\0{self.password}".encode()
+        return hashlib.sha256(_FINGERPRINT_SALT + material).hexdigest()
 
 
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:

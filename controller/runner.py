@@ -6,6 +6,7 @@ goes back to the scheduler, which writes the status and posts the Event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import logging
 from collections.abc import Callable, Mapping
@@ -51,7 +52,9 @@ from controller.model import (
 )
 from controller.notify import NOTIFY_THREADS, NOTIFY_TIMEOUT_SECONDS, AppriseNotifier, notify_urls
 from controller.outcome import Outcome, baseline_reset, note_of, record_of
+from controller.politeness import EXCHANGE, LOGIN, Politeness
 from controller.reasons import Reason
+from controller.sessions import Sessions
 from controller.snapshots import ConfigMapSnapshots, SnapshotStore
 from controller.status import RunRecord, WatcherStatus, timestamp
 from controller.trigger import Manual, Scheduled, Trigger
@@ -137,6 +140,12 @@ class WatcherRunner:
         self._clock = clock
         limits = httpx.Limits(max_connections=settings.http_max_connections)
         self._fogis_transport = httpx.AsyncHTTPTransport(limits=limits)
+        self._fogis = FogisClient(
+            transport=self._fogis_transport,
+            timeout=settings.fogis_timeout_seconds,
+            max_response_bytes=settings.fogis_max_response_bytes,
+            allowed_hosts=settings.allowed_fogis_hosts,
+        )
         self._webhook_client = httpx.AsyncClient(limits=limits, follow_redirects=False)
         self._sender = WebhookSender(
             self._webhook_client,
@@ -148,21 +157,30 @@ class WatcherRunner:
             user_agent=USER_AGENT,
             allowed_hosts=settings.allowed_webhook_hosts,
         )
-        self._sessions: dict[tuple[str, str], tuple[str, FogisClient]] = {}
+        # Per watcher only its cookies and whose they are; the client above is shared.
+        self._sessions = Sessions()
         # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
         self._held_back: dict[tuple[str, str], str] = {}
         self._logins = LoginGuard()
+        self._politeness = Politeness(
+            max_concurrent_per_host=settings.fogis_max_concurrent_per_host,
+            logins_per_second=settings.fogis_logins_per_second,
+            max_concurrent=settings.http_max_connections,
+            observe=lambda kind, seconds: metrics.fogis_queue.labels(kind=kind).observe(seconds),
+        )
+        for kind in (EXCHANGE, LOGIN):
+            metrics.fogis_waiting.labels(kind=kind).set_function(
+                functools.partial(self._politeness.waiting, kind)
+            )
         # At most as many exchanges in flight per pool as it has connections. With more, 1,000
         # watchers firing together make httpcore's pool re-scan its queue on every change (the
         # event loop starves, requests time out) and can strand connections in it for good.
-        self._fogis_gate = asyncio.Semaphore(settings.http_max_connections)
         self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
         # Apprise sends block a thread each: a few at a time, whatever the watcher count.
         self._notify_gate = asyncio.Semaphore(NOTIFY_THREADS)
 
     async def aclose(self) -> None:
-        for _, client in self._sessions.values():
-            await client.aclose()
+        await self._fogis.aclose()  # leaves the transport open: it is ours
         await self._fogis_transport.aclose()
         await self._sender.aclose()
         await self._webhook_client.aclose()
@@ -171,9 +189,7 @@ class WatcherRunner:
         """Drop a deleted watcher's session and metric series."""
         self._logins.accepted((ref.namespace, ref.name))
         self._held_back.pop((ref.namespace, ref.name), None)
-        session = self._sessions.pop((ref.namespace, ref.name), None)
-        if session is not None:
-            await session[1].aclose()
+        self._sessions.forget((ref.namespace, ref.name))
         self._metrics.forget(ref.namespace, ref.name)
 
     def _check_host(self, base_url: str) -> None:
@@ -184,23 +200,6 @@ class WatcherRunner:
                 f"FOGIS host {host!r} is not in the operator's MLCD_FOGIS_ALLOWED_HOSTS",
                 reason=Reason.SOURCE_NOT_ALLOWED,
             )
-
-    async def _session(self, ref: WatcherRef, base_url: str) -> FogisClient:
-        key = (ref.namespace, ref.name)
-        current = self._sessions.get(key)
-        if current is None or current[0] != base_url:
-            if current is not None:
-                await current[1].aclose()  # leaves the shared transport open
-            client = FogisClient(
-                base_url,
-                transport=self._fogis_transport,
-                timeout=self._settings.fogis_timeout_seconds,
-                max_response_bytes=self._settings.fogis_max_response_bytes,
-                allowed_hosts=self._settings.allowed_fogis_hosts,
-            )
-            self._sessions[key] = (base_url, client)
-            return client
-        return current[1]
 
     async def _notifier(
         self, ref: WatcherRef, spec: WatcherSpec, previous: WatcherStatus
@@ -310,11 +309,12 @@ class WatcherRunner:
         try:
             self._check_host(spec.fogis.base_url)
             source = FogisSource(
-                await self._session(ref, spec.fogis.base_url),
+                self._fogis,
+                self._sessions.get(key, spec.fogis.base_url),
                 read_credentials,
                 # Up to four requests (login page, login, list, one re-login) at the step timeout.
                 budget_seconds=4 * self._settings.fogis_timeout_seconds,
-                gate=self._fogis_gate,
+                politeness=self._politeness,
             )
             # One fetch for both passes (the webhook's and the people's).
             today = started.astimezone(zone).date()

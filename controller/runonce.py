@@ -17,8 +17,9 @@ import httpx
 from controller import USER_AGENT
 from controller.config import ConfigError, RunOnceSettings
 from controller.detection import FogisSource, WebhookNotifier, detect
-from controller.fogis import FogisClient
+from controller.fogis import FogisClient, FogisSession
 from controller.model import Credentials, WatcherRef, WebhookSpec
+from controller.politeness import Politeness
 from controller.report import encode_report
 from controller.snapshots import FileSnapshots
 from controller.webhook import RetryPolicy, WebhookSender, resolve_target
@@ -67,7 +68,7 @@ async def run_once(settings: RunOnceSettings) -> bytes:
     async def read_credentials() -> Credentials:
         return credentials
 
-    fogis = FogisClient(settings.base_url, timeout=settings.fogis_timeout_seconds)
+    fogis = FogisClient(timeout=settings.fogis_timeout_seconds)
     async with httpx.AsyncClient(follow_redirects=False) as http:
         notifier = None
         sender = WebhookSender(http, policy=RetryPolicy(), user_agent=USER_AGENT)
@@ -92,9 +93,13 @@ async def run_once(settings: RunOnceSettings) -> bytes:
                 now=datetime.now(UTC),
                 source=FogisSource(
                     fogis,
+                    FogisSession(settings.base_url),
                     read_credentials,
                     budget_seconds=4 * settings.fogis_timeout_seconds,
-                    gate=asyncio.Semaphore(),
+                    # One exchange: these only pace a re-login (by up to a second).
+                    politeness=Politeness(
+                        max_concurrent_per_host=1, logins_per_second=1, max_concurrent=1
+                    ),
                 ),
                 store=FileSnapshots(Path(settings.previous_matches_file)),
                 notifier=notifier,

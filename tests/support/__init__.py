@@ -8,6 +8,7 @@
 - `operator_process`: the operator as a subprocess (`python -m controller operator`).
 - `fake_process`: a fake (`python -m tests.fakes.…`) as a subprocess of its own.
 - `metrics`: reading the operator's Prometheus text with `prometheus_client.parser`.
+- `clock`: `FakeTime`, an injectable clock and sleep for unit tests (no real waiting).
 
 Direction of imports: `hack/` runs without `tests/` (`hack/local-cluster`, `hack/local-node`), so
 what both need lives in hack and is imported from there: `hack.local_cluster.free_port` and

@@ -11,7 +11,7 @@ import pytest
 from controller.destinations import Resolver, forbidden_reason, refusal
 from controller.diff import window_for
 from controller.errors import InvalidSpec, SourceUnavailable
-from controller.fogis import FogisClient
+from controller.fogis import FogisClient, FogisSession
 from controller.model import Credentials, WebhookSpec
 from controller.webhook import RetryPolicy, WebhookSender, resolve_target
 
@@ -116,13 +116,14 @@ async def test_a_webhook_url_from_the_secret_is_not_shown_when_refused() -> None
 async def test_fogis_credentials_never_go_to_a_metadata_address() -> None:
     sent: list[httpx.Request] = []
     transport = httpx.MockTransport(lambda r: _record(sent, r, httpx.Response(200)))
-    client = FogisClient(
-        "http://metadata.internal/mdk", transport=transport, resolve=_resolver(NAMES)
-    )
+    client = FogisClient(transport=transport, resolve=_resolver(NAMES))
     try:
         with pytest.raises(SourceUnavailable, match="link-local") as caught:
             await client.fetch_matches(
-                Credentials("anna", "pw"), window_for(date(2026, 1, 1), 7, 30), date(2026, 1, 1)
+                FogisSession("http://metadata.internal/mdk"),
+                Credentials("anna", "pw"),
+                window_for(date(2026, 1, 1), 7, 30),
+                date(2026, 1, 1),
             )
     finally:
         await client.aclose()

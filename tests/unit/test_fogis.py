@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.diff import window_for
+from controller.diff import Window, window_for
 from controller.errors import LoginFailed, SourceUnavailable
-from controller.fogis import FogisClient, parse_forms, parse_match_list
+from controller.fogis import FogisClient, FogisSession, parse_forms, parse_match_list
 from controller.model import Credentials
 from tests.fakes.fogis.records import make_match
 from tests.fakes.fogis.server import FakeFogis
@@ -30,6 +30,22 @@ MATCHES = [make_match(1, on=TODAY), make_match(2, on=date(2026, 12, 24))]
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+class OneWatcher:
+    """The shared client as one watcher uses it: one FogisSession across its fetches."""
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        self.client = FogisClient(**options)
+        self.session = FogisSession(base_url)
+
+    async def fetch_matches(
+        self, credentials: Credentials, window: Window, today: date
+    ) -> list[dict[str, Any]]:
+        return await self.client.fetch_matches(self.session, credentials, window, today)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 @pytest.fixture
 def fogis() -> Iterator[FakeFogis]:
     # The "timeout" failure holds its answer back until the fake stops; the client gives up first.
@@ -38,13 +54,13 @@ def fogis() -> Iterator[FakeFogis]:
 
 
 @pytest.fixture
-async def client(fogis: FakeFogis) -> AsyncIterator[FogisClient]:
-    fogis_client = FogisClient(fogis.base_url, timeout=0.5)
+async def client(fogis: FakeFogis) -> AsyncIterator[OneWatcher]:
+    fogis_client = OneWatcher(fogis.base_url, timeout=0.5)
     yield fogis_client
     await fogis_client.aclose()
 
 
-async def fetch_ids(client: FogisClient, credentials: Credentials = CREDENTIALS) -> list[Any]:
+async def fetch_ids(client: OneWatcher, credentials: Credentials = CREDENTIALS) -> list[Any]:
     return [m["matchid"] for m in await client.fetch_matches(credentials, WINDOW, TODAY)]
 
 
@@ -67,7 +83,7 @@ async def test_login_styles(style: str, form_post: bool) -> None:
     with FakeFogis(
         users={USER: PASSWORD}, login_style=style, oauth_form_post=form_post, matches=MATCHES
     ) as fogis:
-        client = FogisClient(fogis.base_url, timeout=5)
+        client = OneWatcher(fogis.base_url, timeout=5)
         try:
             assert await fetch_ids(client) == [1, 2]
         finally:
@@ -83,7 +99,7 @@ async def test_login_styles(style: str, form_post: bool) -> None:
 )
 async def test_rejected_credentials(style: str, credentials: Credentials) -> None:
     with FakeFogis(users={USER: PASSWORD}, login_style=style) as fogis:
-        client = FogisClient(fogis.base_url, timeout=5)
+        client = OneWatcher(fogis.base_url, timeout=5)
         try:
             with pytest.raises(LoginFailed) as caught:
                 await client.fetch_matches(credentials, WINDOW, TODAY)
@@ -95,7 +111,7 @@ async def test_rejected_credentials(style: str, credentials: Credentials) -> Non
         assert (fogis.login_attempts, fogis.fetches) == (1, 0)  # one try, no loop
 
 
-async def test_injected_login_rejection(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_injected_login_rejection(fogis: FakeFogis, client: OneWatcher) -> None:
     fogis.fail_next("login_rejected")
     with pytest.raises(LoginFailed):
         await fetch_ids(client)
@@ -106,7 +122,7 @@ async def test_injected_login_rejection(fogis: FakeFogis, client: FogisClient) -
 # --- sessions ------------------------------------------------------------------------------------
 
 
-async def test_session_is_kept_between_fetches(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_session_is_kept_between_fetches(fogis: FakeFogis, client: OneWatcher) -> None:
     for _ in range(3):
         assert await fetch_ids(client) == [1, 2]
     assert (fogis.logins, fogis.fetches) == (1, 3)
@@ -116,7 +132,7 @@ async def test_session_is_kept_between_fetches(fogis: FakeFogis, client: FogisCl
 @pytest.mark.parametrize("how", ["fail_next", "expire_sessions"])
 async def test_expired_session_logs_in_again_once(answer: str, how: str) -> None:
     with FakeFogis(users={USER: PASSWORD}, matches=MATCHES, expired_answer=answer) as fogis:
-        client = FogisClient(fogis.base_url, timeout=5)
+        client = OneWatcher(fogis.base_url, timeout=5)
         try:
             await fetch_ids(client)
             if how == "fail_next":
@@ -130,7 +146,7 @@ async def test_expired_session_logs_in_again_once(answer: str, how: str) -> None
 
 
 async def test_session_refused_after_fresh_login_fails_the_run(
-    fogis: FakeFogis, client: FogisClient
+    fogis: FakeFogis, client: OneWatcher
 ) -> None:
     await fetch_ids(client)
     fogis.fail_next("expire_session", count=2)
@@ -140,7 +156,7 @@ async def test_session_refused_after_fresh_login_fails_the_run(
     assert fogis.logins == 2
 
 
-async def test_rotated_password_starts_a_new_session(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_rotated_password_starts_a_new_session(fogis: FakeFogis, client: OneWatcher) -> None:
     await fetch_ids(client)
     fogis.set_users({USER: "rotated"})
     assert await fetch_ids(client, Credentials(USER, "rotated")) == [1, 2]
@@ -168,7 +184,7 @@ async def test_rotated_password_starts_a_new_session(fogis: FakeFogis, client: F
 )
 async def test_injected_failures(
     fogis: FakeFogis,
-    client: FogisClient,
+    client: OneWatcher,
     caplog: pytest.LogCaptureFixture,
     kind: str,
     message: str,
@@ -190,7 +206,7 @@ async def test_injected_failures(
 
 @pytest.mark.parametrize("kind", ["500", "garbage", "success_false", "no_matchlista"])
 async def test_one_bad_answer_on_an_old_session_is_retried_with_a_fresh_login(
-    fogis: FakeFogis, client: FogisClient, kind: str
+    fogis: FakeFogis, client: OneWatcher, kind: str
 ) -> None:
     """E.g. a 200 login page on a session FOGIS dropped: the run still gets its list."""
     await fetch_ids(client)
@@ -199,13 +215,13 @@ async def test_one_bad_answer_on_an_old_session_is_retried_with_a_fresh_login(
     assert fogis.logins == 2
 
 
-async def test_a_gzip_compressed_answer_is_read(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_a_gzip_compressed_answer_is_read(fogis: FakeFogis, client: OneWatcher) -> None:
     fogis.fail_next("gzipped")
     assert await fetch_ids(client) == [1, 2]
 
 
 async def test_the_limit_is_a_setting(fogis: FakeFogis) -> None:
-    small = FogisClient(fogis.base_url, timeout=5, max_response_bytes=64 * 1024)
+    small = OneWatcher(fogis.base_url, timeout=5, max_response_bytes=64 * 1024)
     try:
         await fetch_ids(small)  # the login pages and a two-match answer fit in 64 KiB
         fogis.set_matches([make_match(i, on=TODAY) for i in range(1, 200)])
@@ -219,7 +235,7 @@ async def test_unreachable_server() -> None:
     fogis = FakeFogis()
     with fogis:
         base_url = fogis.base_url
-    client = FogisClient(base_url, timeout=5)
+    client = OneWatcher(base_url, timeout=5)
     try:
         with pytest.raises(
             SourceUnavailable, match=r"cannot talk to FOGIS at 127\.0\.0\.1"
@@ -243,7 +259,7 @@ def _mock_login_page(status: int, page: str) -> httpx.MockTransport:
     ],
 )
 async def test_unusable_login_page(status: int, page: str, message: str) -> None:
-    client = FogisClient("https://fogis.test/mdk", transport=_mock_login_page(status, page))
+    client = OneWatcher("https://fogis.test/mdk", transport=_mock_login_page(status, page))
     try:
         with pytest.raises(SourceUnavailable, match=message):
             await fetch_ids(client)
@@ -287,7 +303,7 @@ async def test_login_outcomes_without_auth_cookie(
             return httpx.Response(200, text=LOGIN_FORM)
         return httpx.Response(status, text=page)
 
-    client = FogisClient("https://fogis.test/mdk", transport=httpx.MockTransport(answer))
+    client = OneWatcher("https://fogis.test/mdk", transport=httpx.MockTransport(answer))
     try:
         with pytest.raises(error, match=message):
             await fetch_ids(client)
@@ -299,7 +315,7 @@ async def test_login_outcomes_without_auth_cookie(
 # --- the request ---------------------------------------------------------------------------------
 
 
-async def test_filter_body_carries_the_window(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_filter_body_carries_the_window(fogis: FakeFogis, client: OneWatcher) -> None:
     window = window_for(TODAY, 3, 10)
     matches = await client.fetch_matches(CREDENTIALS, window, TODAY)
     assert [m["matchid"] for m in matches] == [1]  # the fake filters by window like FOGIS
@@ -317,13 +333,13 @@ async def test_filter_body_carries_the_window(fogis: FakeFogis, client: FogisCli
 
 async def test_shared_transport_outlives_each_client(fogis: FakeFogis) -> None:
     transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2))
-    first = FogisClient(fogis.base_url, transport=transport, timeout=5)
-    second = FogisClient(fogis.base_url, transport=transport, timeout=5)
+    first = OneWatcher(fogis.base_url, transport=transport, timeout=5)
+    second = OneWatcher(fogis.base_url, transport=transport, timeout=5)
     try:
         await fetch_ids(first)
         await first.aclose()
         assert await fetch_ids(second) == [1, 2]
-        assert fogis.logins == 2  # each client keeps its own session
+        assert fogis.logins == 2  # each watcher keeps its own session
     finally:
         await second.aclose()
         await transport.aclose()
@@ -478,7 +494,7 @@ async def test_control_api_requests(
     assert response.status_code == status
 
 
-async def test_control_api_drives_the_fake(fogis: FakeFogis, client: FogisClient) -> None:
+async def test_control_api_drives_the_fake(fogis: FakeFogis, client: OneWatcher) -> None:
     async with httpx.AsyncClient(base_url=fogis.origin) as http:
         await http.put("/_control/matches", json=[make_match(5, on=TODAY)])
         assert await fetch_ids(client) == [5]
@@ -513,7 +529,7 @@ async def test_command_line(matches_file: Path) -> None:
         # A bound on a hang, not a timing assertion.
         banner = (await asyncio.wait_for(fake.stdout.readline(), 60)).decode()
         assert banner.startswith("listening on http://127.0.0.1:")
-        client = FogisClient(banner.split()[-1], timeout=5)
+        client = OneWatcher(banner.split()[-1], timeout=5)
         try:
             assert await fetch_ids(client) == [8]
         finally:
@@ -555,7 +571,7 @@ async def test_credentials_never_leave_the_allowed_hosts_or_https(
     via: str, target: str, allowed: set[str], refusal: str
 ) -> None:
     transport, seen = _fogis_leading_to(target, via=via)
-    client = FogisClient(
+    client = OneWatcher(
         "https://fogis.test/mdk", transport=transport, allowed_hosts=frozenset(allowed)
     )
     try:
@@ -571,7 +587,7 @@ async def test_credentials_never_leave_the_allowed_hosts_or_https(
 async def test_an_allowed_identity_server_host_is_followed() -> None:
     """The OAuth login crosses hosts (auth.fogis.se): list every FOGIS host in the allow-list."""
     with FakeFogis(users={USER: PASSWORD}, matches=MATCHES, login_style="oauth") as fogis:
-        client = FogisClient(fogis.base_url, timeout=5, allowed_hosts=frozenset({"127.0.0.1"}))
+        client = OneWatcher(fogis.base_url, timeout=5, allowed_hosts=frozenset({"127.0.0.1"}))
         try:
             assert await fetch_ids(client) == [1, 2]
         finally:

@@ -96,6 +96,7 @@ def test_settings_defaults_and_overrides() -> None:
         {
             "MLCD_METRICS_PORT": "0",
             "MLCD_FOGIS_TIMEOUT_SECONDS": "2.5",
+            "MLCD_FOGIS_LOGINS_PER_SECOND": "0.5",
             "MLCD_ALLOW_SECONDS_SCHEDULES": "yes",
             "MLCD_LEASE_NAME": "mlcd",
             "MLCD_SHARDS": "3",
@@ -105,6 +106,7 @@ def test_settings_defaults_and_overrides() -> None:
     )
     assert settings.metrics_port == 0
     assert settings.fogis_timeout_seconds == 2.5
+    assert settings.fogis_logins_per_second == 0.5
     assert settings.allow_seconds_schedules is True
     assert (settings.lease_name, settings.shards, settings.shard_index) == ("mlcd", 3, 2)
 
@@ -130,6 +132,9 @@ def test_allowed_fogis_hosts(value: str, expected: frozenset[str]) -> None:
         ({"MLCD_HEALTH_PORT": "0"}, "liveness probe"),
         ({"MLCD_KUBE_WORKERS": "0"}, "MLCD_KUBE_WORKERS must be greater than 0"),
         ({"MLCD_FOGIS_TIMEOUT_SECONDS": "nan"}, "not a valid float"),
+        ({"MLCD_FOGIS_MAX_CONCURRENT_PER_HOST": "0"}, "PER_HOST must be greater than 0"),
+        ({"MLCD_FOGIS_LOGINS_PER_SECOND": "-1"}, "PER_SECOND must be greater than 0"),
+        ({"MLCD_FOGIS_LOGINS_PER_SECOND": "inf"}, "not a valid float"),
         ({"MLCD_ALLOW_SECONDS_SCHEDULES": "maybe"}, "not a valid bool"),
         ({"MLCD_SHARDS": "0"}, "MLCD_SHARDS must be greater than 0"),
         ({"MLCD_SHARDS": "2", "MLCD_SHARD_INDEX": "2"}, "SHARD_INDEX must be at least 0 and less"),
