@@ -2,7 +2,7 @@
 kubelet, in a namespace enforcing the `restricted` Pod Security Standard; MatchWatchers applied
 with kubectl, runs forced with `kubectl annotate`, deliveries to a receiver pod behind a Service
 (pod -> Service -> pod, names resolved by cluster DNS), garbage collection, namespace deletion,
-`helm upgrade`, high availability with failover, `helm test` and `helm uninstall`.
+`helm upgrade`, high availability with failover, shards, `helm test` and `helm uninstall`.
 
 The steps share one release and run in file order; each step asserts what a user would see.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from controller.sharding import shard_of
 from tests.e2e.conftest import (
     CHART,
     FULLNAME,
@@ -402,7 +403,8 @@ def test_garbage_collection_and_namespace_deletion(standins: Standins) -> None:
     node.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": doomed}})
     node.apply([*_secrets(doomed), _watcher("bo", "0 0 1 1 *", namespace=doomed)])
     _trigger(node, "bo", "baseline", namespace=doomed)
-    assert node.json("get", "mw", "bo", "-n", doomed)["metadata"]["finalizers"]
+    # No daemon, so kopf adds no finalizer: nothing has to answer for the namespace to go.
+    assert not node.json("get", "mw", "bo", "-n", doomed)["metadata"].get("finalizers")
     started = time.monotonic()
     node.kubectl("delete", "namespace", doomed, "--timeout=120s")
     figure("namespace with a watcher deleted", time.monotonic() - started)
@@ -517,8 +519,8 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     )
     standby = next(p for p in pods if p != active)
 
-    # Graceful: the active pod removes its peering record on the way out; the standby resumes at
-    # once. The ReplicaSet's new pod may draw a higher priority and take over right after: either
+    # Graceful: the leader releases its Lease on the way out; the standby takes it at its next
+    # try (every 2 s). Should the ReplicaSet's new pod get there first, it leads instead: either
     # way a live replica runs the next slot.
     started = time.time()
     node.kubectl("delete", "pod", active, "-n", RELEASE_NAMESPACE, "--wait=false")
@@ -531,7 +533,7 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
     who = "the standby" if taken == standby else "the replacement pod"
     figure(f"failover, graceful delete -> {who} runs a slot", time.time() - started)
 
-    # Crash: SIGKILL the active container; its peering record lingers until its lifetime ends.
+    # Crash: SIGKILL the leader's container; its Lease holds until 15 s after its last renewal.
     pods = [
         p["metadata"]["name"]
         for p in wait_for(
@@ -559,13 +561,45 @@ def test_ha_failover_graceful_and_crash(standins: Standins) -> None:
         timeout=150,
         interval=KUBECTL_PACE,
     )
-    # Which one depends on the random priorities: the standby waits for the dead record's
-    # lifetime (60 s) unless the restarted container drew a higher priority than the dead one.
+    # The standby takes over once the lease has expired (15 s, plus up to its 2 s retry), unless
+    # the restarted container (a new identity) tries first after the expiry.
     who = "its restarted container" if taken == active else "the standby"
     figure(f"failover, SIGKILL of the active container -> {who} runs a slot", time.time() - started)
     slots = _run_slots(node, "ha")
     assert len(slots) == len(set(slots)), f"a slot ran twice across replicas: {slots}"
     node.kubectl("delete", "mw", "ha", "-n", REFEREES, "--timeout=60s")
+
+
+def test_shards_split_the_watchers_between_deployments(standins: Standins) -> None:
+    node = standins.node
+    node.helm(
+        "upgrade", *_install_args(node), "--reuse-values",
+        "--set", "replicaCount=1", "--set", "shards=2",
+    )  # fmt: skip
+
+    def env(pod: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+
+    def sharded() -> dict[int, str] | None:
+        pods = [p for p in _ready_pods(node, 2) or [] if env(p)["MLCD_SHARDS"] == "2"]
+        found = {int(env(p)["MLCD_SHARD_INDEX"]): p["metadata"]["name"] for p in pods}
+        return found if len(found) == 2 else None
+
+    pod_of = wait_for("a Ready pod per shard", sharded, timeout=180, interval=KUBECTL_PACE)
+    node.json("get", "deployment", f"{FULLNAME}-shard-1", "-n", RELEASE_NAMESPACE)
+    shards: dict[str, int] = {}
+    while len(set(shards.values())) < 2 and len(shards) < 12:  # random uids: both shards get one
+        name = f"shard-{len(shards)}"
+        node.apply(_watcher(name, "0 0 1 1 *"))
+        uid = node.kubectl("get", "mw", name, "-n", REFEREES, "-o", "jsonpath={.metadata.uid}")
+        shards[name] = shard_of(uid, 2)
+    for name in shards:
+        _trigger(node, name, "sharded")
+    logs = {shard: _logs(node, pod) for shard, pod in pod_of.items()}
+    for name, shard in shards.items():
+        assert f"{REFEREES}/{name}: manual run" in logs[shard], logs[shard][-3000:]
+        assert f"{REFEREES}/{name}:" not in logs[1 - shard], f"shard {1 - shard} ran {name}"
+    node.kubectl("delete", "mw", *shards, "-n", REFEREES, "--timeout=60s")
 
 
 def test_uninstall_keeps_the_crd_and_users_secrets(standins: Standins) -> None:

@@ -138,7 +138,7 @@ def test_operator_as_the_charts_service_account(
         assert len(hook.requests) == 1
         cluster.wait_event(namespace, "rbac", "RunSucceeded")  # Events are allowed too
         cluster.core.read_namespaced_config_map("rbac-matchlist-snapshot", namespace)
-        cluster.delete_watcher(namespace, "rbac")  # the operator removes its finalizer
+        cluster.delete_watcher(namespace, "rbac")  # no finalizer: the delete goes through
         logs = operator.logs()
     # A 403 status, not those digits inside a port or a timestamp (127.0.0.1:40311 is fine).
     assert re.search(r"(?<![\d:.,])403(?![\d:])", logs) is None
@@ -157,6 +157,8 @@ def test_operator_as_the_charts_service_account(
     assert can_i("create", "pods", "-n", namespace) == "no"
     assert can_i("delete", "matchwatchers.matchlist.io", "-n", namespace) == "no"
     assert can_i("list", "configmaps", "-n", namespace) == "no"
+    # One replica: no leader election, so no Lease permissions anywhere.
+    assert can_i("create", "leases.coordination.k8s.io", "-n", install_ns) == "no"
     with pytest.raises(AssertionError, match="forbidden"):
         kubectl(kubeconfig, "get", "secrets", "-n", namespace)
 

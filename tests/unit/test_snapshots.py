@@ -138,7 +138,7 @@ def _store(kube: VersionedConfigMaps) -> ConfigMapSnapshots:
 
 @pytest.mark.parametrize("existing", [False, True])
 async def test_a_snapshot_written_meanwhile_is_never_overwritten(existing: bool) -> None:
-    """Two writers (a peering handover, a restart racing a slow write) read the same state; the
+    """Two writers (a leadership handover, a restart racing a slow write) read the same state; the
     second to write must not move the snapshot back to what it computed from that state."""
     kube = VersionedConfigMaps()
     if existing:

@@ -52,13 +52,67 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when kopf peering is on: HA (more than one replica) or asked for explicitly. */}}
-{{- define "mlcd.peeringEnabled" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{/* "true" when the replicas of each Deployment elect a leader on a Lease: HA (more than one
+replica) or asked for explicitly. */}}
+{{- define "mlcd.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
 {{- end -}}
 
-{{- define "mlcd.peeringName" -}}
-{{- default (include "mlcd.fullname" .) .Values.peering.name -}}
+{{/*
+Shards: `shards` Deployments, each serving the watchers whose uid hashes to its index
+(MLCD_SHARDS, MLCD_SHARD_INDEX). Shard 0 is the Deployment of a one-shard install, unchanged, so
+1 -> N is a rolling update of it plus N-1 new Deployments.
+
+Selectors (a Deployment's selector is immutable, and Deployments must never select each other's
+pods):
+- Shard 0 keeps the selector it always had: {app.kubernetes.io/name, app.kubernetes.io/instance}.
+  A selector matches every pod carrying those labels, whatever else it carries, so no other
+  shard's pod may carry both. A different `component` or an added `shard` label would not help.
+- Pods of shard i > 0 therefore carry no app.kubernetes.io/name (the one label left out; the
+  instance label stays, so `-l app.kubernetes.io/instance=RELEASE` still finds every operator pod
+  of the release), and their Deployment selects {instance, component: operator, shard: "i"}.
+  Shard 0's pods carry shard "0", so no shard i > 0 selects them, nor shard j's.
+- What must see every shard (the Service, so metrics of all shards are scraped; the
+  NetworkPolicy) selects "mlcd.podsSelectorLabels": {instance, part-of, component: operator}, which
+  every operator pod carries and the helm test pod (component helm-test, no instance) does not.
+  Those selectors are mutable, so existing installs switch to it on upgrade.
+- What is per shard (the PodDisruptionBudget, topology spread without a labelSelector) uses the
+  Deployment's own selector.
+*/}}
+{{- define "mlcd.shardName" -}}
+{{- if eq (int .index) 0 -}}
+{{- include "mlcd.fullname" .root -}}
+{{- else -}}
+{{- printf "%s-shard-%d" (include "mlcd.fullname" .root) (int .index) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Deployment selector of shard .index (see above; shard 0's never changes). */}}
+{{- define "mlcd.shardSelectorLabels" -}}
+{{- if eq (int .index) 0 -}}
+{{- include "mlcd.selectorLabels" .root -}}
+{{- else -}}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/shard: {{ .index | toString | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of shard .index's Deployment and pods: no app.kubernetes.io/name on shards > 0. */}}
+{{- define "mlcd.shardLabels" -}}
+{{- $labels := include "mlcd.labels" .root -}}
+{{- if ne (int .index) 0 -}}
+{{- $labels = regexReplaceAll "(?m)^app\\.kubernetes\\.io/name: .*\n" $labels "" -}}
+{{- end -}}
+{{- $labels }}
+app.kubernetes.io/shard: {{ .index | toString | quote }}
+{{- end -}}
+
+{{/* Selects the operator pods of every shard (Service, NetworkPolicy). */}}
+{{- define "mlcd.podsSelectorLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: match-list-change-detector
+app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/*
@@ -66,8 +120,13 @@ Checks that need more than one value, which values.schema.json cannot express. I
 Deployment, so a bad combination fails `helm install`/`helm template` with a clear message.
 */}}
 {{- define "mlcd.validate" -}}
-{{- if and (gt (int .Values.replicaCount) 1) (ne (toString .Values.peering.priority) "auto") -}}
-{{- fail "peering.priority must be \"auto\" when replicaCount > 1: replicas of equal priority all pause" -}}
+{{- if lt (int .Values.shards) 1 -}}
+{{- fail (printf "shards must be at least 1 (got %v)" .Values.shards) -}}
+{{- end -}}
+{{- range $key := list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" "app.kubernetes.io/part-of" "app.kubernetes.io/shard" -}}
+{{- if hasKey $.Values.podLabels $key -}}
+{{- fail (printf "podLabels must not set %s: the chart's selectors use it" $key) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (not .Values.metrics.enabled) .Values.metrics.serviceMonitor.enabled -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" -}}
@@ -79,8 +138,8 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 
 {{/* RBAC rules for what the operator does in each namespace it serves. */}}
 {{- define "mlcd.namespacedRules" -}}
-# The watched resource: kopf lists and watches it and patches it (its finalizer and progress
-# annotations); get for kopf's re-reads of single objects.
+# The watched resource: kopf lists and watches it; patch only to remove the finalizer older
+# versions added (the operator adds none now); get for kopf's re-reads of single objects.
 - apiGroups: [matchlist.io]
   resources: [matchwatchers]
   verbs: [get, list, watch, patch]
@@ -104,15 +163,20 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
   verbs: [create]
 {{- end -}}
 
-{{/* kopf peering: watch the peering objects; read and patch (keep-alives) only ours. */}}
-{{- define "mlcd.peeringRules" -}}
-- apiGroups: [kopf.dev]
-  resources: [{{ .resource }}]
-  verbs: [list, watch]
-- apiGroups: [kopf.dev]
-  resources: [{{ .resource }}]
-  resourceNames: [{{ .name | quote }}]
-  verbs: [get, patch]
+{{/* The leader-election Leases, in the release namespace: one per shard, named like its
+Deployment. `create` cannot be limited by resourceNames (the name is not known to RBAC before the
+object exists), so it is granted alone; get and update only on our Leases. Never list or watch. */}}
+{{- define "mlcd.leaseRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames:
+    {{- range $i := until (int .Values.shards) }}
+    - {{ include "mlcd.shardName" (dict "root" $ "index" $i) | quote }}
+    {{- end }}
+  verbs: [get, update]
 {{- end -}}
 
 {{/*
