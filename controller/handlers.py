@@ -110,11 +110,11 @@ def _operator(memo: kopf.Memo) -> Operator:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Every kopf setting in one place, each with the reason it is set."""
-    # Our own finalizer name: it shows in `kubectl get -o yaml` and names its owner.
+    # The finalizer older versions (a daemon per watcher) added: kopf removes it, since nothing
+    # here needs one any more, but only under its name.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # Keep kopf's bookkeeping in annotations: the status schema is structural and owned by us,
-    # so kopf must not write status.kopf (it would be pruned and re-written forever). There are
-    # no create/update handlers, so no diff-base is ever stored.
+    # kopf must never write status.kopf (the status schema is structural and ours: it would be
+    # pruned and re-written forever). Only event handlers: no progress or diff-base is stored.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     # Events come only from our own calls (one per run, one per failure), posted and awaited
     # through controller/kube.py so none is lost at shutdown; kopf posts none, not even for
@@ -125,7 +125,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    # kopf's own API calls (finalizers, its annotations, peering) wait 300 s by default: a hung
+    # kopf's own API calls (its watch and its annotations) wait 300 s by default: a hung
     # API server would hold a watcher's handling that long. Ours (controller/kube.py) have theirs.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10

@@ -146,7 +146,7 @@ class WatcherScheduler:
     async def _claim(
         self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Scheduled
     ) -> bool:
-        """Claim the slot with a compare-and-swap on the object's version: in a peering
+        """Claim the slot with a compare-and-swap on the object's version: in a leader or shard
         handover another replica may have claimed it after the status this scheduler planned
         from (kopf's view of the object lags). The version is the latest this scheduler knows;
         when the object changed since, it is read again and the slot claimed only if nobody

@@ -122,7 +122,7 @@ class ConfigMapSnapshots:
         self._ref = ref
         self.name = config_map_name(ref.name, cursor)
         # The resourceVersion that load() saw (None: no ConfigMap), so save() never overwrites
-        # a snapshot written in between (a second replica in a peering handover, a restart
+        # a snapshot written in between (a second replica in a leader or shard handover, a restart
         # racing a slow write) with one computed from an older state.
         self._version: str | None = None
         # load() found a ConfigMap of ours owned by another uid (a re-created or restored watcher)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from controller.model import GROUP, PLURAL, VERSION
 from controller.schedule import parse_schedule
 from tests.fakes.fogis.server import FakeFogis
 from tests.integration.harness import ManualRuns
@@ -35,6 +36,9 @@ def _ready(status: dict[str, Any]) -> dict[str, Any]:
     condition = ready(status)
     assert condition is not None, f"no Ready condition in {status}"
     return condition
+
+
+FINALIZER = f"{GROUP}/finalizer"
 
 
 def _runs_at_least(count: int) -> Callable[[dict[str, Any]], bool]:
@@ -170,9 +174,28 @@ def _sleep_until(moment: datetime) -> None:
 
 
 def _delete_with(cluster: Cluster, namespace: str, name: str) -> None:
-    """Delete while an operator runs (it removes its finalizer) and wait until it is gone."""
+    """Delete while an operator runs and wait until it is gone."""
     cluster.delete_watcher(namespace, name)
     wait_for("deletion", lambda: not cluster.exists(namespace, name), timeout=15)
+
+
+def test_the_finalizer_of_older_versions_is_removed_and_deletion_is_not_held(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    """Older versions ran a kopf daemon per watcher, which needs a finalizer; this one needs
+    none, and must not leave upgraded watchers undeletable."""
+    cluster.create_watcher(namespace, "old", fogis_spec(fogis.base_url, credentials, "0 0 1 1 *"))
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "old", {"metadata": {"finalizers": [FINALIZER]}}
+    )
+    wait_for(
+        "the finalizer to be removed",
+        lambda: (
+            FINALIZER not in (cluster.watcher(namespace, "old")["metadata"].get("finalizers") or [])
+        ),
+        timeout=30,
+    )
+    _delete_with(cluster, namespace, "old")
 
 
 def test_restart_runs_one_missed_slot_inside_the_deadline(
