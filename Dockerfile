@@ -16,6 +16,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# hack/images passes a digest of the sources: buildah's layer cache was seen reusing a stale COPY
+# of them (with this .dockerignore), so a new digest starts every layer below afresh.
+ARG SOURCE_DIGEST=""
+RUN echo "sources ${SOURCE_DIGEST}"
 COPY pyproject.toml README.md ./
 COPY controller ./controller
 # The project's wheel plus a wheel of every dependency (all ship binary wheels: no compiler needed).
@@ -30,6 +34,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
+# The same digest here: a RUN that mounts the build stage is not keyed on that stage's content.
+ARG SOURCE_DIGEST=""
+RUN echo "sources ${SOURCE_DIGEST}"
 # Install only the wheels (bytecode is compiled now, while the file system is writable), then drop
 # the packaging tools: nothing installs anything at run time.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -20,6 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # `python -m tests.fakes.X` imports from the working directory.
 WORKDIR /standins
+# A digest of the sources from hack/images: buildah's layer cache was seen reusing a stale COPY.
+ARG SOURCE_DIGEST=""
+RUN echo "sources ${SOURCE_DIGEST}"
 COPY tests/__init__.py ./tests/
 COPY tests/fakes/ ./tests/fakes/
 USER 10001:10001
