@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS := .cache/test-results
-# MatchWatchers for `make bench` (about 9 minutes at 300 on 2 cores, 14 at 1000; issue 14's
+# MatchWatchers for `make bench` (about 6 minutes at 300 on 2 cores, 9 at 1000; issue 14's
 # figure, 10000, about an hour): `make bench BENCH_WATCHERS=10000`.
 BENCH_WATCHERS ?= 300
 # Operator processes (each with MLCD_SHARDS/MLCD_SHARD_INDEX), and 0 to skip the peer operator
