@@ -5,9 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS := .cache/test-results
-# MatchWatchers for `make bench` (about 2.5 minutes at 300 on 2 cores; 1000, the design's figure,
-# takes about 6): `make bench BENCH_WATCHERS=1000`.
+# MatchWatchers for `make bench` (about 6 minutes at 300 on 2 cores, 9 at 1000; issue 14's
+# figure, 10000, about an hour): `make bench BENCH_WATCHERS=10000`.
 BENCH_WATCHERS ?= 300
+# Operator processes (each with MLCD_SHARDS/MLCD_SHARD_INDEX), and 0 to skip the peer operator
+# (the simplest kopf daemon-per-watcher operator, run afterwards on the same watchers).
+BENCH_SHARDS ?= 1
+BENCH_PEER ?= 1
 # `make soak`: how long, how many MatchWatchers, and the seed that replays a run (empty: random).
 SOAK_MINUTES ?= 10
 SOAK_WATCHERS ?= 100
@@ -54,7 +58,8 @@ test: lint unit integration soak-short chart-check ## everything: lint, types, u
 
 bench: setup ## print performance figures (diff speed, operator at scale); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
-	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS)
+	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS) --shards $(BENCH_SHARDS) \
+		$(if $(filter 0,$(BENCH_PEER)),--no-peer,--peer)
 
 soak: setup ## chaos soak: SOAK_WATCHERS watchers, faults for SOAK_MINUTES; SOAK_SEED replays one
 	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES) --watchers $(SOAK_WATCHERS) \

@@ -24,9 +24,12 @@ from tests.bench.operator.harness import (
     delete_watchers,
 )
 from tests.bench.operator.observer import Observer
+from tests.bench.operator.peer_phase import peer_phase
+from tests.bench.operator.phases import hashed_phase, restart_phase
 from tests.bench.operator.procfs import Meter, listen_drops
 from tests.bench.operator.report import Report, log
 from tests.bench.operator.scenario import create_phase, idle_phase, slot_phase, trigger_phase
+from tests.bench.operator.summary import add_ratios, summary_line
 from tests.support.cluster import Cluster
 from tests.support.fake_process import FakeProcess
 from tests.support.operator_process import Operator
@@ -58,6 +61,27 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--create-threads", type=int, default=16)
     parser.add_argument(
+        "--hashed-minutes",
+        type=int,
+        default=2,
+        help="M of the hashed phase's `H/M * * * *` (60: production's `H * * * *` load, an hour)",
+    )
+    parser.add_argument(
+        "--storm-triggers", type=int, default=20, help="triggers sent during each slot's runs"
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="operator processes, each with MLCD_SHARDS=K and MLCD_SHARD_INDEX=i",
+    )
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="afterwards, the simplest kopf operator (tests/bench/peer/) on the same watchers",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         help="py-spy executable: profile the operator during each slot into .cache/bench/ "
@@ -83,6 +107,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         create_threads=args.create_threads,
         py_spy=args.py_spy,
         tracemalloc=args.tracemalloc,
+        hashed_minutes=args.hashed_minutes,
+        storm_triggers=args.storm_triggers,
+        shards=max(1, args.shards),
+        peer=args.peer,
     )
 
 
@@ -103,15 +131,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     cluster = Cluster.connect(info.kubeconfig, pool_size=options.create_threads + 2)
     try:
         cluster.install_crd()
-        report = bench(cluster, info, options)
+        report, summary = bench(cluster, info, options)
+        add_ratios(report, options.watchers, summary)
         report.print()
+        print(summary_line(options.watchers, summary), flush=True)
     finally:
         cluster.api.close()
         if not reuse:
             local_cluster.down(quiet=True)
 
 
-def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -> Report:
+def sharded(operator: Operator, shards: int, index: int) -> Operator:
+    if shards > 1:
+        operator.extra_env |= {"MLCD_SHARDS": str(shards), "MLCD_SHARD_INDEX": str(index)}
+    return operator
+
+
+def start_all(operators: list[Operator], report: Report) -> None:
+    """Start every shard; an operator that refuses MLCD_SHARDS (not built yet) is started
+    without it, serving every watcher, and the report says so."""
+    for operator in operators:
+        try:
+            operator.start()
+        except AssertionError as exc:
+            if "MLCD_SHARD" not in str(exc):
+                raise
+            report.add("WARNING", "the operator does not know MLCD_SHARDS: each shard serves all")
+            for each in operators:
+                each.extra_env.pop("MLCD_SHARDS", None)
+                each.extra_env.pop("MLCD_SHARD_INDEX", None)
+            operator.start()
+
+
+def bench(
+    cluster: Cluster, info: local_cluster.ClusterInfo, options: Options
+) -> tuple[Report, dict[str, float | None]]:
     n = options.watchers
     report = Report()
     namespace = cluster.new_namespace("bench")
@@ -138,13 +192,28 @@ def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -
     observer.start()
     drops_before = listen_drops()
     fogis_log = OUT_DIR / f"fogis-{run_id}.log"
-    operator = Operator(info.kubeconfig, [namespace], op_log, env=env)
+    operator = sharded(Operator(info.kubeconfig, [namespace], op_log, env=env), options.shards, 0)
+    shards = [
+        sharded(
+            Operator(
+                info.kubeconfig,
+                [namespace],
+                OUT_DIR / f"operator-{run_id}-shard{i}.log",
+                env={**env, "BENCH_TASKS_FILE": str(OUT_DIR / f"tasks-{run_id}-shard{i}.json")},
+            ),
+            options.shards,
+            i,
+        )
+        for i in range(1, options.shards)
+    ]
+    summary: dict[str, float | None] = {}
     try:
         with FakeProcess("tests.fakes.fogis", FOGIS_ARGS, fogis_log) as fogis:
             started = time.monotonic()
-            operator.start()
+            start_all([operator, *shards], report)
             report.add("operator start to /healthz", fmt_s(time.monotonic() - started))
             pids = {"operator": operator.pid, "fogis": fogis.pid}
+            pids |= {f"operator{i}": shard.pid for i, shard in enumerate(shards, start=1)}
             pids |= {"apiserver": info.apiserver_pid, "etcd": info.etcd_pid}
             run = Run(
                 cluster=cluster,
@@ -158,6 +227,16 @@ def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -
                 tasks_file=tasks_file,
                 names=[f"w{i:05d}" for i in range(n)],
                 run_id=run_id,
+                labels=(
+                    "operator",
+                    *(f"operator{i}" for i in range(1, options.shards)),
+                    "apiserver",
+                    "etcd",
+                    "fogis",
+                    "bench",
+                ),
+                shards=shards,
+                summary=summary,
             )
             time.sleep(2)
             run.memory("operator with 0 watchers")
@@ -170,14 +249,23 @@ def bench(cluster: Cluster, info: local_cluster.ClusterInfo, options: Options) -
                 if options.triggers:
                     trigger_phase(run)
                 idle_phase(run)
+                hashed_phase(run)
+                restart_phase(run)
+                if options.peer:
+                    for each in run.operators:
+                        each.stop()  # the peer alone serves the watchers now
+                    peer_phase(run, info.kubeconfig)
             finally:
-                delete_watchers(cluster, namespace, observer, report)
+                if operator.proc is not None:  # else delete_leftovers strips our finalizers
+                    delete_watchers(cluster, namespace, observer, report)
     finally:
-        operator.stop()  # also when it never became healthy
+        for each in [operator, *shards]:
+            each.stop()  # also when it never became healthy
         observer.stop()
         delete_leftovers(cluster, namespace)
+    report.section("machine")
     report.add("SYNs dropped, full accept queues", str(listen_drops() - drops_before))
-    return report
+    return report, summary
 
 
 if __name__ == "__main__":

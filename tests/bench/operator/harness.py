@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tests.bench.operator.report import Report
 from tests.support.cluster import Cluster
 from tests.support.commands import end
 from tests.support.operator_process import Operator
+from tests.support.watchers import GROUP, PLURAL, VERSION
 
 USERNAME, PASSWORD = "bench.user", "bench-Pa55word"
 SECRET = "fogis"
@@ -45,6 +46,10 @@ class Options:
     create_threads: int
     py_spy: str | None
     tracemalloc: int
+    hashed_minutes: int = 2
+    storm_triggers: int = 20
+    shards: int = 1
+    peer: bool = True
 
 
 @dataclass
@@ -63,6 +68,34 @@ class Run:
     names: list[str]
     run_id: str
     labels: tuple[str, ...] = ("operator", "apiserver", "etcd", "fogis", "bench")
+    # More operator processes with --shards (MLCD_SHARD_INDEX 1..K-1); `operator` is shard 0
+    # and the one whose metrics and probe the phases read.
+    shards: list[Operator] = field(default_factory=list)
+    # The fields of the final `bench:` line, filled in by the phases that measure them.
+    summary: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def operators(self) -> list[Operator]:
+        return [self.operator, *self.shards]
+
+    def loop_lag(
+        self,
+        document: Mapping[str, Any],
+        label: str = "event-loop lag",
+        key: str = "loop_stall_max_ms",
+    ) -> None:
+        """A process's loop lag since the previous probe answer (taskprobe's 20 ms sleeper);
+        the largest of all phases goes into the summary under `key`."""
+        lag = document.get("loopLag") or {}
+        if not lag.get("samples"):
+            self.report.add(label, "no samples")
+            return
+        self.report.add(
+            label,
+            f"p50 {lag['p50Ms']} ms  p99 {lag['p99Ms']} ms  max {lag['maxMs']} ms  "
+            f"(n={lag['samples']} wake-ups of a 20 ms sleep)",
+        )
+        self.summary[key] = max(self.summary.get(key) or 0.0, float(lag["maxMs"]))
 
     @property
     def pid(self) -> int:
@@ -95,19 +128,29 @@ class Run:
             f"heap {document.get('gcObjects', 0):,} objects",
         )
 
-    def memory(self, label: str = "operator memory") -> None:
-        status = proc_status(self.pid)
-        self.report.add(
-            label,
-            f"RSS {mib(status, 'VmRSS'):.0f} MiB, peak {mib(status, 'VmHWM'):.0f} MiB, "
-            f"threads {status.get('Threads')}",
-        )
+    def memory(self, label: str = "operator memory") -> float:
+        """Report the RSS of the operator (of each shard and their sum); returns the sum."""
+        total = 0.0
+        for index, operator in enumerate(self.operators):
+            status = proc_status(operator.pid)
+            total += mib(status, "VmRSS")
+            shard = f" (shard {index})" if self.shards else ""
+            self.report.add(
+                label + shard,
+                f"RSS {mib(status, 'VmRSS'):.0f} MiB, peak {mib(status, 'VmHWM'):.0f} MiB, "
+                f"threads {status.get('Threads')}",
+            )
+        if self.shards:
+            self.report.add(f"{label} (sum of {len(self.operators)} shards)", f"{total:.0f} MiB")
+        return total
 
 
-def operator_probe(pid: int, path: Path) -> dict[str, Any] | None:
+def operator_probe(pid: int, path: Path, command: str = "") -> dict[str, Any] | None:
     """Ask the operator's probe (taskprobe/) for its asyncio tasks and httpcore pools (None when
-    it does not answer)."""
+    it does not answer); `command` "pause" or "resume" pauses its loop-lag sleeper or not."""
     path.unlink(missing_ok=True)
+    if command:
+        path.with_suffix(".cmd").write_text(command)
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -142,6 +185,29 @@ def sleep_until(mono: float) -> None:
         time.sleep(min(left, 1.0))
 
 
+def patch_all(
+    cluster: Cluster,
+    namespace: str,
+    names: Sequence[str],
+    body: Mapping[str, Any],
+    *,
+    status: bool = False,
+) -> None:
+    """The same merge patch on every watcher (its status with `status`), 16 calls at a time."""
+    custom = cluster.custom
+    patch = (
+        custom.patch_namespaced_custom_object_status
+        if status
+        else custom.patch_namespaced_custom_object
+    )
+
+    def one(name: str) -> None:
+        patch(GROUP, VERSION, namespace, PLURAL, name, dict(body))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, names))
+
+
 def config_map_versions(cluster: Cluster, namespace: str) -> dict[str, str]:
     items = cluster.core.list_namespaced_config_map(
         namespace, label_selector="app.kubernetes.io/managed-by=match-list-change-detector"
@@ -165,8 +231,9 @@ def delete_watchers(cluster: Cluster, namespace: str, observer: Observer, report
 
 def delete_leftovers(cluster: Cluster, namespace: str) -> None:
     """With the operator stopped (so it writes nothing more): whatever is left, and the rest."""
-    for item in cluster.watchers(namespace):
-        cluster.force_delete_watcher(namespace, item["metadata"]["name"])
+    names = [item["metadata"]["name"] for item in cluster.watchers(namespace)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda name: cluster.force_delete_watcher(namespace, name), names))
     with suppress(ApiException):
         cluster.core.delete_collection_namespaced_config_map(
             namespace, label_selector="app.kubernetes.io/managed-by=match-list-change-detector"

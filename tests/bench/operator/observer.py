@@ -29,6 +29,14 @@ class Observer:
         self.status: dict[str, dict[str, Any]] = {}
         self.modified: Counter[str] = Counter()  # MODIFIED events per watcher
         self.names: set[str] = set()
+        # While not None: name -> when status.nextExecutionTime first showed a value (restart).
+        self.next_known: dict[str, float] | None = None
+        # Runs that claimed no new slot and answered no new trigger: executionCount went up
+        # while lastScheduleTime and lastHandledTrigger stayed those of the previous run (a
+        # slot run twice, e.g. again after a restart). name -> (slot, trigger, count) of the
+        # last run seen, and the names with such a run.
+        self._last_run: dict[str, tuple[Any, Any, int]] = {}
+        self.doubled: Counter[str] = Counter()
         self.events = 0
         self.last_event = time.monotonic()
         self._rv = ""
@@ -92,13 +100,27 @@ class Observer:
                 self.modified[name] += 1
             if name not in self.seen and status.get("nextExecutionTime") == self.expect_next:
                 self.seen[name] = now
+            if self.next_known is not None and status.get("nextExecutionTime"):
+                self.next_known.setdefault(name, now)
             slot = status.get("lastScheduleTime")
+            self._note_run(name, slot, status)
             if slot:
                 self.landed.setdefault(slot, {}).setdefault(name, now)
             trigger = status.get("lastHandledTrigger")
             if trigger:
                 self.triggers.setdefault(trigger, now)
             self.cond.notify_all()
+
+    def _note_run(self, name: str, slot: Any, status: Mapping[str, Any]) -> None:
+        count = status.get("executionCount")
+        if not isinstance(count, int):
+            return
+        mark = (slot, status.get("lastHandledTrigger"), count)
+        previous = self._last_run.get(name)
+        if previous is not None and count > previous[2] and mark[:2] == previous[:2]:
+            self.doubled[name] += 1
+        if previous is None or count > previous[2]:
+            self._last_run[name] = mark
 
     def wait(self, predicate: Callable[[], bool], until: float) -> bool:
         """Wait until `predicate()` (called under the lock) holds or monotonic `until` passes."""

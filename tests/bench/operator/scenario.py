@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -11,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.config import Settings
 from controller.model import TRIGGER_ANNOTATION
 from controller.schedule import parse_schedule
 from controller.status import timestamp
-from tests.bench.operator.figures import Histogram, fmt_s, spread
+from tests.bench.operator.figures import Histogram, fmt_s, pct, spread
 from tests.bench.operator.harness import (
     OUT_DIR,
     SECRET,
@@ -29,7 +31,7 @@ from tests.bench.operator.observer import Observer
 from tests.bench.operator.procfs import CLK_TCK, Phase
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
-from tests.support.net import http_get
+from tests.support.net import http, http_get
 from tests.support.watchers import GROUP, PLURAL, VERSION, fogis_spec, ready
 
 
@@ -131,8 +133,11 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
     versions_before = config_map_versions(run.cluster, run.namespace)
     if time.monotonic() > slot_mono - 0.5:
         report.add("WARNING", f"slot {index} came before the previous phase settled")
-    operator_probe(run.pid, run.tasks_file)  # so the GC figures below are this slot's
+    operator_probe(run.pid, run.tasks_file)  # so the GC and loop figures below are this slot's
     sleep_until(slot_mono - 0.5)
+    fogis_peak(run, reset=True)
+    storm = StormTriggers(run, index, slot_mono)
+    storm.start()
     profile = OUT_DIR / f"profile-{run.run_id}-slot{index}.txt"
     with profiling(run.options.py_spy, run.pid, profile):
         phase = Phase(f"slot {index}", run.meter.read())
@@ -142,6 +147,7 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
             report.add("WARNING", "not every status patch arrived within 10 minutes")
         observer.settle(2.0, 60)
         phase.end = run.meter.read()
+    storm.join()
     if run.options.py_spy:
         report.add("py-spy profile (collapsed stacks)", str(profile))
     after = run.operator.metrics()
@@ -153,6 +159,10 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
         "start lag (histogram)",
         f"{lag.summary()}  slowest {lag.highest_bucket()}  (n={lag.count:.0f})",
     )
+    storm_p99 = lag.quantile(0.99)
+    if storm_p99 is not None:
+        worst = run.summary.get("storm_lag_p99_s") or 0.0
+        run.summary["storm_lag_p99_s"] = max(worst, storm_p99)
     within = lag.fraction_at_most(1.0)
     report.add(
         "runs started within 1 s of the slot",
@@ -190,11 +200,69 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
     versions_after = config_map_versions(run.cluster, run.namespace)
     rewritten = sum(versions_before.get(k) != v for k, v in versions_after.items())
     report.add("snapshot ConfigMaps written", f"{rewritten} (of {len(versions_after)})")
+    storm.report()
+    peak = fogis_peak(run)
+    report.add(
+        "FOGIS requests in flight at once (fake's peak)",
+        f"{peak} (operator's limit {Settings().http_max_connections}, MLCD_HTTP_MAX_CONNECTIONS)",
+    )
     report.cpu(phase, run.labels)
     run.memory()
     document = run.pools()
     if document is not None:
         run.collections(document)
+        run.loop_lag(document)
+
+
+def fogis_peak(run: Run, *, reset: bool = False) -> int | None:
+    """The fake FOGIS's most requests in flight at once since the last reset."""
+    url = f"{run.fogis_url.removesuffix('/mdk')}/_control/state"
+    status, body = http("POST" if reset else "GET", url)
+    return json.loads(body).get("peakInFlight") if status == 200 else None
+
+
+class StormTriggers:
+    """`kubectl annotate` triggers sent one by one (100 ms apart) while a slot's runs are under
+    way: what a user waits for when asking for a run in the middle of the storm."""
+
+    def __init__(self, run: Run, index: int, slot_mono: float) -> None:
+        self.run = run
+        k = min(run.options.storm_triggers, len(run.names))
+        step = max(1, len(run.names) // max(1, k))
+        # Other watchers than the trigger phase's samples (names[::step]).
+        self.names = run.names[step // 3 :: step][:k] if step > 2 else run.names[:k]
+        self.prefix = f"storm{index}"
+        self.slot_mono = slot_mono
+        self.sent: list[tuple[str, float]] = []
+        self._thread = threading.Thread(target=self._send, name="storm-triggers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _send(self) -> None:
+        sleep_until(self.slot_mono + 0.2)  # the runs have begun
+        for name in self.names:
+            value = f"{self.prefix}-{name}"
+            self.sent.append((value, annotate(self.run.cluster, self.run.namespace, name, value)))
+            time.sleep(0.1)
+
+    def report(self) -> None:
+        if not self.names:
+            return
+        answered = [handled_after(self.run.observer, value, began) for value, began in self.sent]
+        done = [x for x in answered if x is not None]
+        self.run.report.add(f"triggers during the slot's runs ({len(self.sent)})", spread(done))
+        if len(done) < len(self.sent):
+            self.run.report.add(
+                "WARNING", f"{len(self.sent) - len(done)} storm triggers unanswered"
+            )
+        key = "storm_trigger_p99_ms"
+        p99 = pct(done, 0.99)
+        if p99 is not None:
+            self.run.summary[key] = max(self.run.summary.get(key) or 0.0, 1000 * p99)
 
 
 def ready_reasons(statuses: Sequence[Mapping[str, Any]]) -> str:
@@ -217,6 +285,7 @@ def trigger_phase(run: Run) -> None:
     report.section(f"manual triggers: annotate -> status.lastHandledTrigger, {k} watchers")
     step = max(1, len(names) // k)
     before = run.operator.metrics()
+    operator_probe(run.pid, run.tasks_file)  # the loop figures below are this phase's
     phase = Phase("triggers", run.meter.read())
     one_by_one: list[float | None] = []
     for name in names[::step][:k]:
@@ -226,7 +295,11 @@ def trigger_phase(run: Run) -> None:
         if one_by_one[-3:] == [None, None, None]:
             report.add("WARNING", "3 triggers in a row not handled: the rest skipped")
             return
-    report.add("one at a time", spread([x for x in one_by_one if x is not None]))
+    handled = [x for x in one_by_one if x is not None]
+    report.add("one at a time", spread(handled))
+    for key, q in (("trigger_p50_ms", 0.5), ("trigger_p99_ms", 0.99)):
+        seconds = pct(handled, q)
+        run.summary[key] = None if seconds is None else 1000 * seconds
     burst_sample = names[step // 2 :: step][:k] if step > 1 else names[:k]
 
     def send(name: str) -> tuple[str, float]:
@@ -245,6 +318,9 @@ def trigger_phase(run: Run) -> None:
     manual = run_durations(before, after, "manual")
     report.add("manual run duration (histogram)", f"{manual.summary()}  (n={manual.count:.0f})")
     report.cpu(phase, run.labels)
+    document = operator_probe(run.pid, run.tasks_file)
+    if document is not None:
+        run.loop_lag(document)
 
 
 def annotate(cluster: Cluster, namespace: str, name: str, value: str) -> float:
@@ -277,21 +353,30 @@ def idle_phase(run: Run) -> None:
     time.sleep(6)  # kopf's per-object workers exit after 5 s without events
     with observer.cond:
         events_before = observer.events
+    # The loop-lag sleeper costs about as much CPU as the idle target: paused for the CPU figure,
+    # then sampled for a few seconds of its own.
+    operator_probe(run.pid, run.tasks_file, "pause")
     phase = Phase("idle", run.meter.read())
     time.sleep(run.options.idle_seconds)
     phase.end = run.meter.read()
+    operator_probe(run.pid, run.tasks_file, "resume")
+    time.sleep(5)
     with observer.cond:
         events_idle = observer.events - events_before
     report.cpu(phase, run.labels)
     report.add(
         "operator CPU while idle",
         f"{1000 * phase.cpu('operator') / phase.wall:.1f} ms per second "
-        f"(resolution {1000 / CLK_TCK:.0f} ms); watch events meanwhile: {events_idle}",
+        f"(resolution {1000 / CLK_TCK:.0f} ms, loop-lag sleeper paused); watch events "
+        f"meanwhile: {events_idle}",
     )
-    run.memory()
+    cpu = sum(phase.cpu(label) for label in run.labels if label.startswith("operator"))
+    run.summary["idle_cpu_pct"] = 100 * cpu / phase.wall
+    run.summary["rss_mib"] = run.memory()
     tasks = run.pools()
     if tasks is not None:
         run.collections(tasks)
+        run.loop_lag(tasks)
         top = ", ".join(f"{name} {count}" for name, count in list(tasks["byCoroutine"].items())[:6])
         report.add("asyncio tasks", f"{tasks['total']} ({top})")
         if "allocations" in tasks:

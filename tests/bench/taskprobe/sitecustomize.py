@@ -10,6 +10,16 @@ It also times the garbage collector's full (generation 2) collections through gc
 reports those since the previous signal: a full collection stops the event loop, and with every
 watcher's objects in the heap it is long.
 
+It measures the event loop's own lag: a task sleeping 20 ms over and over notes how late each
+wake-up came (whatever held the loop: a handler computing, a full collection, a blocking call).
+The answer to SIGUSR1 holds those since the previous one (count, p50, p99, max); the sample
+spanning the answer itself is dropped, since the dump (gc.get_objects) is the benchmark's cost.
+The sleeper costs about 1 % of a core (50 wake-ups a second), as much as the idle target: a
+file <BENCH_TASKS_FILE minus .json>.cmd holding "pause" or "resume", read at the next SIGUSR1,
+pauses it (one wake-up a second) while the bench measures idle CPU.
+The task starts when the main thread's loop first runs (kopf's asyncio.run), through a wrapper
+of BaseEventLoop.run_forever: no hook in controller/ and none in a peer operator either.
+
 With BENCH_TRACEMALLOC=<frames>, SIGUSR2 starts tracing allocations (slow: a diagnostic run, not
 a measurement; started late so the operator's imports stay fast and out of the figures), and the
 JSON gets the biggest allocation sites of what is still alive.
@@ -26,6 +36,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -33,6 +44,10 @@ from types import FrameType
 from typing import Any
 
 _FRAMES = int(os.environ.get("BENCH_TRACEMALLOC") or 0)
+_LAG_PERIOD = 0.02
+_lags: list[float] = []  # seconds late, per 20 ms sleep, since the previous dump
+_lag = {"started": False, "skip": False, "paused": False}
+_lag_tasks: list[asyncio.Task[None]] = []  # the loop holds tasks weakly
 _gc_started: float | None = None
 _full_collections: list[tuple[float, float, int]] = []  # (wall time, seconds, objects collected)
 
@@ -47,6 +62,45 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
         took = time.perf_counter() - _gc_started
         _full_collections.append((time.time(), took, info.get("collected", 0)))
         _gc_started = None
+
+
+async def _measure_lag() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        if _lag["paused"]:
+            await asyncio.sleep(1.0)
+            continue
+        began = loop.time()
+        await asyncio.sleep(_LAG_PERIOD)
+        late = max(0.0, loop.time() - began - _LAG_PERIOD)
+        if _lag["skip"]:
+            _lag["skip"] = False
+        else:
+            _lags.append(late)
+
+
+def _lag_summary() -> dict[str, object]:
+    ordered = sorted(_lags)
+
+    def rank(q: float) -> float | None:
+        return round(1000 * ordered[int(q * (len(ordered) - 1))], 1) if ordered else None
+
+    return {
+        "samples": len(ordered),
+        "p50Ms": rank(0.5),
+        "p99Ms": rank(0.99),
+        "maxMs": round(1000 * ordered[-1], 1) if ordered else None,
+    }
+
+
+_original_run_forever = asyncio.BaseEventLoop.run_forever
+
+
+def _run_forever(self: asyncio.BaseEventLoop) -> None:
+    if not _lag["started"] and threading.current_thread() is threading.main_thread():
+        _lag["started"] = True
+        self.call_soon(lambda: _lag_tasks.append(self.create_task(_measure_lag())))
+    _original_run_forever(self)
 
 
 def _allocations() -> dict[str, object]:
@@ -115,6 +169,13 @@ def _dump(signum: int, frame: FrameType | None) -> None:
         {"at": at, "seconds": round(took, 3), "collected": n} for at, took, n in _full_collections
     ]
     document["gcObjects"] = len(gc.get_objects())
+    command = Path(target).with_suffix(".cmd")
+    if command.exists():
+        _lag["paused"] = command.read_text().strip() == "pause"
+        command.unlink()
+    document["loopLag"] = _lag_summary()
+    _lags.clear()
+    _lag["skip"] = True  # the sleep under way now includes this dump
     _full_collections.clear()
     if tracemalloc.is_tracing():
         document["allocations"] = _allocations()
@@ -132,5 +193,6 @@ def _trace(signum: int, frame: FrameType | None) -> None:
 if os.environ.get("BENCH_TASKS_FILE"):
     signal.signal(signal.SIGUSR1, _dump)
     gc.callbacks.append(_gc_timer)
+    setattr(asyncio.BaseEventLoop, "run_forever", _run_forever)  # noqa: B010 - mypy: no method assignment
     if _FRAMES:
         signal.signal(signal.SIGUSR2, _trace)

@@ -86,6 +86,10 @@ class FakeFogis(LoginFlows, BackgroundServer):
         self._login_attempts = 0
         self._fetches = 0
         self._last_filter: dict[str, Any] | None = None
+        # FOGIS requests being answered now, and the most at once since the last reset: the
+        # benchmark checks that a slot's storm keeps the operator's concurrency limit.
+        self._in_flight = 0
+        self._peak_in_flight = 0
 
     # controls (thread-safe; they apply to the next requests)
 
@@ -155,7 +159,13 @@ class FakeFogis(LoginFlows, BackgroundServer):
                 "pendingFailures": list(self._failures),
                 "matchCount": len(self._matches),
                 "sessions": len(self._sessions),
+                "inFlight": self._in_flight,
+                "peakInFlight": self._peak_in_flight,
             }
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self._peak_in_flight = self._in_flight
 
     def _take_failure(self, kinds: Sequence[str]) -> str | None:
         with self._lock:
@@ -167,7 +177,16 @@ class FakeFogis(LoginFlows, BackgroundServer):
     # protocol
 
     def answer(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
-        return self._route(method, target, headers, body).wire()
+        if target.startswith("/_control/"):
+            return self._route(method, target, headers, body).wire()
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return self._route(method, target, headers, body).wire()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _route(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
         url = urlsplit(target)
@@ -286,6 +305,8 @@ class FakeFogis(LoginFlows, BackgroundServer):
                 self.fail_next(document["kind"], int(document.get("count", 1)))
             elif action == ("POST", "/_control/expire"):
                 self.expire_sessions()
+            elif action == ("POST", "/_control/state"):  # start counting the peak afresh
+                self.reset_peak()
             elif action != ("GET", "/_control/state"):
                 return json_reply({"error": f"no {request.method} {request.path}"}, 404)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
