@@ -147,20 +147,9 @@ def sharded(operator: Operator, shards: int, index: int) -> Operator:
     return operator
 
 
-def start_all(operators: list[Operator], report: Report) -> None:
-    """Start every shard; an operator that refuses MLCD_SHARDS (not built yet) is started
-    without it, serving every watcher, and the report says so."""
+def start_all(operators: list[Operator]) -> None:
     for operator in operators:
-        try:
-            operator.start()
-        except AssertionError as exc:
-            if "MLCD_SHARD" not in str(exc):
-                raise
-            report.add("WARNING", "the operator does not know MLCD_SHARDS: each shard serves all")
-            for each in operators:
-                each.extra_env.pop("MLCD_SHARDS", None)
-                each.extra_env.pop("MLCD_SHARD_INDEX", None)
-            operator.start()
+        operator.start()
 
 
 def bench(
@@ -210,7 +199,7 @@ def bench(
     try:
         with FakeProcess("tests.fakes.fogis", FOGIS_ARGS, fogis_log) as fogis:
             started = time.monotonic()
-            start_all([operator, *shards], report)
+            start_all([operator, *shards])
             report.add("operator start to /healthz", fmt_s(time.monotonic() - started))
             pids = {"operator": operator.pid, "fogis": fogis.pid}
             pids |= {f"operator{i}": shard.pid for i, shard in enumerate(shards, start=1)}
