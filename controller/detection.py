@@ -218,9 +218,16 @@ class FogisSource:
         self._politeness = politeness
         self._host = httpx.URL(session.base_url).host or ""
         self.fetched: list[Any] | None = None  # the list, once the credentials were accepted
+        self._used_prepaid = False
 
     async def fetch(self, today: date, window: Window) -> list[Any]:
         credentials = await self._credentials()
+        # A run that will log in waits for its login turn before it takes an exchange turn, so
+        # the turns are held by exchanges under way, never by runs queueing for the login rate
+        # (a storm of new sessions would hold them all, and a trigger would queue behind it).
+        prepaid = self._session.needs_login(credentials)
+        if prepaid:
+            await self._politeness.login(self._host)
         try:
             # One deadline for the whole exchange: per-step timeouts alone let a server that
             # trickles bytes hold a pooled connection for ever. Waiting for a turn (to start,
@@ -234,7 +241,7 @@ class FogisSource:
                     credentials,
                     window,
                     today,
-                    login_turn=lambda: self._login_turn(deadline),
+                    login_turn=lambda: self._login_turn(deadline, prepaid),
                 )
         except TimeoutError:
             raise SourceUnavailable(
@@ -243,8 +250,12 @@ class FogisSource:
         self.fetched = matches
         return matches
 
-    async def _login_turn(self, deadline: asyncio.Timeout) -> None:
-        """Waits for a login turn with the budget's clock stopped."""
+    async def _login_turn(self, deadline: asyncio.Timeout, prepaid: bool) -> None:
+        """Waits for a login turn with the budget's clock stopped; the first login of a run
+        that took its turn up front (see fetch) goes at once."""
+        if prepaid and not self._used_prepaid:
+            self._used_prepaid = True
+            return
         loop = asyncio.get_running_loop()
         when = deadline.when()
         left = None if when is None else when - loop.time()

@@ -263,6 +263,12 @@ class FogisSession:
     owner: str = ""
     cookies: tuple[Cookie, ...] = ()
 
+    def needs_login(self, credentials: Credentials) -> bool:
+        """Whether the next fetch starts with a login (no session, or someone else's)."""
+        return self.owner != credentials.fingerprint or all(
+            cookie.name != AUTH_COOKIE for cookie in self.cookies
+        )
+
 
 async def _no_wait() -> None:
     return None
@@ -364,10 +370,7 @@ class _Exchange:
     async def fetch(
         self, credentials: Credentials, window: Window, today: date
     ) -> list[dict[str, Any]]:
-        fresh = (
-            self._session.owner != credentials.fingerprint
-            or AUTH_COOKIE not in self._cookie_names()
-        )
+        fresh = self._session.needs_login(credentials)
         if fresh:
             await self._login(credentials)
         body = match_list_request(window, today)

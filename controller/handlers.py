@@ -142,6 +142,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # httpx logs every request URL at INFO; a webhook URL from a Secret may carry a token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf logs "Handler 'observe' succeeded." at INFO for every watch event, i.e. for every
+    # status write: at 10,000 watchers most of the log and a good share of the CPU. Our own
+    # lines say what happened; kopf's warnings and errors still show (all of it with DEBUG).
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     operator = memo["operator"] = Operator()
     operator.start()
     if SETTINGS.metrics_port:

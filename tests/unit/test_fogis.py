@@ -484,6 +484,7 @@ def test_parse_forms_survives_broken_markup() -> None:
         ("GET", "/_control/state", None, 200),
         ("DELETE", "/_control/state", None, 501),
         ("POST", "/_control/state", None, 404),
+        ("POST", "/_control/peak", None, 200),
     ],
 )
 async def test_control_api_requests(

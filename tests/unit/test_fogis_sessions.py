@@ -129,6 +129,26 @@ async def test_waiting_for_a_turn_is_not_part_of_the_budget(
     await holder
 
 
+async def test_a_run_queueing_for_a_login_holds_no_exchange_turn(
+    fogis: FakeFogis, client: FogisClient
+) -> None:
+    """A storm of new sessions waits at the login rate without its exchange turns: a run on a
+    live session (a trigger) gets the host's only turn while the login waits."""
+    limits = Politeness(max_concurrent_per_host=1, logins_per_second=0.5, max_concurrent=64)
+    live = FogisSession(fogis.base_url)
+    await source(client, live, BO, 5, limits).fetch(TODAY, WINDOW)  # the burst's one token
+    login = asyncio.create_task(
+        source(client, FogisSession(fogis.base_url), ANNA, 5, limits).fetch(TODAY, WINDOW)
+    )
+    await asyncio.sleep(0.2)  # the login waits ~2 s for its token
+    assert not login.done()
+    trigger = await asyncio.wait_for(source(client, live, BO, 5, limits).fetch(TODAY, WINDOW), 1)
+    assert [m["matchid"] for m in trigger] == [2]
+    assert not login.done()
+    assert [m["matchid"] for m in await login] == [1]
+    assert fogis.logins == 2
+
+
 @pytest.mark.parametrize(
     ("later", "base_url", "same"),
     [

@@ -204,7 +204,8 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
     peak = fogis_peak(run)
     report.add(
         "FOGIS requests in flight at once (fake's peak)",
-        f"{peak} (operator's limit {Settings().http_max_connections}, MLCD_HTTP_MAX_CONNECTIONS)",
+        f"{peak} (operator's limit {Settings().fogis_max_concurrent_per_host}, "
+        "MLCD_FOGIS_MAX_CONCURRENT_PER_HOST)",
     )
     report.cpu(phase, run.labels)
     run.memory()
@@ -216,8 +217,10 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
 
 def fogis_peak(run: Run, *, reset: bool = False) -> int | None:
     """The fake FOGIS's most requests in flight at once since the last reset."""
-    url = f"{run.fogis_url.removesuffix('/mdk')}/_control/state"
-    status, body = http("POST" if reset else "GET", url)
+    origin = run.fogis_url.removesuffix("/mdk")
+    if reset:
+        http("POST", f"{origin}/_control/peak")
+    status, body = http("GET", f"{origin}/_control/state")
     return json.loads(body).get("peakInFlight") if status == 200 else None
 
 

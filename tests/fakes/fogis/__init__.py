@@ -19,4 +19,5 @@ and drive it with
     POST /_control/fail      {"kind": "500", "count": 1}
     POST /_control/expire    (drops every session)
     GET  /_control/state     {"logins", "loginAttempts", "fetches", "lastFilter", ...}
+    POST /_control/peak      (counts the most requests in flight afresh)
 """

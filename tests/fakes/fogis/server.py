@@ -205,6 +205,7 @@ class FakeFogis(LoginFlows, BackgroundServer):
             "/_control/fail": self._control,
             "/_control/expire": self._control,
             "/_control/state": self._control,
+            "/_control/peak": self._control,
             "/mdk": self._home,
             "/mdk/login.aspx": self._login_page,
             "/connect/authorize": self._authorize,
@@ -305,7 +306,7 @@ class FakeFogis(LoginFlows, BackgroundServer):
                 self.fail_next(document["kind"], int(document.get("count", 1)))
             elif action == ("POST", "/_control/expire"):
                 self.expire_sessions()
-            elif action == ("POST", "/_control/state"):  # start counting the peak afresh
+            elif action == ("POST", "/_control/peak"):  # start counting the peak afresh
                 self.reset_peak()
             elif action != ("GET", "/_control/state"):
                 return json_reply({"error": f"no {request.method} {request.path}"}, 404)
