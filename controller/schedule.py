@@ -46,10 +46,19 @@ class Schedule:
     # Seeds Jenkins-style `H` values (a stable, spread minute/hour per watcher): its uid.
     hash_id: str | None = None
 
+    @property
+    def _cron(self) -> str:
+        """What croniter walks: a 5-field hashed schedule also gets a hashed second, so the
+        watchers sharing a minute (10,000 hourly ones: ~170 a minute) do not all start in its
+        first second; the minute and hour stay those of the expression."""
+        if self.hash_id and len(self.expression.split(" ")) == 5:
+            return f"{self.expression} H"
+        return self.expression
+
     def slots_after(self, instant: datetime) -> Iterator[datetime]:
         """The slots strictly after `instant`, in order (one croniter for the whole walk)."""
         local = instant.astimezone(self.zone).replace(tzinfo=None)
-        walk = croniter(self.expression, local, hash_id=self.hash_id)
+        walk = croniter(self._cron, local, hash_id=self.hash_id)
         misses = 0
         while misses < _MAX_GAP_SLOTS:
             slot = self._place(walk.get_next(datetime))
@@ -68,7 +77,7 @@ class Schedule:
         """The most recent slot at or before `instant`."""
         local = instant.astimezone(self.zone).replace(tzinfo=None)
         # croniter's get_prev is strictly before its start; start a second later to include it.
-        walk = croniter(self.expression, local + timedelta(seconds=1), hash_id=self.hash_id)
+        walk = croniter(self._cron, local + timedelta(seconds=1), hash_id=self.hash_id)
         for _ in range(_MAX_GAP_SLOTS):
             slot = self._place(walk.get_prev(datetime))
             if slot is not None and slot <= instant:

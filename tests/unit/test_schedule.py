@@ -229,3 +229,29 @@ def test_an_hourly_hashed_schedule_keeps_its_minute() -> None:
     slots = list(itertools.islice(schedule.slots_after(utc(2026, 1, 1)), 3))
     assert len({slot.minute for slot in slots}) == 1
     assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(hours=1)] * 2
+
+
+@pytest.mark.parametrize(
+    ("expression", "spread"),
+    [
+        ("H * * * *", True),  # hashed: a second of its own within its minute
+        ("H/15 * * * *", True),
+        ("30 H * * *", True),
+        ("30 * * * *", False),  # no H: the minute's first second, as cron has it
+    ],
+)
+def test_hashed_schedules_also_spread_the_second(expression: str, spread: bool) -> None:
+    """10,000 hourly watchers are ~170 a minute: without a second of their own they would all
+    start in the first second of their minute."""
+    start = utc(2026, 1, 1)
+    seconds = {
+        parse_schedule(expression, "UTC", hash_id=f"uid-{i}").next_after(start).second
+        for i in range(40)
+    }
+    assert (len(seconds) > 20) is spread
+    assert spread or seconds == {0}
+
+
+def test_six_field_schedules_keep_their_own_seconds_field() -> None:
+    schedule = parse_schedule("H * * * * 7", "UTC", allow_seconds=True, hash_id="uid-1")
+    assert schedule.next_after(utc(2026, 1, 1)).second == 7
