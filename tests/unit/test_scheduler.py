@@ -86,6 +86,7 @@ def scheduler(
     return WatcherScheduler(
         ref=REF,
         body=lambda: body,
+        status=body_status,
         runner=runner,
         cluster=api,
         settings=Settings(),
