@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,26 +43,14 @@ _KEPT_METADATA = (
 )
 
 
-def trimmed(body: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The parts of a MatchWatcher object a scheduler reads; the spec objects of `before` (the
-    previous trim) when the spec is unchanged."""
+def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a MatchWatcher object a scheduler reads."""
     meta = body.get("metadata") or {}
     kept: dict[str, Any] = {key: meta[key] for key in _KEPT_METADATA if key in meta}
     trigger = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
     if trigger is not None:
         kept["annotations"] = {TRIGGER_ANNOTATION: trigger}
-    spec = body.get("spec") or {}
-    if before is not None and before["spec"] == spec:
-        spec = before["spec"]
-    return {"metadata": kept, "spec": spec}
-
-
-def status_text(body: Mapping[str, Any]) -> str:
-    """The object's status as compact JSON. Kept as text, not dicts: a string is one object the
-    garbage collector never scans, and every status write (each run's) would otherwise replace
-    ~50 long-lived dicts and lists, whose churn at 10,000 watchers set off full collections of
-    ~0.5 s each on the event loop. Parsed only when a scheduler is built (rarely)."""
-    return json.dumps(body.get("status") or {}, separators=(",", ":"))
+    return {"metadata": kept, "spec": body.get("spec") or {}, "status": body.get("status") or {}}
 
 
 def ref_of(body: Mapping[str, Any]) -> WatcherRef:
@@ -86,18 +73,14 @@ class Stepper(Protocol):
     async def step(self, stopped: Callable[[], bool]) -> float | None: ...
 
 
-# Builds a watcher's scheduler from its ref, a live view of its latest object (trimmed, without
-# status) and the status it had when the scheduler took over.
-SchedulerFactory = Callable[
-    [WatcherRef, Callable[[], Mapping[str, Any]], Mapping[str, Any]], Stepper
-]
+# Builds a watcher's scheduler from its ref and a live view of its latest object.
+SchedulerFactory = Callable[[WatcherRef, Callable[[], Mapping[str, Any]]], Stepper]
 
 
 @dataclass(eq=False, slots=True)
 class _Entry:
     ref: WatcherRef
     body: Mapping[str, Any]  # the latest object the watch delivered, trimmed
-    status: str  # its status, as JSON text (see status_text)
     scheduler: Stepper | None = None  # built at its first step while serving
     due: float | None = None  # loop time of its next step in the heap; None: only when poked
     queued: bool = False  # in the poked queue
@@ -146,11 +129,11 @@ class Dispatcher:
             return
         entry = self._entries.get(uid)
         if entry is None:
-            kept = trimmed(body)
-            entry = self._entries[uid] = _Entry(ref_of(kept), kept, status_text(body))
+            body = trimmed(body)
+            entry = self._entries[uid] = _Entry(ref_of(body), body)
             self._poke(entry)
             return
-        entry.body, entry.status = trimmed(body, entry.body), status_text(body)
+        entry.body = trimmed(body)
         if entry.scheduler is None or entry.scheduler.poke(entry.body):
             self._poke(entry)
 
@@ -241,7 +224,7 @@ class Dispatcher:
         entry.busy, entry.due, entry.again = True, None, False
         try:
             if entry.scheduler is None:
-                entry.scheduler = self.make(entry.ref, lambda: entry.body, json.loads(entry.status))
+                entry.scheduler = self.make(entry.ref, lambda: entry.body)
                 entry.scheduler.poke(entry.body)  # what it starts from needs no second step
             pause = await entry.scheduler.step(lambda: entry.gone or not self.serving)
         except Exception as exc:  # building the scheduler failed (a bug): never lose the worker

@@ -63,12 +63,11 @@ class Operator:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _scheduler(
-        self, ref: WatcherRef, body: Callable[[], Mapping[str, Any]], status: Mapping[str, Any]
+        self, ref: WatcherRef, body: Callable[[], Mapping[str, Any]]
     ) -> WatcherScheduler:
         return WatcherScheduler(
             ref=ref,
             body=body,
-            status=status,
             runner=self.runner,
             cluster=self.kube,
             settings=SETTINGS,

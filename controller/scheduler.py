@@ -67,7 +67,6 @@ class WatcherScheduler:
         *,
         ref: WatcherRef,
         body: Callable[[], Mapping[str, Any]],
-        status: Mapping[str, Any],  # as the object had it when this scheduler took over
         runner: Runner,
         cluster: Cluster,
         settings: Settings,
@@ -81,7 +80,10 @@ class WatcherScheduler:
         self._cluster = cluster
         self._settings = settings
         self._clock = clock
-        self.memory = Memory.start(WatcherStatus.parse(status), created_at(body()) or clock())
+        initial = body()
+        self.memory = Memory.start(
+            WatcherStatus.parse(initial.get("status")), created_at(initial) or clock()
+        )
         self._seen: tuple[Any, ...] | None = None
         # The object's latest version this scheduler knows of (from its own writes, or a newer
         # watch event), for compare-and-swap slot claims without a read first.

@@ -86,7 +86,6 @@ def scheduler(
     return WatcherScheduler(
         ref=REF,
         body=lambda: body,
-        status=body_status,
         runner=runner,
         cluster=api,
         settings=Settings(),
