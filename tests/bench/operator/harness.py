@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from hack.local_cluster import ROOT
 from tests.bench.operator.figures import fmt_s
 from tests.bench.operator.observer import Observer
-from tests.bench.operator.procfs import Meter, mib, proc_status
+from tests.bench.operator.procfs import Meter, Phase, mib, proc_status
 from tests.bench.operator.report import Report
 from tests.support.cluster import Cluster
 from tests.support.commands import end
@@ -127,6 +127,15 @@ class Run:
             f"{len(pauses)}, total {fmt_s(sum(pauses))}, longest {slots or '-'}; "
             f"heap {document.get('gcObjects', 0):,} objects",
         )
+
+    def phase_end(self, phase: Phase) -> None:
+        """What every slot phase reports last: CPU, memory, full collections, loop lag."""
+        self.report.cpu(phase, self.labels)
+        self.memory()
+        document = self.pools()
+        if document is not None:
+            self.collections(document)
+            self.loop_lag(document)
 
     def memory(self, label: str = "operator memory") -> float:
         """Report the RSS of the operator (of each shard and their sum); returns the sum."""

@@ -69,12 +69,7 @@ def hashed_phase(run: Run) -> None:
         f"{lag.summary()}  slowest {lag.highest_bucket()}  (n={lag.count:.0f})",
     )
     run.summary["lag_p99_s"] = lag.quantile(0.99)
-    report.cpu(phase, run.labels)
-    run.memory()
-    document = run.pools()
-    if document is not None:
-        run.collections(document)
-        run.loop_lag(document)
+    run.phase_end(phase)
 
 
 def poll(predicate: Callable[[], bool], observer: Observer, until: float) -> bool:

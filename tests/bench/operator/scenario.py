@@ -207,12 +207,7 @@ def slot_phase(run: Run, index: int, slot: datetime) -> None:
         f"{peak} (operator's limit {Settings().fogis_max_concurrent_per_host}, "
         "MLCD_FOGIS_MAX_CONCURRENT_PER_HOST)",
     )
-    report.cpu(phase, run.labels)
-    run.memory()
-    document = run.pools()
-    if document is not None:
-        run.collections(document)
-        run.loop_lag(document)
+    run.phase_end(phase)
 
 
 def fogis_peak(run: Run, *, reset: bool = False) -> int | None:
