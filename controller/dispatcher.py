@@ -107,6 +107,7 @@ class Dispatcher:
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: bool = False
 
     @property
     def served(self) -> int:
@@ -143,9 +144,14 @@ class Dispatcher:
             for n in range(self.workers)
         ]
 
-    async def stop(self) -> None:
-        """Cancel the workers; a run in progress gets the shutdown timeout to finish (see
-        controller/scheduler.py)."""
+    async def stop(self, grace: float) -> None:
+        """Take no new step; a step under way ends as it would (a claimed slot is run, and its
+        status and Event written), within `grace` seconds; then the workers are cancelled (a run
+        still going gets the shutdown timeout once more, see controller/scheduler.py)."""
+        self._stopping = True
+        self._changed.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -190,7 +196,7 @@ class Dispatcher:
     def _take(self) -> tuple[_Entry | None, float | None]:
         """The next entry to step, else how long until one is due (None: until something
         changes)."""
-        if not self.serving:
+        if not self.serving or self._stopping:
             return None, None
         while self._poked:
             entry = self._poked.popleft()
@@ -210,7 +216,7 @@ class Dispatcher:
         return None, None
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopping:
             entry, delay = self._take()
             if entry is None:
                 self._changed.clear()
@@ -226,7 +232,9 @@ class Dispatcher:
             if entry.scheduler is None:
                 entry.scheduler = self.make(entry.ref, lambda: entry.body)
                 entry.scheduler.poke(entry.body)  # what it starts from needs no second step
-            pause = await entry.scheduler.step(lambda: entry.gone or not self.serving)
+            pause = await entry.scheduler.step(
+                lambda: entry.gone or not self.serving or self._stopping
+            )
         except Exception as exc:  # building the scheduler failed (a bug): never lose the worker
             unexpected(exc, f"{entry.ref.namespace}/{entry.ref.name}", log, entry.ref)
             pause = _BROKEN_RETRY_SECONDS

@@ -93,7 +93,7 @@ class Operator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.dispatcher.stop()
+        await self.dispatcher.stop(SETTINGS.shutdown_timeout_seconds)
         if self.leadership is not None:
             await self.leadership.release()
         await self.runner.aclose()

@@ -93,7 +93,7 @@ async def dispatching(
     try:
         yield dispatcher
     finally:
-        await dispatcher.stop()
+        await dispatcher.stop(grace=5)
 
 
 def test_only_what_a_scheduler_reads_is_kept() -> None:
@@ -205,3 +205,23 @@ async def test_a_standby_follows_the_watch_and_takes_over_from_the_latest_object
         assert world.steps == ["a"]
         await dispatcher.lead(True)  # the scheduler is built again, not reused
         await wait_for_async("the second take-over", lambda: len(world.built) == 2, 5)
+
+
+async def test_stopping_lets_a_step_under_way_end_and_starts_none() -> None:
+    """SIGTERM between a slot's claim and its run must not lose the slot: the step ends as it
+    would (its run, status and Event), only no new step starts."""
+    world = World(pause=0.0)
+    world.hold = asyncio.Event()
+    dispatcher = Dispatcher(make=world.make, workers=2, release=world.release)
+    dispatcher.start()
+    await dispatcher.observe(body("a"))
+    await dispatcher.observe(body("b"))
+    await wait_for_async("two held steps", lambda: world.running == {"a", "b"}, 5)
+    stopping = asyncio.create_task(dispatcher.stop(grace=5))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waits for the steps, does not cut them
+    world.hold.set()
+    await stopping
+    assert sorted(world.steps) == ["a", "b"]  # both ended; neither stepped again
+    assert world.overlaps == 0
+    assert sorted(world.released) == [("a", False), ("b", False)]
