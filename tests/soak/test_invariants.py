@@ -74,10 +74,11 @@ def check(
     deliveries: list[Delivery],
     runs: Sequence[RunLine] = (),
     texts: Sequence[tuple[str, str]] = (),
+    served: Sequence[ServedState] = SERVED,
 ) -> Findings:
     return check_all(
         baselines={"w000": {"1001": view(A)}},
-        served={"w000": SERVED},
+        served={"w000": list(served)},
         deliveries=deliveries,
         runs=runs,
         window_edits={},
@@ -154,29 +155,13 @@ def test_a_secret_in_a_log_line_is_caught() -> None:
 def test_a_match_that_slid_out_of_the_window_may_stay_with_the_receiver() -> None:
     narrow = date(2026, 12, 6)  # a later fetch's window starts after the match's day
     served = [*SERVED, ServedState(6.0, {}, narrow, END), ServedState(7.0, {}, START, END)]
-    findings = check_all(
-        baselines={"w000": {"1001": view(A)}},
-        served={"w000": served},
-        deliveries=[changed(A, B, 0, at=5.5)],
-        runs=[],
-        window_edits={},
-        texts=[],
-        secrets=[],
-    )
+    findings = check([changed(A, B, 0, at=5.5)], served=served)
     assert not findings.failed, findings.problems
 
 
 def test_a_match_gone_inside_the_window_must_be_removed_at_the_receiver() -> None:
     served = [*SERVED, ServedState(7.0, {}, START, END)]
-    findings = check_all(
-        baselines={"w000": {"1001": view(A)}},
-        served={"w000": served},
-        deliveries=[changed(A, B, 0, at=5.5)],
-        runs=[],
-        window_edits={},
-        texts=[],
-        secrets=[],
-    )
+    findings = check([changed(A, B, 0, at=5.5)], served=served)
     assert findings.losses == 1
 
 
