@@ -127,6 +127,14 @@ class Run:
             f"{len(pauses)}, total {fmt_s(sum(pauses))}, longest {slots or '-'}; "
             f"heap {document.get('gcObjects', 0):,} objects",
         )
+        census = document.get("gcByType") or {}
+        if census:
+            top = ", ".join(f"{name} {count:,}" for name, count in list(census.items())[:12])
+            self.report.add(
+                "tracked heap by type",
+                f"{top}; generations {document.get('gcGenerations')}, "
+                f"frozen {document.get('gcFrozen', 0):,}",
+            )
 
     def phase_end(self, phase: Phase) -> None:
         """What every slot phase reports last: CPU, memory, full collections, loop lag."""

@@ -168,7 +168,14 @@ def _dump(signum: int, frame: FrameType | None) -> None:
     document["fullCollections"] = [
         {"at": at, "seconds": round(took, 3), "collected": n} for at, took, n in _full_collections
     ]
-    document["gcObjects"] = len(gc.get_objects())
+    tracked = gc.get_objects()
+    document["gcObjects"] = len(tracked)
+    document["gcByType"] = dict(
+        collections.Counter(type(o).__qualname__ for o in tracked).most_common(25)
+    )
+    document["gcGenerations"] = [len(gc.get_objects(g)) for g in range(3)]
+    document["gcFrozen"] = gc.get_freeze_count()
+    del tracked
     command = Path(target).with_suffix(".cmd")
     if command.exists():
         _lag["paused"] = command.read_text().strip() == "pause"
