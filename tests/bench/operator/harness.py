@@ -124,7 +124,8 @@ class Run:
         slots = ", ".join(fmt_s(p) for p in sorted(pauses, reverse=True)[:5])
         self.report.add(
             "full GC collections (gen 2)",
-            f"{len(pauses)}, total {fmt_s(sum(pauses))}, longest {slots or '-'}; "
+            f"{len(pauses)}, total {fmt_s(sum(pauses))}, longest {slots or '-'}, "
+            f"{sum(c['collected'] for c in full):,} objects collected; "
             f"heap {document.get('gcObjects', 0):,} objects",
         )
         census = document.get("gcByType") or {}
