@@ -357,33 +357,30 @@ class WatcherRunner:
         result: Detection | DetectorError,
         notice: Detection | DetectorError | None,
     ) -> None:
-        m, labels = self._metrics, {"namespace": ref.namespace, "name": ref.name}
+        m = self._metrics
         if isinstance(notice, DetectorError):
-            m.notifications.labels(**labels, result="failed").inc()
+            m.notifications.inc(ref, "failed")
         elif notice is not None:
-            told = "delivered" if notice.delivery is not None else "nothing"
-            m.notifications.labels(**labels, result=told).inc()
+            m.notifications.inc(ref, "delivered" if notice.delivery is not None else "nothing")
         trigger = record.trigger.kind
-        m.runs.labels(
-            **labels, trigger=trigger, result="success" if record.error is None else "failure"
-        ).inc()
+        m.runs.inc(ref, trigger, "success" if record.error is None else "failure")
         m.run_duration.labels(trigger=trigger).observe(
             (record.finished - record.started).total_seconds()
         )
         attempts: tuple[Attempt, ...] = ()
         if isinstance(result, Detection):
-            m.last_success.labels(**labels).set(record.finished.timestamp())
+            m.last_success.set(ref, record.finished.timestamp())
             for change in result.changes:
                 for category in change.categories:
-                    m.changes.labels(**labels, category=category).inc()
+                    m.changes.inc(ref, category)
             if result.delivery is not None:
                 attempts = result.delivery.attempts
-                m.deliveries.labels(**labels, result="delivered").inc()
+                m.deliveries.inc(ref, "delivered")
         elif isinstance(result, SourceUnavailable | LoginFailed):
-            m.source_errors.labels(**labels, reason=result.reason).inc()
+            m.source_errors.inc(ref, result.reason)
         elif isinstance(result, DeliveryFailed):
             attempts = result.attempts
-            m.deliveries.labels(**labels, result="failed").inc()
+            m.deliveries.inc(ref, "failed")
         for attempt in attempts:
-            m.attempts.labels(**labels, code=attempt_code(attempt.status_code)).inc()
+            m.attempts.inc(ref, attempt_code(attempt.status_code))
             m.webhook_duration.observe(attempt.duration_seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import generate_latest
 
 from controller.metrics import Metrics
@@ -54,3 +56,39 @@ def test_process_collectors_and_build_info_are_exported() -> None:
     assert "process_resident_memory_bytes" in exported
     assert "python_gc_collections_total" in exported
     assert 'matchwatcher_build_info{version="' in exported
+
+
+def test_per_watcher_counters_count_by_their_labels_and_are_exposed_as_totals() -> None:
+    metrics = Metrics()
+    other = WatcherRef("referees", "bo", "uid-2")
+    for ref, trigger, result in [
+        (REF, "schedule", "success"),
+        (REF, "schedule", "success"),
+        (REF, "manual", "failure"),
+        (other, "schedule", "success"),
+    ]:
+        metrics.runs.inc(ref, trigger, result)
+    exported = text(metrics)
+    anna = {"namespace": "referees", "name": "anna"}
+    assert metric_value(exported, "matchwatcher_runs_total", {**anna, "result": "success"}) == 2
+    assert metric_value(exported, "matchwatcher_runs_total", {**anna, "trigger": "manual"}) == 1
+    assert metric_value(exported, "matchwatcher_runs_total", {"name": "bo"}) == 1
+    assert "# TYPE matchwatcher_runs_total counter" in exported  # as Counter exposed it
+
+    metrics.forget("referees", "anna")
+    assert metric_value(text(metrics), "matchwatcher_runs_total", {"name": "bo"}) == 1
+    assert 'name="anna"' not in text(metrics)
+
+
+def test_per_watcher_series_leave_nothing_per_watcher_for_the_garbage_collector() -> None:
+    """The reason for WatcherFamily: full collections scan every tracked object on the event
+    loop, and a labelled prometheus-client child is several of them per series."""
+    metrics = Metrics()
+    refs = [WatcherRef("referees", f"w{i}", f"uid-{i}") for i in range(2000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for ref in refs:
+        metrics.runs.inc(ref, "schedule", "success")
+        metrics.watcher_state(ref, ready("True", "Scheduled", webhook={"pendingChanges": 0}))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # not one per watcher
