@@ -96,6 +96,15 @@ class Run:
             f"(n={lag['samples']} wake-ups of a 20 ms sleep)",
         )
         self.summary[key] = max(self.summary.get(key) or 0.0, float(lag["maxMs"]))
+        now = time.time()
+        for rank, slow in enumerate(document.get("slowCallbacks") or [], 1):
+            if rank > 5:
+                break
+            self.report.add(
+                f"  slow callback {rank}",
+                f"{slow['ms']} ms (GC {slow['gcMs']} ms), {now - slow['at']:.0f} s ago: "
+                f"{slow['where']}",
+            )
 
     @property
     def pid(self) -> int:

@@ -20,6 +20,11 @@ pauses it (one wake-up a second) while the bench measures idle CPU.
 The task starts when the main thread's loop first runs (kopf's asyncio.run), through a wrapper
 of BaseEventLoop.run_forever: no hook in controller/ and none in a peer operator either.
 
+It times every callback the loop runs (asyncio's Handle._run) and keeps the slowest since the
+previous signal, above 50 ms, each with the time the garbage collector took inside it and, for
+a task's step, the chain of coroutines it was suspended in when the step ended: what held the
+loop, named (two clock reads a callback: cheap next to the callbacks themselves).
+
 With BENCH_TRACEMALLOC=<frames>, SIGUSR2 starts tracing allocations (slow: a diagnostic run, not
 a measurement; started late so the operator's imports stay fast and out of the figures), and the
 JSON gets the biggest allocation sites of what is still alive.
@@ -50,10 +55,19 @@ _lag = {"started": False, "skip": False, "paused": False}
 _lag_tasks: list[asyncio.Task[None]] = []  # the loop holds tasks weakly
 _gc_started: float | None = None
 _full_collections: list[tuple[float, float, int]] = []  # (wall time, seconds, objects collected)
+_gc_seconds = [0.0]  # all collections of any generation, ever
+_gc_any_started: float | None = None
+_SLOW_CALLBACK = 0.05
+_slow: list[dict[str, object]] = []  # since the previous dump, the slowest kept
 
 
 def _gc_timer(phase: str, info: dict[str, int]) -> None:
-    global _gc_started  # noqa: PLW0603 - the callback has no other place to keep its state
+    global _gc_started, _gc_any_started  # noqa: PLW0603 - the callback has no other place
+    if phase == "start":
+        _gc_any_started = time.perf_counter()
+    elif _gc_any_started is not None:
+        _gc_seconds[0] += time.perf_counter() - _gc_any_started
+        _gc_any_started = None
     if info.get("generation") != 2:
         return
     if phase == "start":
@@ -91,6 +105,40 @@ def _lag_summary() -> dict[str, object]:
         "p99Ms": rank(0.99),
         "maxMs": round(1000 * ordered[-1], 1) if ordered else None,
     }
+
+
+def _where(handle: asyncio.Handle) -> str:
+    """What a handle ran: a task's coroutine chain (as suspended now), else the callback."""
+    callback = getattr(handle, "_callback", None)
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        chain: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(chain) < 12:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            name = getattr(coro, "__qualname__", type(coro).__name__)
+            chain.append(f"{name}:{frame.f_lineno}" if frame is not None else name)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        return "task " + " > ".join(chain)
+    return repr(handle)[:300]
+
+
+_original_handle_run = asyncio.Handle._run
+
+
+def _timed_run(self: asyncio.Handle) -> None:
+    began, gc_before = time.perf_counter(), _gc_seconds[0]
+    _original_handle_run(self)
+    took = time.perf_counter() - began
+    if took > _SLOW_CALLBACK and len(_slow) < 1000:
+        _slow.append(
+            {
+                "at": time.time(),
+                "ms": round(1000 * took, 1),
+                "gcMs": round(1000 * (_gc_seconds[0] - gc_before), 1),
+                "where": _where(self),
+            }
+        )
 
 
 _original_run_forever = asyncio.BaseEventLoop.run_forever
@@ -181,6 +229,8 @@ def _dump(signum: int, frame: FrameType | None) -> None:
         _lag["paused"] = command.read_text().strip() == "pause"
         command.unlink()
     document["loopLag"] = _lag_summary()
+    document["slowCallbacks"] = sorted(_slow, key=lambda c: -float(c["ms"]))[:15]  # type: ignore[arg-type]
+    _slow.clear()
     _lags.clear()
     _lag["skip"] = True  # the sleep under way now includes this dump
     _full_collections.clear()
@@ -201,5 +251,6 @@ if os.environ.get("BENCH_TASKS_FILE"):
     signal.signal(signal.SIGUSR1, _dump)
     gc.callbacks.append(_gc_timer)
     setattr(asyncio.BaseEventLoop, "run_forever", _run_forever)  # noqa: B010 - mypy: no method assignment
+    setattr(asyncio.Handle, "_run", _timed_run)  # noqa: B010 - as above
     if _FRAMES:
         signal.signal(signal.SIGUSR2, _trace)
