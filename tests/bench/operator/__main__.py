@@ -22,6 +22,7 @@ from tests.bench.operator.harness import (
     Run,
     delete_leftovers,
     delete_watchers,
+    operator_probe,
 )
 from tests.bench.operator.observer import Observer
 from tests.bench.operator.peer_phase import peer_phase
@@ -242,6 +243,7 @@ def bench(
                     trigger_phase(run)
                 idle_phase(run)
                 hashed_phase(run)
+                thaw(run)
                 restart_phase(run)
                 if options.peer:
                     for each in run.operators:
@@ -258,6 +260,19 @@ def bench(
     report.section("machine")
     report.add("SYNs dropped, full accept queues", str(listen_drops() - drops_before))
     return report, summary
+
+
+def thaw(run: Run) -> None:
+    """What the operator's periodic thaw (controller/heap.py) would reclaim after the phases so
+    far: the cycles that died while frozen, i.e. what freezing leaked until then."""
+    document = operator_probe(run.pid, run.tasks_file, "thaw")
+    thawed = (document or {}).get("thaw")
+    if thawed:
+        run.report.add(
+            "heap thaw (unfreeze + full collection)",
+            f"{thawed['collected']:,} objects reclaimed of {thawed['frozenBefore']:,} frozen, "
+            f"took {fmt_s(thawed['seconds'])}",
+        )
 
 
 if __name__ == "__main__":

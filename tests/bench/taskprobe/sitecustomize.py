@@ -226,8 +226,12 @@ def _dump(signum: int, frame: FrameType | None) -> None:
     del tracked
     command = Path(target).with_suffix(".cmd")
     if command.exists():
-        _lag["paused"] = command.read_text().strip() == "pause"
+        text = command.read_text().strip()
         command.unlink()
+        if text == "thaw":
+            document["thaw"] = _thaw()
+        else:
+            _lag["paused"] = text == "pause"
     document["loopLag"] = _lag_summary()
     document["slowCallbacks"] = sorted(_slow, key=lambda c: -float(c["ms"]))[:15]  # type: ignore[arg-type]
     _slow.clear()
@@ -240,6 +244,18 @@ def _dump(signum: int, frame: FrameType | None) -> None:
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(document, indent=1))
     partial.replace(path)
+
+
+def _thaw() -> dict[str, object]:
+    """What controller/heap.py's periodic thaw would reclaim now: cycles that died frozen (its
+    leak until then), and how long that full pass takes. Everything is frozen again after."""
+    frozen = gc.get_freeze_count()
+    began = time.perf_counter()
+    gc.unfreeze()
+    collected = gc.collect()
+    took = time.perf_counter() - began
+    gc.freeze()
+    return {"frozenBefore": frozen, "collected": collected, "seconds": round(took, 3)}
 
 
 def _trace(signum: int, frame: FrameType | None) -> None:
