@@ -101,6 +101,9 @@ class Dispatcher:
     # else (leadership lost, or shutting down) only the series this process exports.
     release: Callable[[WatcherRef, bool], Awaitable[None]]
     serving: bool = True
+    # Called when a worker finds nothing to do and no step is under way (controller/heap.py).
+    quiet: Callable[[], None] = lambda: None
+    _busy: int = 0  # steps under way
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _poked: deque[_Entry] = field(default_factory=deque)
     _heap: list[tuple[float, int, _Entry]] = field(default_factory=list)
@@ -219,15 +222,23 @@ class Dispatcher:
         while not self._stopping:
             entry, delay = self._take()
             if entry is None:
+                if not self._busy:
+                    self.quiet()
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._changed.wait()
                 continue
             await self._step(entry)
+            # A step with nothing to do (no slot due, no status to write) returns without ever
+            # suspending: without this, one worker could step thousands of poked watchers in one
+            # go (seconds at 10,000, all of them after `kubectl apply` of every schedule), and no
+            # trigger, watch event or other worker would get the loop meanwhile.
+            await asyncio.sleep(0)
 
     async def _step(self, entry: _Entry) -> None:
         entry.busy, entry.due, entry.again = True, None, False
+        self._busy += 1
         try:
             if entry.scheduler is None:
                 entry.scheduler = self.make(entry.ref, lambda: entry.body)
@@ -240,6 +251,7 @@ class Dispatcher:
             pause = _BROKEN_RETRY_SECONDS
         finally:
             entry.busy = False
+            self._busy -= 1
         if entry.gone or not self.serving:
             entry.scheduler = None
             await self.release(entry.ref, entry.gone)

@@ -23,6 +23,7 @@ import kopf
 
 from controller.config import load_settings
 from controller.dispatcher import Dispatcher
+from controller.heap import HeapKeeper
 from controller.kube import Kube
 from controller.leadership import Leadership
 from controller.metrics import Metrics
@@ -48,6 +49,7 @@ class Operator:
             workers=SETTINGS.max_concurrent_runs,
             release=self._release,
             serving=not SETTINGS.lease_name,
+            quiet=HeapKeeper().quiet,
         )
         self.metrics.watchers.set_function(lambda: self.dispatcher.served)
         self.leadership: Leadership | None = None
@@ -152,7 +154,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if SETTINGS.metrics_port:
         operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
     # Everything imported and built so far lives for the whole process: keep it out of the
-    # collector's full passes, which otherwise pause the loop for tenths of a second at scale.
+    # collector's full passes from the start (the watchers' state follows, see controller/heap.py).
     gc.freeze()
 
 

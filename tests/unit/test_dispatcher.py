@@ -43,6 +43,7 @@ class World:
         self.overlaps = 0
         self.most_at_once = 0
         self.hold: asyncio.Event | None = None
+        self.suspend = True  # False: a step returns without suspending (nothing was due)
 
     def make(self, ref: WatcherRef, view: Callable[[], Mapping[str, Any]]) -> Stub:
         self.built.append((ref.name, view()))
@@ -76,7 +77,8 @@ class Stub:
         try:
             if world.hold is not None:
                 await world.hold.wait()
-            await asyncio.sleep(0)
+            if world.suspend:
+                await asyncio.sleep(0)
         finally:
             world.running.discard(self.name)
         return world.pause
@@ -225,3 +227,43 @@ async def test_stopping_lets_a_step_under_way_end_and_starts_none() -> None:
     assert sorted(world.steps) == ["a", "b"]  # both ended; neither stepped again
     assert world.overlaps == 0
     assert sorted(world.released) == [("a", False), ("b", False)]
+
+
+async def test_quiet_is_called_only_while_no_step_is_under_way() -> None:
+    world = World(pause=None)
+    world.hold = asyncio.Event()
+    busy_when_quiet: list[int] = []
+    dispatcher = Dispatcher(
+        make=world.make,
+        workers=3,
+        release=world.release,
+        quiet=lambda: busy_when_quiet.append(len(world.running)),
+    )
+    dispatcher.start()
+    try:
+        await wait_for_async("idle workers report quiet", lambda: len(busy_when_quiet) > 0, 5)
+        await dispatcher.observe(body("a"))
+        await wait_for_async("the held step", lambda: world.running == {"a"}, 5)
+        quiet_before = len(busy_when_quiet)
+        await dispatcher.observe(body("b", trigger="1"))  # wakes a worker, which finds "b"
+        await wait_for_async("both held", lambda: world.running == {"a", "b"}, 5)
+        await dispatcher.observe(body("c"))
+        await wait_for_async("three held", lambda: len(world.running) == 3, 5)
+        assert len(busy_when_quiet) == quiet_before  # never while a step is held
+        world.hold.set()
+        await wait_for_async("quiet again", lambda: len(busy_when_quiet) > quiet_before, 5)
+    finally:
+        await dispatcher.stop(grace=5)
+    assert set(busy_when_quiet) == {0}
+
+
+async def test_steps_that_never_suspend_still_let_the_loop_run_between_them() -> None:
+    world = World(pause=None)
+    world.suspend = False
+    async with dispatching(world, workers=2) as dispatcher:
+        for n in range(200):
+            await dispatcher.observe(body(f"w{n}"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert 0 < len(world.steps) < 20  # a few steps per loop turn, not all 200 in one
+        await wait_for_async("all stepped", lambda: len(world.steps) == 200, 5)
