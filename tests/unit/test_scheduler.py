@@ -4,7 +4,7 @@ integration suite's; these pin down the races found by the soak.)"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -69,7 +69,12 @@ class Runner:
 
 
 def scheduler(
-    api: ApiServer, runner: Runner, body_status: Mapping[str, Any], version: str | None = None
+    api: ApiServer,
+    runner: Runner,
+    body_status: Mapping[str, Any],
+    version: str | None = None,
+    on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
+    clock: Callable[[], datetime] = lambda: SLOT + timedelta(seconds=0.2),
 ) -> WatcherScheduler:
     body = {
         "metadata": {
@@ -89,7 +94,8 @@ def scheduler(
         runner=runner,
         cluster=api,
         settings=Settings(),
-        clock=lambda: SLOT + timedelta(seconds=0.2),
+        on_status=on_status,
+        clock=clock,
     )
 
 
@@ -161,3 +167,25 @@ async def test_a_claim_reads_only_when_its_version_is_stale(
         await scheduler(api, runner, PLANNED_FROM, version=known)._step(lambda: False)
     assert runner.runs == [Scheduled(SLOT)]
     assert (api.reads, [version for _, version in api.patches]) == (reads, versions)
+
+
+async def test_a_restarted_scheduler_exports_the_status_it_finds_without_writing_it() -> None:
+    """After a restart with every status still right, nothing is written, but the state metrics
+    (Ready, next run) must come back at the first step, not at the next write an hour later."""
+    between_slots = lambda: SLOT + timedelta(minutes=30)  # noqa: E731 - a clock
+    api = ApiServer({"lastScheduleTime": "2026-11-28T10:00:00Z"})
+    await scheduler(api, Runner(), api.status, clock=between_slots)._step(lambda: False)
+    assert api.patches  # the first process wrote its next run and conditions
+    written, exported = len(api.patches), []
+    restarted = scheduler(
+        api,
+        Runner(),
+        api.status,
+        on_status=lambda ref, status: exported.append(status),
+        clock=between_slots,
+    )
+    for _ in range(2):
+        await restarted._step(lambda: False)
+    assert len(api.patches) == written  # nothing to write
+    assert len(exported) == 1  # exported once
+    assert exported[0].next_execution_time == SLOT + timedelta(hours=1)
