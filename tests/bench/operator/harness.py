@@ -82,7 +82,7 @@ class Run:
         self,
         document: Mapping[str, Any],
         label: str = "event-loop lag",
-        key: str = "loop_stall_max_ms",
+        key: str = "any_loop_stall_max_ms",
     ) -> None:
         """A process's loop lag since the previous probe answer (taskprobe's 20 ms sleeper);
         the largest of all phases goes into the summary under `key`."""
@@ -146,14 +146,17 @@ class Run:
                 f"frozen {document.get('gcFrozen', 0):,}",
             )
 
-    def phase_end(self, phase: Phase) -> None:
-        """What every slot phase reports last: CPU, memory, full collections, loop lag."""
+    def phase_end(self, phase: Phase, stall_key: str | None = None) -> None:
+        """What every slot phase reports last: CPU, memory, full collections, loop lag (its
+        largest stall also under `stall_key` in the summary)."""
         self.report.cpu(phase, self.labels)
         self.memory()
         document = self.pools()
         if document is not None:
             self.collections(document)
             self.loop_lag(document)
+            if stall_key is not None:
+                self.summary[stall_key] = (document.get("loopLag") or {}).get("maxMs")
 
     def memory(self, label: str = "operator memory") -> float:
         """Report the RSS of the operator (of each shard and their sum); returns the sum."""

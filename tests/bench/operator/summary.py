@@ -46,7 +46,7 @@ def add_ratios(report: Report, watchers: int, summary: Mapping[str, float | None
         ("idle CPU", "idle_cpu_pct", "peer_idle_cpu_pct", 1.0, "% of a core"),
         # Ours from its histogram (interpolated in buckets), the peer's from its status.
         ("start lag p99, all on one slot", "storm_lag_p99_s", "peer_storm_lag_p99_s", 1.0, "s"),
-        ("event-loop stall, max", "loop_stall_max_ms", "peer_loop_stall_max_ms", 1.0, "ms"),
+        ("event-loop stall, max", "any_loop_stall_max_ms", "peer_loop_stall_max_ms", 1.0, "ms"),
     ]
     for label, ours_key, peer_key, scale, unit in rows:
         ours, peer = summary.get(ours_key), summary.get(peer_key)
