@@ -32,7 +32,6 @@ from controller import __version__
 from controller.model import WatcherRef
 from controller.status import WatcherStatus
 
-_WATCHER = ("namespace", "name")
 # The *_created series double every counter's cardinality and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -101,8 +100,8 @@ class Metrics:
         Info("matchwatcher_build", "The operator's version.", registry=r).info(
             {"version": __version__}
         )
-        # State of each watcher, as its status says (set after every status write): what the
-        # alerts look at.
+        # State of each watcher, as its status says (set after every status write, and at a
+        # process's first step when nothing needs writing): what the alerts look at.
         self.ready = WatcherFamily(
             "matchwatcher_ready",
             "1 when the watcher's Ready condition is True, else 0; reason as a label.",
