@@ -84,10 +84,10 @@ class WatcherScheduler:
         self.memory = Memory.start(
             WatcherStatus.parse(initial.get("status")), created_at(initial) or clock()
         )
+        # The metrics of a (re)started process must not wait for the next status write, an
+        # hour away for an hourly watcher whose status is still right.
+        on_status(ref, self.memory.status)
         self._seen: tuple[Any, ...] | None = None
-        # Whether on_status has had this watcher's status (the metrics of a restarted process
-        # must not wait for the next status write, an hour away for an hourly watcher).
-        self._exported = False
         # The object's latest version this scheduler knows of (from its own writes, or a newer
         # watch event), for compare-and-swap slot claims without a read first.
         self._version: str | None = None
@@ -177,9 +177,6 @@ class WatcherScheduler:
             status = WatcherStatus.parse(raw)
             memory = replace(memory, status=status)
             self._on_status(self.ref, status)
-        elif not self._exported:  # a restart with the status still right: say it all the same
-            self._on_status(self.ref, memory.status)
-        self._exported = True
         self.memory = memory
 
     async def _run(self, order: Run, generation: int | None) -> None:
