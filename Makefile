@@ -21,7 +21,8 @@ SOAK_FAULTS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lint format unit integration soak-short test bench soak demo demo-down \
-	cluster-up cluster-down tools render chart-check clean image node-up node-down test-e2e
+	cluster-up cluster-down tools render chart-check clean image node-up node-down test-e2e \
+	ci-cold
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +85,11 @@ test-e2e: setup ## (root) the chart's pod on a real local node: install, probes,
 	@[ "$$(id -u)" = 0 ] || { echo "make test-e2e: needs root (containerd, kubelet, iptables); run it as root" >&2; exit 1; }
 	$(BIN)/pytest tests/e2e -q --junitxml=$(RESULTS)/e2e.xml
 	$(BIN)/python hack/check_results.py $(RESULTS)/e2e.xml
+
+# CACHES=1 also removes the per-user caches (a cold build: about 21 minutes more).
+CACHES ?=
+ci-cold: ## (root) CI as on a bare machine: remove what the scripts install, then .ci/run in a fresh clone
+	hack/ci-cold $(if $(CACHES),--caches)
 
 tools: ## build helm and kubeconform once into the per-user cache
 	hack/tools

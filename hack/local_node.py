@@ -62,6 +62,7 @@ APT_PACKAGES = {
     "ip": "iproute2",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
+CNI_PACKAGE = "containernetworking-plugins"
 # Set to 1 here: routing between pods, the apiserver DNAT to loopback, Service rules for
 # bridged pod-to-pod traffic.
 SYSCTLS_SET = (
@@ -128,10 +129,15 @@ def preflight() -> None:
         raise NodeError("a local node needs cgroups mounted at /sys/fs/cgroup")
 
 
+def packages() -> list[str]:
+    """The Debian packages `up` installs when missing (`make ci-cold` removes them)."""
+    return sorted({*APT_PACKAGES.values(), CNI_PACKAGE})
+
+
 def install_packages() -> None:
     missing = sorted({pkg for cmd, pkg in APT_PACKAGES.items() if shutil.which(cmd) is None})
     if not (CNI_BIN_DIR / "bridge").exists():
-        missing.append("containernetworking-plugins")
+        missing.append(CNI_PACKAGE)
     if not missing:
         return
     _log(f"installing {' '.join(missing)} (apt)")
@@ -374,6 +380,9 @@ def _import_images() -> None:
 def up(state_dir: Path = STATE_DIR) -> NodeInfo:
     """Start the node unless a healthy one runs; return where its kubeconfig is."""
     preflight()
+    # Before anything else: the sweep below and `down` call iptables, conntrack and ip, which a
+    # fresh machine lacks until this installs them.
+    install_packages()
     existing = NodeInfo.load(state_dir)
     if existing is not None and healthy(existing):
         return existing
@@ -387,7 +396,6 @@ def up(state_dir: Path = STATE_DIR) -> NodeInfo:
         )
     else:
         _sweep(None)  # what a crashed or killed run may have left behind
-    install_packages()
     bin_dir = Path(_built([str(ROOT / "hack" / "build-control-plane"), "--node"]))
     coredns = _built([str(ROOT / "hack" / "tools"), "coredns"])
     cluster = local_cluster.up()
@@ -603,7 +611,8 @@ def _remove_iptables() -> None:
     # Our DNAT chain, then every chain kube-proxy, the kubelet and the CNI plugins made (KUBE-*,
     # CNI-*), with the jumps to them from the built-in chains; IPv4 and IPv6 alike.
     ours = ("KUBE-", "CNI-", NAT_CHAIN)
-    for tool in ("iptables", "ip6tables"):
+    # Without the tool there are no rules of ours to remove (a machine that never ran a node).
+    for tool in (t for t in ("iptables", "ip6tables") if shutil.which(t)):
         for table in ("nat", "filter", "mangle"):
             rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
             for rule in rules:
@@ -638,7 +647,7 @@ def _sweep(info: NodeInfo | None) -> None:
     _remove_log_links()
     _remove_cgroups()
     _remove_iptables()
-    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+    if shutil.which("ip") and _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         _run("ip", "link", "delete", BRIDGE, check=False)
     if info is not None:
         for name, value in info.sysctls.items():
@@ -670,10 +679,12 @@ def down(state_dir: Path = STATE_DIR, *, quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/local-node", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "packages"])
     args = parser.parse_args(argv)
     try:
-        if args.command == "up":
+        if args.command == "packages":
+            print("\n".join(packages()))
+        elif args.command == "up":
             started = time.monotonic()
             info = up()
             _log(f"node {NODE_NAME} Ready ({time.monotonic() - started:.1f}s)")
