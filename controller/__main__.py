@@ -7,8 +7,8 @@ import asyncio
 import sys
 
 from controller import __version__
-from controller.config import ConfigError, load_run_once, load_settings
-from controller.errors import DetectorError
+from controller.core.config import ConfigError, load_run_once, load_settings
+from controller.core.errors import DetectorError
 
 USAGE = """\
 usage: match-list-change-detector operator [kopf run options...]
@@ -39,7 +39,7 @@ def _operator(args: list[str]) -> int:
     argv = [
         "run",
         "--module",
-        "controller.handlers",
+        "controller.entrypoints.handlers",
         f"--liveness=http://{settings.health_host}:{settings.health_port}/healthz",
         *([] if scoped else ["--all-namespaces"]),
         *args,
@@ -52,7 +52,7 @@ def _operator(args: list[str]) -> int:
 
 
 def _run_once() -> int:
-    from controller.runonce import run_once  # noqa: PLC0415 - keeps `--help` light
+    from controller.entrypoints.runonce import run_once  # noqa: PLC0415 - keeps `--help` light
 
     try:
         report = asyncio.run(run_once(load_run_once()))

@@ -15,7 +15,7 @@ import sys
 
 import yaml
 
-from controller.metrics import Metrics
+from controller.adapters.metrics import Metrics
 
 # Names a histogram or counter family has in Prometheus besides its own.
 _SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_info")

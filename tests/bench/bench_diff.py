@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from controller.diff import Snapshot, compare, normalise_all, window_for
+from controller.core.diff import Snapshot, compare, normalise_all, window_for
 from tests.fakes.fogis.records import make_match, make_referee
 
 TODAY = date(2026, 11, 28)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controller.sharding import shard_of
+from controller.core.sharding import shard_of
 from tests.e2e.conftest import (
     CHART,
     FULLNAME,

@@ -3,8 +3,8 @@
 A stdlib HTTP server on 127.0.0.1 in a background thread. It records every request, answers from
 a programmable queue of replies (204 when the queue is empty), can be taken down and brought back
 on the same port to simulate an outage, and optionally checks `X-Signature` against an HMAC key.
-The signature check is written out here on purpose instead of calling `controller.webhook.sign`,
-so a test cannot pass by agreeing with a broken implementation.
+The signature check is written out here on purpose instead of calling
+`controller.adapters.webhook.sign`, so a test cannot pass by agreeing with a broken implementation.
 
     with WebhookReceiver(hmac_key="k") as hook:
         hook.enqueue(503, Reply(429, headers={"Retry-After": "3"}))

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.diff import CATEGORIES
+from controller.core.diff import CATEGORIES
 from tests.fakes.fogis.records import make_match
 from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver

@@ -2,7 +2,7 @@
 probes and metrics.
 
 One or two end-to-end proofs per rule; the rules themselves (deadlines, missed slots, schedule
-changes while down, DST, the same trigger twice, ...) are rows of tests/unit/test_decide.py."""
+changes while down, DST, the same trigger twice, ...) are rows of tests/unit/core/test_decide.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.model import GROUP, PLURAL, VERSION
-from controller.schedule import parse_schedule
+from controller.core.model import GROUP, PLURAL, VERSION
+from controller.core.schedule import parse_schedule
 from tests.fakes.fogis.server import FakeFogis
 from tests.integration.harness import ManualRuns
 from tests.support.cluster import Cluster

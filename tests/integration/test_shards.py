@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.sharding import shard_of
+from controller.core.sharding import shard_of
 from tests.fakes.fogis.records import make_match, sample_matches
 from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from controller.model import WatcherRef, WebhookSpec
-from controller.report import build_report, encode_report
-from controller.webhook import build_headers, resolve_target
+from controller.adapters.webhook import build_headers, resolve_target
+from controller.core.model import WatcherRef, WebhookSpec
+from controller.core.report import build_report, encode_report
 from tests.fakes.receiver import Received
 from tests.support.payloads import delivery_check
 

@@ -14,13 +14,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.diff import Snapshot, compare, normalise_all, window_for
-from controller.errors import InvalidSpec, SourceUnavailable
-from controller.fogis import parse_match_list
-from controller.model import WatcherRef, WebhookSpec
-from controller.report import build_report, delivery_id, encode_report
-from controller.schedule import parse_schedule, plan
-from controller.webhook import resolve_target
+from controller.adapters.fogis import parse_match_list
+from controller.adapters.webhook import resolve_target
+from controller.core.diff import Snapshot, compare, normalise_all, window_for
+from controller.core.errors import InvalidSpec, SourceUnavailable
+from controller.core.model import WatcherRef, WebhookSpec
+from controller.core.report import build_report, delivery_id, encode_report
+from controller.core.schedule import parse_schedule, plan
 from tests.fakes.fogis.records import make_match, make_referee
 from tests.support.payloads import schema_problems
 

@@ -263,8 +263,8 @@ def bench(
 
 
 def thaw(run: Run) -> None:
-    """What the operator's periodic thaw (controller/heap.py) would reclaim after the phases so
-    far: the cycles that died while frozen, i.e. what freezing leaked until then."""
+    """What the operator's periodic thaw (controller/runtime/heap.py) would reclaim after the
+    phases so far: the cycles that died while frozen, i.e. what freezing leaked until then."""
     document = operator_probe(run.pid, run.tasks_file, "thaw")
     thawed = (document or {}).get("thaw")
     if thawed:

@@ -8,7 +8,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
-from controller.report import rfc3339
+from controller.core.report import rfc3339
 from tests.bench.operator.figures import fmt_s, pct, spread
 from tests.bench.operator.harness import (
     OUT_DIR,

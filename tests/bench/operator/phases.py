@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from controller.report import rfc3339
+from controller.core.report import rfc3339
 from tests.bench.operator.figures import Histogram, fmt_s, spread
 from tests.bench.operator.harness import (
     Run,

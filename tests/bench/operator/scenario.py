@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.config import Settings
-from controller.model import TRIGGER_ANNOTATION
-from controller.schedule import parse_schedule
-from controller.status import timestamp
+from controller.core.config import Settings
+from controller.core.model import TRIGGER_ANNOTATION
+from controller.core.schedule import parse_schedule
+from controller.core.status import timestamp
 from tests.bench.operator.figures import Histogram, fmt_s, pct, spread
 from tests.bench.operator.harness import (
     OUT_DIR,

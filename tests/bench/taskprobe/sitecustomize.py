@@ -187,7 +187,9 @@ def _pools() -> dict[str, dict[str, object]]:
     """The operator's httpcore pools (private attributes: a diagnostic, not an interface): its
     limit, its connections by state, the requests waiting or in flight."""
     runner = getattr(
-        getattr(sys.modules.get("controller.handlers"), "_operator", None), "runner", None
+        getattr(sys.modules.get("controller.entrypoints.handlers"), "_operator", None),
+        "runner",
+        None,
     )
     pools: dict[str, Any] = {}
     with contextlib.suppress(AttributeError):
@@ -247,8 +249,8 @@ def _dump(signum: int, frame: FrameType | None) -> None:
 
 
 def _thaw() -> dict[str, object]:
-    """What controller/heap.py's periodic thaw would reclaim now: cycles that died frozen (its
-    leak until then), and how long that full pass takes. Everything is frozen again after."""
+    """What controller/runtime/heap.py's periodic thaw would reclaim now: cycles that died frozen
+    (its leak until then), and how long that full pass takes. Everything is frozen again after."""
     frozen = gc.get_freeze_count()
     began = time.perf_counter()
     gc.unfreeze()

@@ -1,0 +1,345 @@
+"""Kubernetes adapter: the few API calls the run path makes, off the event loop.
+
+The official client is synchronous, so every call runs in a bounded thread pool of its own
+(never the loop's default executor, which other libraries share). ApiException becomes our own
+errors; messages name objects, never their contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from controller.core.errors import (
+    ConfigMapConflict,
+    DetectorError,
+    KubernetesError,
+    LeaseConflict,
+    SecretNotFound,
+    StatusConflict,
+    clip,
+)
+from controller.core.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
+from controller.runtime.leadership import LeaseRecord
+
+T = TypeVar("T")
+# (connect, read) seconds for every API call: a half-open connection must not hold one of the
+# few worker threads (and with it every watcher's status writes) for ever.
+_REQUEST_TIMEOUT = (5, 30)
+# Events name us, and the pod (HOSTNAME) that wrote them.
+EVENT_COMPONENT = "match-list-change-detector"
+_INSTANCE = os.environ.get("HOSTNAME", "local")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretData:
+    values: dict[str, str] = field(repr=False)  # decoded: never shown
+    version: str  # resourceVersion: tells whether the Secret changed since
+
+
+@dataclass(frozen=True)
+class StoredConfigMap:
+    data: dict[str, bytes]  # data and binaryData together
+    owner_uids: tuple[str, ...]
+    resource_version: str = ""
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, workers: int) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._coordination = client.CoordinationV1Api(api)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    @classmethod
+    def from_environment(cls, workers: int) -> Kube:
+        """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        # One pooled connection per worker thread, so threads never wait for a socket.
+        configuration.connection_pool_maxsize = workers
+        return cls(client.ApiClient(configuration), workers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+    async def _call(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        errors: Mapping[int, DetectorError] | None = None,
+        absent_ok: bool = False,
+    ) -> T | None:
+        """Run a client call in the pool; None for a 404 when `absent_ok`, else our own error
+        (from `errors` by HTTP status, or a KubernetesError naming `what`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            call = functools.partial(fn, *args, _request_timeout=_REQUEST_TIMEOUT)
+            return await loop.run_in_executor(self._pool, call)
+        except ApiException as exc:
+            if exc.status == 404 and absent_ok:
+                return None
+            known = (errors or {}).get(exc.status)
+            if known is not None:
+                raise known from None
+            raise KubernetesError(f"{what}: {exc.status} {exc.reason}".strip()) from None
+        except HTTPError as exc:
+            raise KubernetesError(f"{what}: {type(exc).__name__}") from None
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData:
+        """Decoded data of a Secret in the watcher's own namespace, with its version."""
+        where = f"{purpose} Secret {namespace}/{name}"
+        secret = await self._call(
+            f"reading {where}",
+            self._core.read_namespaced_secret,
+            name,
+            namespace,
+            errors={
+                404: SecretNotFound(f"{where} not found"),
+                403: SecretNotFound(f"the operator may not read {where} (RBAC)"),
+            },
+        )
+        decoded: dict[str, str] = {}
+        for key, value in ((secret.data if secret is not None else None) or {}).items():
+            try:
+                decoded[key] = base64.b64decode(value).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
+        version = secret.metadata.resource_version if secret and secret.metadata else None
+        return SecretData(decoded, version or "")
+
+    async def patch_status(
+        self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """One merge patch of the status subresource; returns the new status and the object's
+        new version. With `resource_version` it applies only to that version of the object
+        (StatusConflict otherwise): a compare-and-swap."""
+        what = f"patching status of {ref.namespace}/{ref.name}"
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result = await self._call(
+            what,
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+            body,
+            errors={409: StatusConflict(f"{what}: the object changed meanwhile")},
+        )
+        obj: dict[str, Any] = result if isinstance(result, dict) else {}
+        new_status: dict[str, Any] = obj.get("status") or {}
+        return new_status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def read_status(self, ref: WatcherRef) -> tuple[dict[str, Any], str]:
+        """The watcher's status as the API server has it now, and the object's version."""
+        what = f"reading {ref.namespace}/{ref.name}"
+        result = await self._call(
+            what,
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+        )
+        obj: dict[str, Any] = result if isinstance(result, dict) else {}
+        status: dict[str, Any] = obj.get("status") or {}
+        return status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the watcher, written before this returns (kopf's own posting
+        queue is dropped at shutdown, losing the Events of runs that finish while stopping).
+        A refused Event is logged, never raised: it must not fail the run it describes."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": clip(message),
+            "source": {"component": EVENT_COMPONENT, "host": _INSTANCE},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": _INSTANCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call(
+                f"posting an Event about {ref.namespace}/{ref.name}",
+                self._core.create_namespaced_event,
+                ref.namespace,
+                body,
+            )
+        except DetectorError as exc:
+            log.warning("%s (reason %s was not recorded)", exc.message, reason)
+
+    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None:
+        """A ConfigMap's data (binaryData decoded) and owners, or None when it does not exist."""
+        cm = await self._call(
+            f"reading ConfigMap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+            absent_ok=True,
+        )
+        if cm is None:
+            return None
+        merged = {key: value.encode() for key, value in (cm.data or {}).items()}
+        for key, value in (cm.binary_data or {}).items():
+            try:
+                merged[key] = base64.b64decode(value)
+            except binascii.Error:
+                raise KubernetesError(
+                    f"ConfigMap {namespace}/{name}: {key} is not base64"
+                ) from None
+        owners = tuple(ref.uid for ref in (cm.metadata.owner_references or []))
+        return StoredConfigMap(merged, owners, cm.metadata.resource_version or "")
+
+    async def write_config_map(
+        self,
+        ref: WatcherRef,
+        name: str,
+        binary_data: Mapping[str, bytes],
+        labels: Mapping[str, str],
+        resource_version: str | None,
+    ) -> str:
+        """Create the ConfigMap (`resource_version` None: it did not exist when read) or replace
+        the version that was read, owned by the watcher so it is garbage-collected. Anything
+        written in between makes this raise ConfigMapConflict instead of overwriting it.
+        Returns the version written, for the writer's next write."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": ref.namespace,
+                "labels": dict(labels),
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": KIND,
+                        "name": ref.name,
+                        "uid": ref.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
+            },
+            "binaryData": {k: base64.b64encode(v).decode() for k, v in binary_data.items()},
+        }
+        what = f"writing ConfigMap {ref.namespace}/{name}"
+        conflict = {409: ConfigMapConflict(f"ConfigMap {ref.namespace}/{name} changed meanwhile")}
+        if resource_version is None:
+            created = await self._call(
+                what, self._core.create_namespaced_config_map, ref.namespace, body, errors=conflict
+            )
+            if created is None:
+                raise KubernetesError(f"{what}: the API server returned no object")
+            return str(created.metadata.resource_version)
+        body["metadata"]["resourceVersion"] = resource_version
+        replaced = await self._call(
+            what,
+            self._core.replace_namespaced_config_map,
+            name,
+            ref.namespace,
+            body,
+            errors=conflict,
+            absent_ok=True,
+        )
+        if replaced is None:  # deleted since it was read: someone else's move, not ours to undo
+            raise conflict[409]
+        return str(replaced.metadata.resource_version)
+
+    async def read_lease(self, namespace: str, name: str) -> tuple[LeaseRecord, str] | None:
+        """The leader-election Lease and its version, or None when it does not exist."""
+        lease = await self._call(
+            f"reading Lease {namespace}/{name}",
+            self._coordination.read_namespaced_lease,
+            name,
+            namespace,
+            absent_ok=True,
+        )
+        if lease is None:
+            return None
+        spec = lease.spec
+        record = LeaseRecord(
+            holder=spec.holder_identity or None,
+            lease_seconds=int(spec.lease_duration_seconds or 0),
+            acquired=spec.acquire_time,
+            renewed=spec.renew_time,
+            transitions=int(spec.lease_transitions or 0),
+        )
+        return record, str(lease.metadata.resource_version)
+
+    async def write_lease(
+        self, namespace: str, name: str, record: LeaseRecord, version: str | None
+    ) -> str:
+        """Create the Lease (`version` None) or replace the version read; LeaseConflict when
+        another replica wrote it meanwhile. Returns the version written."""
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "holderIdentity": record.holder,
+                "leaseDurationSeconds": record.lease_seconds,
+                "acquireTime": _micro_time(record.acquired),
+                "renewTime": _micro_time(record.renewed),
+                "leaseTransitions": record.transitions,
+            },
+        }
+        what = f"writing Lease {namespace}/{name}"
+        conflict = {409: LeaseConflict(f"Lease {namespace}/{name} changed meanwhile")}
+        if version is None:
+            written = await self._call(
+                what, self._coordination.create_namespaced_lease, namespace, body, errors=conflict
+            )
+        else:
+            body["metadata"]["resourceVersion"] = version
+            written = await self._call(
+                what,
+                self._coordination.replace_namespaced_lease,
+                name,
+                namespace,
+                body,
+                errors={**conflict, 404: conflict[409]},
+            )
+        if written is None:
+            raise KubernetesError(f"{what}: the API server returned no object")
+        return str(written.metadata.resource_version)
+
+
+def _micro_time(moment: datetime | None) -> str | None:
+    """A Lease's MicroTime: RFC 3339 with microseconds, in UTC."""
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,122 @@
+"""The project's own exceptions.
+
+Adapters (FOGIS, webhook, Kubernetes) turn library errors into these, so the run path and the
+handlers deal with one small vocabulary. Every error carries a `reason` that becomes the
+`Ready=False` condition reason, and a message that is safe to show in status, Events and logs:
+messages never contain credentials, tokens, HMAC keys or header values.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.core.logfields import about
+from controller.core.reasons import Reason
+
+if TYPE_CHECKING:
+    from controller.core.model import WatcherRef
+
+# Longest message shown to users (status.lastError, condition messages, Events, log lines): one
+# run's error must never make every later status patch too large to be accepted.
+MAX_MESSAGE_CHARS = 1024
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` if it fits, else its start and how much was cut: never more than `limit` chars."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - 60)  # room for the note below, whatever the count
+    return f"{text[:keep]} ... ({len(text) - keep} more characters cut)"[:limit]
+
+
+class DetectorError(Exception):
+    """Base class: a run failed for a reason the user can act on."""
+
+    reason = Reason.INTERNAL_ERROR
+
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+        super().__init__(clip(message))
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidSpec(DetectorError):
+    """The MatchWatcher spec cannot be used (reason names the field: InvalidSchedule, ...)."""
+
+    reason = Reason.INVALID_SPEC
+
+
+class SecretNotFound(DetectorError):
+    """A referenced Secret, or a key in it, is missing or unusable."""
+
+    reason = Reason.SECRET_NOT_FOUND
+
+
+class SourceUnavailable(DetectorError):
+    """FOGIS could not be reached or answered something we cannot use."""
+
+    reason = Reason.SOURCE_UNAVAILABLE
+
+
+class LoginFailed(DetectorError):
+    """FOGIS rejected the credentials."""
+
+    reason = Reason.LOGIN_FAILED
+
+
+class WebhookFailing(DetectorError):
+    """The change could not be delivered; it stays pending for the next run."""
+
+    reason = Reason.WEBHOOK_FAILING
+
+
+class KubernetesError(DetectorError):
+    """The API server refused or failed a call the operator needed."""
+
+    reason = Reason.KUBERNETES_ERROR
+
+
+class ConfigMapConflict(KubernetesError):
+    """The ConfigMap was created, changed or deleted by someone else since it was read."""
+
+
+class StatusConflict(KubernetesError):
+    """A conditional status write found the object changed since it was read."""
+
+
+class LeaseConflict(KubernetesError):
+    """The leader-election Lease was written by another replica since it was read."""
+
+
+def bug_location(exc: BaseException) -> str:
+    """Where an unexpected exception came from (file:line, function, and the chain of our own
+    frames), without its message: library messages can quote the data they choked on, which
+    may be a secret, so bug reports carry the place and the type only."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/controller/" in f.filename] or frames[-1:]
+    return (
+        " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-4:]))
+        or "unknown"
+    )
+
+
+def unexpected(
+    exc: BaseException, where: str, log: logging.Logger, ref: WatcherRef | None = None
+) -> DetectorError:
+    """Report a bug (an exception we did not expect) and turn it into the error users see.
+
+    The log line names the exception's type and code location but never its message (see
+    bug_location), and the watcher as structured fields; the error's reason is InternalError.
+    """
+    fields = {} if ref is None else about(ref)
+    log.error(
+        "%s: internal error %s at %s", where, type(exc).__name__, bug_location(exc), extra=fields
+    )
+    return DetectorError(f"internal error: {type(exc).__name__}", reason=Reason.INTERNAL_ERROR)

@@ -1,0 +1,210 @@
+"""Typed views of a MatchWatcher (spec and status), parsed once at the edge.
+
+The CRD schema already enforces types, enums, minimums and the http(s) URL pattern; `parse_spec`
+re-checks what a hand-edited object or an older CRD could still get wrong, so the rest of the code
+works with plain dataclasses and never with raw dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from controller.core.errors import InvalidSpec
+from controller.core.reasons import Reason
+
+GROUP = "matchlist.io"
+VERSION = "v1alpha1"
+PLURAL = "matchwatchers"
+KIND = "MatchWatcher"
+TRIGGER_ANNOTATION = f"{GROUP}/trigger"
+DEFAULT_FOGIS_BASE_URL = "https://fogis.svenskfotboll.se/mdk"
+DEFAULT_DAYS_BACK = 7
+DEFAULT_DAYS_AHEAD = 365
+# Flux's notification-controller default, and the Standard Webhooks spec's suggestion.
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 15.0
+DEFAULT_WEBHOOK_MAX_ATTEMPTS = 5
+# Per process: a credentials fingerprint is only ever compared within one operator run.
+_FINGERPRINT_SALT = os.urandom(16)
+# How a delivery is framed: our JSON document with our headers, or the same document as a
+# CloudEvents binary-mode request (ce-* headers) for Knative/Argo Events.
+WEBHOOK_FORMATS = ("plain", "cloudevents")
+
+
+@dataclass(frozen=True)
+class WatcherRef:
+    """Identity of one MatchWatcher, used for Secrets, snapshots, metrics and payloads."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class FogisSpec:
+    base_url: str
+    credentials_secret: str
+    days_back: int = DEFAULT_DAYS_BACK
+    days_ahead: int = DEFAULT_DAYS_AHEAD
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    url: str | None
+    secret_name: str | None = None
+    timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+    max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS
+    format: str = "plain"  # one of WEBHOOK_FORMATS
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    secret_name: str  # a Secret whose key `urls` holds one Apprise URL per line
+
+
+@dataclass(frozen=True)
+class WatcherSpec:
+    schedule: str
+    time_zone: str
+    suspend: bool
+    starting_deadline_seconds: int | None
+    fogis: FogisSpec
+    webhook: WebhookSpec | None
+    notify: NotifySpec | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """FOGIS login; the password is kept out of repr so it cannot leak through a log line."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A salted digest, to tell whether credentials changed without keeping the password."""
+        material = f"{self.username}\0{self.password}".encode()
+        return hashlib.sha256(_FINGERPRINT_SALT + material).hexdigest()
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(f"{path} must be an object")
+    return value
+
+
+def _int(value: Any, path: str, default: int | None, minimum: int) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidSpec(f"{path} must be an integer >= {minimum}")
+    return value
+
+
+def _str(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSpec(f"{path} must be a non-empty string")
+    return value.strip()
+
+
+def is_http_url(url: str) -> bool:
+    """Whether `url` is an http(s) URL with a host that both the standard library and httpx
+    accept: either alone (or the CRD's pattern) lets through hosts the other rejects later."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access; raises ValueError when out of range
+        parsed = httpx.URL(url)
+    except Exception:  # InvalidURL, idna and unicode errors alike
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname and parsed.host)
+
+
+def _http_url(value: Any, path: str) -> str | None:
+    url = _str(value, path)
+    if url is not None and not is_http_url(url):
+        raise InvalidSpec(f"{path} must be an http(s) URL with a valid host")
+    return url
+
+
+def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
+    """Parse `spec`; raises InvalidSpec with a message naming the offending field."""
+    schedule = _str(spec.get("schedule"), "spec.schedule")
+    if schedule is None:
+        raise InvalidSpec("spec.schedule is required", reason=Reason.INVALID_SCHEDULE)
+    fogis_raw = _mapping(
+        _mapping(spec.get("source"), "spec.source").get("fogis"), "spec.source.fogis"
+    )
+    secret_ref = _mapping(fogis_raw.get("credentialsSecretRef"), "credentialsSecretRef")
+    secret_name = _str(secret_ref.get("name"), "spec.source.fogis.credentialsSecretRef.name")
+    if secret_name is None:
+        raise InvalidSpec("spec.source.fogis.credentialsSecretRef.name is required")
+    fogis = FogisSpec(
+        base_url=(
+            _http_url(fogis_raw.get("baseUrl"), "spec.source.fogis.baseUrl")
+            or DEFAULT_FOGIS_BASE_URL
+        ).rstrip("/"),
+        credentials_secret=secret_name,
+        days_back=_int(
+            fogis_raw.get("daysBack"), "spec.source.fogis.daysBack", DEFAULT_DAYS_BACK, 0
+        )
+        or 0,
+        days_ahead=_int(
+            fogis_raw.get("daysAhead"), "spec.source.fogis.daysAhead", DEFAULT_DAYS_AHEAD, 0
+        )
+        or 0,
+    )
+    webhook: WebhookSpec | None = None
+    if spec.get("webhook") is not None:
+        hook = _mapping(spec.get("webhook"), "spec.webhook")
+        hook_secret = _mapping(hook.get("secretRef"), "spec.webhook.secretRef")
+        timeout = hook.get("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT_SECONDS)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidSpec("spec.webhook.timeoutSeconds must be a positive number")
+        format_ = hook.get("format", "plain")
+        if format_ not in WEBHOOK_FORMATS:
+            raise InvalidSpec(f"spec.webhook.format must be one of {', '.join(WEBHOOK_FORMATS)}")
+        webhook = WebhookSpec(
+            url=_http_url(hook.get("url"), "spec.webhook.url"),
+            secret_name=_str(hook_secret.get("name"), "spec.webhook.secretRef.name"),
+            timeout_seconds=float(timeout),
+            max_attempts=_int(
+                hook.get("maxAttempts"), "spec.webhook.maxAttempts", DEFAULT_WEBHOOK_MAX_ATTEMPTS, 1
+            )
+            or 1,
+            format=format_,
+        )
+        if webhook.url is None and webhook.secret_name is None:
+            raise InvalidSpec("spec.webhook needs url, or secretRef whose Secret has a url key")
+    notify: NotifySpec | None = None
+    if spec.get("notify") is not None:
+        notify_ref = _mapping(
+            _mapping(spec.get("notify"), "spec.notify").get("secretRef"), "spec.notify.secretRef"
+        )
+        notify_secret = _str(notify_ref.get("name"), "spec.notify.secretRef.name")
+        if notify_secret is None:
+            raise InvalidSpec("spec.notify.secretRef.name is required")
+        notify = NotifySpec(notify_secret)
+    suspend = spec.get("suspend", False)
+    if not isinstance(suspend, bool):
+        raise InvalidSpec("spec.suspend must be true or false")
+    return WatcherSpec(
+        schedule=schedule,
+        time_zone=_str(spec.get("timeZone"), "spec.timeZone") or "UTC",
+        suspend=suspend,
+        starting_deadline_seconds=_int(
+            spec.get("startingDeadlineSeconds"), "spec.startingDeadlineSeconds", None, 0
+        ),
+        fogis=fogis,
+        webhook=webhook,
+        notify=notify,
+    )

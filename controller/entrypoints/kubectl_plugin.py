@@ -1,0 +1,205 @@
+"""`kubectl matchlist`: run a watcher now and see what came of it, list watchers, show history.
+
+    kubectl matchlist run NAME [-n NS] [--wait] [--timeout 120]
+    kubectl matchlist history NAME [-n NS]
+    kubectl matchlist list [-n NS | -A]
+
+Installed as the console script `kubectl-matchlist`, which kubectl finds on PATH. `run` sets the
+trigger annotation to a new value and, with --wait, waits for the run that value caused (its
+status.lastHandledTrigger), not an older one, then prints its outcome; the exit code is 0 when
+it succeeded, 1 when it failed, 2 for a usage or API error or a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION
+from controller.core.status import WatcherStatus, timestamp
+
+OK, FAILED, TROUBLE = 0, 1, 2
+
+
+class PluginError(Exception):
+    """Something the user must fix (no such watcher, no access, a timeout): one line, exit 2."""
+
+
+def _api(kubeconfig: str | None, context: str | None) -> tuple[client.CustomObjectsApi, str]:
+    """The API and the namespace of the current context (like kubectl's default)."""
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context)
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (ConfigException, OSError) as exc:
+        raise PluginError(f"cannot load the kubeconfig: {exc}") from None
+    selected = next((c for c in contexts if c.get("name") == context), current)
+    namespace = (selected.get("context") or {}).get("namespace") or "default"
+    return client.CustomObjectsApi(), namespace
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise PluginError(f"{what}: not found") from None
+        raise PluginError(f"{what}: {exc.status} {exc.reason}") from None
+
+
+def _get(api: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = _call(
+        f"MatchWatcher {namespace}/{name}",
+        api.get_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+    )
+    return found
+
+
+def _outcome(body: dict[str, Any]) -> tuple[int, str]:
+    """The exit code and the lines describing the run that wrote this status."""
+    raw = body.get("status") or {}
+    status = WatcherStatus.parse(raw)
+    ready = status.ready
+    if ready is None:
+        return TROUBLE, "no Ready condition yet"
+    lines = [f"{'Succeeded' if ready.ready else 'Failed'}: {ready.reason}: {ready.message}"]
+    pending = status.webhook.pending_changes
+    if pending:
+        lines.append(f"{pending} changes are pending delivery")
+    return (OK if ready.ready else FAILED), "\n".join(lines)
+
+
+def run(api: client.CustomObjectsApi, namespace: str, name: str, wait: bool, timeout: float) -> int:
+    _get(api, namespace, name)  # a clear "not found" before anything is written
+    value = f"kubectl-matchlist-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    patch = {"metadata": {"annotations": {TRIGGER_ANNOTATION: value}}}
+    _call(
+        f"MatchWatcher {namespace}/{name}",
+        api.patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        patch,
+    )
+    print(f"matchwatcher {namespace}/{name} triggered ({value})")
+    if not wait:
+        return OK
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = _get(api, namespace, name)
+        if (body.get("status") or {}).get("lastHandledTrigger") == value:
+            code, text = _outcome(body)
+            print(text)
+            return code
+        time.sleep(0.5)
+    raise PluginError(f"no run for {value} within {timeout:g}s (is the operator running?)")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def history(api: client.CustomObjectsApi, namespace: str, name: str) -> int:
+    status = WatcherStatus.parse(_get(api, namespace, name).get("status"))
+    if not status.history:
+        print(f"no change sets recorded for {namespace}/{name} yet")
+        return OK
+    rows = [("TIME", "TRIGGER", "NEW", "REMOVED", "CHANGED", "DELIVERED", "CATEGORIES", "ID")]
+    rows += [
+        (
+            timestamp(e.time) or "",
+            e.trigger,
+            str(e.new),
+            str(e.removed),
+            str(e.changed),
+            "yes" if e.delivered else "pending",
+            ",".join(e.categories),
+            e.delivery_id,
+        )
+        for e in status.history
+    ]
+    print(_table(rows))
+    return OK
+
+
+def list_watchers(api: client.CustomObjectsApi, namespace: str | None) -> int:
+    if namespace is None:
+        found = _call("MatchWatchers", api.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+    else:
+        found = _call(
+            "MatchWatchers", api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+        )
+    rows = [("NAMESPACE", "NAME", "READY", "REASON", "NEXT RUN", "PENDING")]
+    for item in found.get("items") or []:
+        meta, status = item.get("metadata") or {}, WatcherStatus.parse(item.get("status"))
+        ready = status.ready
+        rows.append(
+            (
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                "-" if ready is None else ("True" if ready.ready else "False"),
+                "-" if ready is None else ready.reason,
+                timestamp(status.next_execution_time) or "-",
+                str(status.webhook.pending_changes),
+            )
+        )
+    print(_table(rows))
+    return OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl matchlist", description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="run a MatchWatcher now")
+    run_cmd.add_argument("name")
+    run_cmd.add_argument("-n", "--namespace")
+    run_cmd.add_argument("--wait", action="store_true", help="wait for this run and print it")
+    run_cmd.add_argument("--timeout", type=float, default=120.0, help="seconds (with --wait)")
+    history_cmd = commands.add_parser("history", help="the last change sets of a MatchWatcher")
+    history_cmd.add_argument("name")
+    history_cmd.add_argument("-n", "--namespace")
+    list_cmd = commands.add_parser("list", help="MatchWatchers, readiness, next run, pending")
+    scope = list_cmd.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        api, default_namespace = _api(args.kubeconfig, args.context)
+        namespace = args.namespace or default_namespace
+        if args.command == "run":
+            return run(api, namespace, args.name, args.wait, args.timeout)
+        if args.command == "history":
+            return history(api, namespace, args.name)
+        return list_watchers(api, None if args.all_namespaces else namespace)
+    except PluginError as exc:
+        print(f"kubectl matchlist: {exc}", file=sys.stderr)
+        return TROUBLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Leader election on a coordination.k8s.io Lease, the way client-go's leaderelection does it.
+
+Replicas of one Deployment (one shard) share a Lease; the holder serves the watchers, the others
+follow the watch and take over when the holder stops renewing. Expiry is judged by this process's
+own clock from when it last saw the record change (never by comparing clocks across nodes), and
+a leader that cannot renew steps down after RENEW_DEADLINE, well before others may take over at
+LEASE_SECONDS. Slot claims are compare-and-swap writes besides, so even two replicas that both
+believe they lead cannot run one slot twice.
+
+`next_record` is the pure rule (table-tested); `Leadership` carries it out against the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from controller.core.errors import DetectorError, LeaseConflict
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 15  # client-go's defaults: lease 15 s, renew deadline 10 s, retry 2 s
+RENEW_DEADLINE = timedelta(seconds=10)
+RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The Lease's spec, as far as the election reads it."""
+
+    holder: str | None
+    lease_seconds: int
+    acquired: datetime | None
+    renewed: datetime | None
+    transitions: int = 0
+
+
+def next_record(
+    current: LeaseRecord | None, *, seen_since: datetime, me: str, now: datetime
+) -> LeaseRecord | None:
+    """The record to write to lead from `now` on, or None while another holder's lease runs.
+    `seen_since`: when this process first saw `current` as it is (its own clock)."""
+    if current is None:
+        return LeaseRecord(me, LEASE_SECONDS, now, now)
+    if current.holder == me:
+        return replace(current, renewed=now, lease_seconds=LEASE_SECONDS)
+    free = not current.holder or now >= seen_since + timedelta(seconds=current.lease_seconds)
+    if not free:
+        return None
+    return LeaseRecord(me, LEASE_SECONDS, now, now, current.transitions + 1)
+
+
+def released(current: LeaseRecord, now: datetime) -> LeaseRecord:
+    """Given up on the way out, so a standby takes over at its next retry, not after expiry."""
+    return replace(current, holder=None, lease_seconds=1, renewed=now)
+
+
+class LeaseStore(Protocol):
+    """The Lease calls (controller/adapters/kube.py's Kube)."""
+
+    async def read_lease(self, namespace: str, name: str) -> tuple[LeaseRecord, str] | None: ...
+
+    async def write_lease(
+        self, namespace: str, name: str, record: LeaseRecord, version: str | None
+    ) -> str: ...
+
+
+class Leadership:
+    """Runs the election for one Lease and tells `on_change` when leadership is won or lost."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        on_change: Callable[[bool], Awaitable[None]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._namespace, self._name = namespace, name
+        self.identity = identity
+        self._on_change = on_change
+        self._clock = clock
+        self.leading = False
+        self._seen: tuple[LeaseRecord | None, datetime] | None = None
+        self._version: str | None = None
+        self._record: LeaseRecord | None = None
+        self._renewed: datetime | None = None  # when this process last wrote its own renewal
+
+    async def serve(self) -> None:
+        while True:
+            await self._round()
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def release(self) -> None:
+        """Give the Lease up (shutdown, after the runs in progress ended)."""
+        if not self.leading or self._record is None:
+            return
+        self.leading = False
+        try:
+            await self._store.write_lease(
+                self._namespace,
+                self._name,
+                released(self._record, self._clock()),
+                self._version,
+            )
+        except DetectorError as exc:  # it expires by itself then
+            log.warning("releasing Lease %s/%s: %s", self._namespace, self._name, exc.message)
+
+    async def _round(self) -> None:
+        now = self._clock()
+        try:
+            leading = await self._try(now)
+        except DetectorError as exc:
+            log.warning("Lease %s/%s: %s", self._namespace, self._name, exc.message)
+            # A leader that cannot renew keeps serving until its renew deadline only.
+            leading = (
+                self.leading and self._renewed is not None and now - self._renewed < RENEW_DEADLINE
+            )
+        if leading != self.leading:
+            self.leading = leading
+            log.info(
+                "%s leadership of Lease %s/%s as %s",
+                "won" if leading else "lost",
+                self._namespace,
+                self._name,
+                self.identity,
+            )
+            await self._on_change(leading)
+
+    async def _try(self, now: datetime) -> bool:
+        found = await self._store.read_lease(self._namespace, self._name)
+        current, version = found if found is not None else (None, None)
+        if self._seen is None or self._seen[0] != current:
+            self._seen = (current, now)
+        wanted = next_record(current, seen_since=self._seen[1], me=self.identity, now=now)
+        if wanted is None:
+            return False
+        try:
+            self._version = await self._store.write_lease(
+                self._namespace, self._name, wanted, version
+            )
+        except LeaseConflict:
+            return False  # another replica wrote first: read again at the next round
+        self._record, self._renewed = wanted, now
+        self._seen = (wanted, now)
+        return True

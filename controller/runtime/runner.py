@@ -1,0 +1,391 @@
+"""The operator's side of a run: builds the detection seams for a MatchWatcher (its FOGIS session,
+Secrets, webhook target and snapshot ConfigMap), runs `detect`, and records metrics. The outcome
+goes back to the scheduler, which writes the status and posts the Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from controller import USER_AGENT
+from controller.adapters.fogis import FogisClient
+from controller.adapters.kube import Kube
+from controller.adapters.metrics import Metrics
+from controller.adapters.notify import (
+    NOTIFY_THREADS,
+    NOTIFY_TIMEOUT_SECONDS,
+    AppriseNotifier,
+    notify_urls,
+)
+from controller.adapters.sessions import Sessions
+from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
+from controller.adapters.webhook import (
+    Attempt,
+    DeliveryFailed,
+    RetryPolicy,
+    WebhookSender,
+    resolve_target,
+    webhook_fingerprint,
+)
+from controller.core.config import Settings
+from controller.core.diff import window_for
+from controller.core.errors import (
+    DetectorError,
+    InvalidSpec,
+    LoginFailed,
+    SecretNotFound,
+    SourceUnavailable,
+    unexpected,
+)
+from controller.core.loginguard import LoginGuard
+from controller.core.model import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Credentials,
+    NotifySpec,
+    WatcherRef,
+    WatcherSpec,
+)
+from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
+from controller.core.reasons import Reason
+from controller.core.status import RunRecord, WatcherStatus, timestamp
+from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.runtime.detection import (
+    Detection,
+    Fetched,
+    FogisSource,
+    GoneNotifier,
+    Notifier,
+    UnconfirmedDrop,
+    WebhookNotifier,
+    detect,
+)
+from controller.runtime.politeness import EXCHANGE, LOGIN, Politeness
+
+log = logging.getLogger(__name__)
+
+
+def credentials_from(data: Mapping[str, str], where: str) -> Credentials:
+    username, password = data.get("username", "").strip(), data.get("password", "")
+    if not username or not password:
+        missing = "username" if not username else "password"
+        raise SecretNotFound(f"{where} has no {missing} key (or it is empty)")
+    return Credentials(username, password)
+
+
+# The registered HTTP status codes: a receiver answering 599, 777, ... must not mint a new
+# metric series per code (up to 900 per watcher); those count as "other".
+_REGISTERED_CODES = frozenset(int(status) for status in http.HTTPStatus)
+
+
+def attempt_code(status: int | None) -> str:
+    """The `code` label of an attempt: a registered status code, "other", or "error"."""
+    if status is None:
+        return "error"
+    return str(status) if status in _REGISTERED_CODES else "other"
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What the passes of one run share: one fetched list, one clock reading, one trigger."""
+
+    ref: WatcherRef
+    spec: WatcherSpec
+    trigger: Trigger
+    zone: ZoneInfo
+    started: datetime
+    fetched: Fetched
+
+    async def detect(
+        self,
+        store: SnapshotStore,
+        notifier: Notifier | None,
+        *,
+        held_back: str | None = None,
+        confirmed: bool = False,
+    ) -> Detection:
+        return await detect(
+            watcher=self.ref,
+            zone=self.zone,
+            days=(self.spec.fogis.days_back, self.spec.fogis.days_ahead),
+            trigger=self.trigger.kind,
+            now=self.started,
+            source=self.fetched,
+            store=store,
+            notifier=notifier,
+            held_back=held_back,
+            confirmed=confirmed,
+        )
+
+
+class WatcherRunner:
+    """Runs detection for MatchWatchers: owns the shared HTTP pools and per-watcher sessions."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        limits = httpx.Limits(max_connections=settings.http_max_connections)
+        self._fogis_transport = httpx.AsyncHTTPTransport(limits=limits)
+        self._fogis = FogisClient(
+            transport=self._fogis_transport,
+            timeout=settings.fogis_timeout_seconds,
+            max_response_bytes=settings.fogis_max_response_bytes,
+            allowed_hosts=settings.allowed_fogis_hosts,
+        )
+        self._webhook_client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        self._sender = WebhookSender(
+            self._webhook_client,
+            policy=RetryPolicy(
+                base_delay=settings.webhook_backoff_base_seconds,
+                max_delay=settings.webhook_backoff_max_seconds,
+                max_retry_after=settings.webhook_max_retry_after_seconds,
+            ),
+            user_agent=USER_AGENT,
+            allowed_hosts=settings.allowed_webhook_hosts,
+        )
+        # Per watcher only its cookies and whose they are; the client above is shared.
+        self._sessions = Sessions()
+        # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
+        self._held_back: dict[tuple[str, str], str] = {}
+        self._logins = LoginGuard()
+        self._politeness = Politeness(
+            max_concurrent_per_host=settings.fogis_max_concurrent_per_host,
+            logins_per_second=settings.fogis_logins_per_second,
+            max_concurrent=settings.http_max_connections,
+            observe=lambda kind, seconds: metrics.fogis_queue.labels(kind=kind).observe(seconds),
+        )
+        for kind in (EXCHANGE, LOGIN):
+            metrics.fogis_waiting.labels(kind=kind).set_function(
+                functools.partial(self._politeness.waiting, kind)
+            )
+        # At most as many exchanges in flight per pool as it has connections. With more, 1,000
+        # watchers firing together make httpcore's pool re-scan its queue on every change (the
+        # event loop starves, requests time out) and can strand connections in it for good.
+        self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
+        # Apprise sends block a thread each: a few at a time, whatever the watcher count.
+        self._notify_gate = asyncio.Semaphore(NOTIFY_THREADS)
+
+    async def aclose(self) -> None:
+        await self._fogis.aclose()  # leaves the transport open: it is ours
+        await self._fogis_transport.aclose()
+        await self._sender.aclose()
+        await self._webhook_client.aclose()
+
+    async def forget(self, ref: WatcherRef) -> None:
+        """Drop a deleted watcher's session and metric series."""
+        self._logins.accepted((ref.namespace, ref.name))
+        self._held_back.pop((ref.namespace, ref.name), None)
+        self._sessions.forget((ref.namespace, ref.name))
+        self._metrics.forget(ref.namespace, ref.name)
+
+    def _check_host(self, base_url: str) -> None:
+        allowed = self._settings.allowed_fogis_hosts
+        host = (httpx.URL(base_url).host or "").lower()
+        if allowed and host not in allowed:
+            raise InvalidSpec(
+                f"FOGIS host {host!r} is not in the operator's MLCD_FOGIS_ALLOWED_HOSTS",
+                reason=Reason.SOURCE_NOT_ALLOWED,
+            )
+
+    async def _notifier(
+        self, ref: WatcherRef, spec: WatcherSpec, previous: WatcherStatus
+    ) -> tuple[Notifier | None, str | None]:
+        """The watcher's notifier, and the fingerprint of its webhook spec and Secret version
+        (a 410 Gone holds for that fingerprint only)."""
+        if spec.webhook is None:
+            return None, None
+        secret = None
+        if spec.webhook.secret_name is not None:
+            secret = await self._kube.read_secret(
+                ref.namespace, spec.webhook.secret_name, purpose="webhook"
+            )
+        fingerprint = webhook_fingerprint(spec.webhook, secret.version if secret else "")
+        if previous.webhook.gone_for == fingerprint:
+            return GoneNotifier(), fingerprint
+        # In a thread: the Secret's `headers` YAML is parsed there (bounded, but not free).
+        target = await asyncio.to_thread(
+            resolve_target,
+            spec.webhook,
+            secret.values if secret else None,
+            source=f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}",
+        )
+        notifier = WebhookNotifier(self._sender, target, self._webhook_gate, watcher=ref)
+        return notifier, fingerprint
+
+    async def _webhook_pass(
+        self, run: _Pass, previous: WatcherStatus
+    ) -> tuple[Detection | DetectorError, str | None]:
+        """The webhook's pass (also with no webhook: it keeps the snapshot and the counts), and
+        the webhook's fingerprint. An UnconfirmedDrop is raised: the list itself is in doubt."""
+        webhook: str | None = None
+        ref = run.ref
+        try:
+            notifier, webhook = await self._notifier(ref, run.spec, previous)
+            store = ConfigMapSnapshots(self._kube, ref)
+            result = await run.detect(
+                store,
+                notifier,
+                held_back=self._held_back.pop((ref.namespace, ref.name), None),
+            )
+        except UnconfirmedDrop:
+            raise
+        except DetectorError as exc:  # the webhook's trouble must not hold back people's
+            return exc, webhook
+        if result.baseline:
+            result = replace(
+                result, reset=baseline_reset(previous, store.name, store.foreign_owner)
+            )
+        return result, webhook
+
+    async def _notify_pass(self, run: _Pass, notify: NotifySpec) -> Detection | DetectorError:
+        """The people's pass over the list the webhook's pass used, with its own snapshot
+        ("notified"): a failing chat service holds back neither the webhook nor the reverse."""
+        ref = run.ref
+        where = f"notify Secret {ref.namespace}/{notify.secret_name}"
+        try:
+            secret = await self._kube.read_secret(
+                ref.namespace, notify.secret_name, purpose="notify"
+            )
+            notifier = AppriseNotifier(
+                notify_urls(secret.values, where),
+                where=where,
+                gate=self._notify_gate,
+                timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
+            )
+            store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
+            return await run.detect(store, notifier, confirmed=True)
+        except DetectorError as exc:
+            return exc
+        except Exception as exc:  # a bug in this pass must not cost the webhook's result
+            return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log, ref)
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        """One run of one watcher. Never raises for a failed run: the error is its outcome."""
+        if isinstance(trigger, Scheduled):
+            self._metrics.schedule_lag.observe(max(0.0, (started - trigger.slot).total_seconds()))
+        key = (ref.namespace, ref.name)
+        tried: list[Credentials] = []
+
+        async def read_credentials() -> Credentials:
+            name = spec.fogis.credentials_secret
+            secret = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            credentials = credentials_from(secret.values, f"Secret {ref.namespace}/{name}")
+            blocked = self._logins.blocked_until(key, credentials, started)
+            if blocked is not None and not isinstance(trigger, Manual):
+                raise LoginFailed(
+                    "FOGIS rejected these credentials; scheduled runs retry them after "
+                    f"{timestamp(blocked)} (a changed Secret or a manual trigger retries at once)"
+                )
+            tried.append(credentials)
+            return credentials
+
+        result: Detection | DetectorError
+        notice: Detection | DetectorError | None = None
+        source: FogisSource | None = None
+        webhook: str | None = None  # the webhook's fingerprint, once known
+        try:
+            self._check_host(spec.fogis.base_url)
+            source = FogisSource(
+                self._fogis,
+                self._sessions.get(key, spec.fogis.base_url),
+                read_credentials,
+                # Up to four requests (login page, login, list, one re-login) at the step timeout.
+                budget_seconds=4 * self._settings.fogis_timeout_seconds,
+                politeness=self._politeness,
+            )
+            # One fetch for both passes (the webhook's and the people's).
+            today = started.astimezone(zone).date()
+            fetched = Fetched(
+                await source.fetch(
+                    today, window_for(today, spec.fogis.days_back, spec.fogis.days_ahead)
+                )
+            )
+            passes = _Pass(ref, spec, trigger, zone, started, fetched)
+            result, webhook = await self._webhook_pass(passes, previous)
+            if spec.notify is not None:
+                notice = await self._notify_pass(passes, spec.notify)
+        except UnconfirmedDrop as exc:
+            self._held_back[key] = exc.digest
+            result = exc
+        except DetectorError as exc:
+            result = exc
+        except Exception as exc:  # a bug must fail this run only, never the operator
+            result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log, ref)
+        if tried and isinstance(result, LoginFailed):
+            self._logins.rejected(key, tried[-1], started)
+        elif source is not None and source.fetched is not None:  # FOGIS accepted them
+            self._logins.accepted(key)
+        record = record_of(
+            trigger=trigger,
+            started=started,
+            finished=self._clock(),
+            result=result,
+            previous=previous,
+            webhook=webhook,
+            notice=notice,
+        )
+        self._observe(ref, record, result, notice)
+        return Outcome(record, note_of(trigger, result, notice))
+
+    def _observe(
+        self,
+        ref: WatcherRef,
+        record: RunRecord,
+        result: Detection | DetectorError,
+        notice: Detection | DetectorError | None,
+    ) -> None:
+        m = self._metrics
+        if isinstance(notice, DetectorError):
+            m.notifications.inc(ref, "failed")
+        elif notice is not None:
+            m.notifications.inc(ref, "delivered" if notice.delivery is not None else "nothing")
+        trigger = record.trigger.kind
+        m.runs.inc(ref, trigger, "success" if record.error is None else "failure")
+        m.run_duration.labels(trigger=trigger).observe(
+            (record.finished - record.started).total_seconds()
+        )
+        attempts: tuple[Attempt, ...] = ()
+        if isinstance(result, Detection):
+            m.last_success.set(ref, record.finished.timestamp())
+            for change in result.changes:
+                for category in change.categories:
+                    m.changes.inc(ref, category)
+            if result.delivery is not None:
+                attempts = result.delivery.attempts
+                m.deliveries.inc(ref, "delivered")
+        elif isinstance(result, SourceUnavailable | LoginFailed):
+            m.source_errors.inc(ref, result.reason)
+        elif isinstance(result, DeliveryFailed):
+            attempts = result.attempts
+            m.deliveries.inc(ref, "failed")
+        for attempt in attempts:
+            m.attempts.inc(ref, attempt_code(attempt.status_code))
+            m.webhook_duration.observe(attempt.duration_seconds)

@@ -1,0 +1,269 @@
+"""The one queue of every watcher's next step: order, exclusivity, deletion and leadership,
+with stand-in schedulers that record their steps (real time, pauses of a few milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from controller.core.model import TRIGGER_ANNOTATION, WatcherRef
+from controller.runtime.dispatcher import Dispatcher, trimmed
+from tests.support.waiting import wait_for_async
+
+
+def body(name: str, generation: int = 1, trigger: str | None = None) -> dict[str, Any]:
+    annotations = {TRIGGER_ANNOTATION: trigger} if trigger else {}
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "annotations": {**annotations, "kubectl.kubernetes.io/last-applied": "x" * 500},
+            "managedFields": [{"manager": "kubectl"}],
+            "labels": {"team": "a"},
+        },
+        "spec": {"schedule": "H * * * *"},
+        "status": {"executionCount": 1},
+    }
+
+
+class World:
+    """Stand-in schedulers: each step is recorded, may be held, and returns `pause`."""
+
+    def __init__(self, pause: float | None = None) -> None:
+        self.pause = pause
+        self.steps: list[str] = []
+        self.built: list[tuple[str, Mapping[str, Any]]] = []
+        self.released: list[tuple[str, bool]] = []
+        self.running: set[str] = set()
+        self.overlaps = 0
+        self.most_at_once = 0
+        self.hold: asyncio.Event | None = None
+        self.suspend = True  # False: a step returns without suspending (nothing was due)
+
+    def make(self, ref: WatcherRef, view: Callable[[], Mapping[str, Any]]) -> Stub:
+        self.built.append((ref.name, view()))
+        return Stub(self, ref.name, view)
+
+    async def release(self, ref: WatcherRef, deleted: bool) -> None:
+        self.released.append((ref.name, deleted))
+
+
+class Stub:
+    def __init__(self, world: World, name: str, view: Callable[[], Mapping[str, Any]]) -> None:
+        self.world, self.name, self.view = world, name, view
+        self.seen: object = None
+
+    @property
+    def last_success(self) -> datetime | None:
+        return None
+
+    def poke(self, body: Mapping[str, Any]) -> bool:
+        meta = body["metadata"]
+        seen = (meta.get("generation"), (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION))
+        changed, self.seen = seen != self.seen, seen
+        return changed
+
+    async def step(self, stopped: Callable[[], bool]) -> float | None:
+        world = self.world
+        world.overlaps += self.name in world.running
+        world.running.add(self.name)
+        world.most_at_once = max(world.most_at_once, len(world.running))
+        world.steps.append(self.name)
+        try:
+            if world.hold is not None:
+                await world.hold.wait()
+            if world.suspend:
+                await asyncio.sleep(0)
+        finally:
+            world.running.discard(self.name)
+        return world.pause
+
+
+@asynccontextmanager
+async def dispatching(
+    world: World, workers: int = 2, serving: bool = True
+) -> AsyncIterator[Dispatcher]:
+    dispatcher = Dispatcher(
+        make=world.make, workers=workers, release=world.release, serving=serving
+    )
+    dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(grace=5)
+
+
+def test_only_what_a_scheduler_reads_is_kept() -> None:
+    kept = trimmed(body("a", trigger="now"))
+    assert kept["metadata"] == {
+        "namespace": "ns",
+        "name": "a",
+        "uid": "uid-a",
+        "generation": 1,
+        "annotations": {TRIGGER_ANNOTATION: "now"},
+    }
+    assert kept["spec"] == {"schedule": "H * * * *"}
+    assert kept["status"] == {"executionCount": 1}
+
+
+async def test_a_new_watcher_steps_at_once_then_when_its_pause_is_over() -> None:
+    world = World(pause=0.05)
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await wait_for_async("three steps", lambda: world.steps.count("a") >= 3, 5)
+    assert world.built[0][1] == trimmed(body("a"))  # built from the trimmed object
+
+
+async def test_a_watcher_waiting_until_poked_is_not_stepped_for_other_events() -> None:
+    world = World(pause=None)
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await wait_for_async("the first step", lambda: world.steps == ["a"], 5)
+        await dispatcher.observe(body("a"))  # e.g. its own status write coming back
+        await asyncio.sleep(0.05)
+        assert world.steps == ["a"]
+        await dispatcher.observe(body("a", trigger="go"))
+        await wait_for_async("the triggered step", lambda: world.steps == ["a", "a"], 5)
+
+
+async def test_poked_watchers_go_before_due_ones() -> None:
+    world = World(pause=0.0)  # every watcher is due again at once: a storm
+    async with dispatching(world, workers=1) as dispatcher:
+        for n in range(50):
+            await dispatcher.observe(body(f"w{n}"))
+        await wait_for_async("the storm", lambda: len(world.steps) >= 100, 5)
+        await dispatcher.observe(body("w7", trigger="now"))
+        mark = len(world.steps)
+        await wait_for_async("the trigger", lambda: "w7" in world.steps[mark:], 5)
+        assert world.steps[mark:].index("w7") <= 1  # at most the step in flight first
+
+
+async def test_one_step_at_a_time_per_watcher_and_a_poke_during_it_steps_again() -> None:
+    world = World(pause=None)
+    world.hold = asyncio.Event()
+    async with dispatching(world, workers=4) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await wait_for_async("the held step", lambda: world.running == {"a"}, 5)
+        await dispatcher.observe(body("a", trigger="1"))
+        await dispatcher.observe(body("a", trigger="2"))
+        await asyncio.sleep(0.05)
+        assert world.steps == ["a"]  # the other workers did not take it
+        world.hold.set()
+        await wait_for_async("one more step", lambda: world.steps == ["a", "a"], 5)
+        await asyncio.sleep(0.05)
+    assert world.steps == ["a", "a"]
+    assert world.overlaps == 0
+
+
+async def test_no_more_steps_at_once_than_workers() -> None:
+    world = World(pause=None)
+    world.hold = asyncio.Event()
+    async with dispatching(world, workers=3) as dispatcher:
+        for n in range(10):
+            await dispatcher.observe(body(f"w{n}"))
+        await wait_for_async("three held", lambda: len(world.running) == 3, 5)
+        await asyncio.sleep(0.05)
+        assert world.most_at_once == 3
+        world.hold.set()
+        await wait_for_async("all stepped", lambda: len(world.steps) == 10, 5)
+
+
+async def test_a_watcher_deleted_mid_step_is_released_after_it_and_never_stepped_again() -> None:
+    world = World(pause=0.0)
+    world.hold = asyncio.Event()
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await wait_for_async("the held step", lambda: world.running == {"a"}, 5)
+        await dispatcher.observe(body("a"), deleted=True)
+        assert world.released == []  # its step is still running
+        world.hold.set()
+        await wait_for_async("the release", lambda: world.released == [("a", True)], 5)
+        await asyncio.sleep(0.05)
+        assert world.steps == ["a"]
+        assert dispatcher.served == 0
+
+
+async def test_a_standby_follows_the_watch_and_takes_over_from_the_latest_objects() -> None:
+    world = World(pause=None)
+    async with dispatching(world, serving=False) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await dispatcher.observe(body("a", generation=2))  # the leader changed it meanwhile
+        await asyncio.sleep(0.05)
+        assert (world.steps, dispatcher.served) == ([], 0)
+        await dispatcher.lead(True)
+        await wait_for_async("the take-over", lambda: world.steps == ["a"], 5)
+        assert world.built[0][1]["metadata"]["generation"] == 2
+        assert dispatcher.served == 1
+        await dispatcher.lead(False)  # lost: stops, and drops what it exported
+        assert world.released == [("a", False)]
+        assert dispatcher.served == 0
+        await dispatcher.observe(body("a", trigger="now"))
+        await asyncio.sleep(0.05)
+        assert world.steps == ["a"]
+        await dispatcher.lead(True)  # the scheduler is built again, not reused
+        await wait_for_async("the second take-over", lambda: len(world.built) == 2, 5)
+
+
+async def test_stopping_lets_a_step_under_way_end_and_starts_none() -> None:
+    """SIGTERM between a slot's claim and its run must not lose the slot: the step ends as it
+    would (its run, status and Event), only no new step starts."""
+    world = World(pause=0.0)
+    world.hold = asyncio.Event()
+    dispatcher = Dispatcher(make=world.make, workers=2, release=world.release)
+    dispatcher.start()
+    await dispatcher.observe(body("a"))
+    await dispatcher.observe(body("b"))
+    await wait_for_async("two held steps", lambda: world.running == {"a", "b"}, 5)
+    stopping = asyncio.create_task(dispatcher.stop(grace=5))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waits for the steps, does not cut them
+    world.hold.set()
+    await stopping
+    assert sorted(world.steps) == ["a", "b"]  # both ended; neither stepped again
+    assert world.overlaps == 0
+    assert sorted(world.released) == [("a", False), ("b", False)]
+
+
+async def test_quiet_is_called_only_while_no_step_is_under_way() -> None:
+    world = World(pause=None)
+    world.hold = asyncio.Event()
+    busy_when_quiet: list[int] = []
+    dispatcher = Dispatcher(
+        make=world.make,
+        workers=3,
+        release=world.release,
+        quiet=lambda: busy_when_quiet.append(len(world.running)),
+    )
+    dispatcher.start()
+    try:
+        await wait_for_async("idle workers report quiet", lambda: len(busy_when_quiet) > 0, 5)
+        await dispatcher.observe(body("a"))
+        await wait_for_async("the held step", lambda: world.running == {"a"}, 5)
+        quiet_before = len(busy_when_quiet)
+        await dispatcher.observe(body("b", trigger="1"))  # wakes a worker, which finds "b"
+        await wait_for_async("both held", lambda: world.running == {"a", "b"}, 5)
+        await dispatcher.observe(body("c"))
+        await wait_for_async("three held", lambda: len(world.running) == 3, 5)
+        assert len(busy_when_quiet) == quiet_before  # never while a step is held
+        world.hold.set()
+        await wait_for_async("quiet again", lambda: len(busy_when_quiet) > quiet_before, 5)
+    finally:
+        await dispatcher.stop(grace=5)
+    assert set(busy_when_quiet) == {0}
+
+
+async def test_steps_that_never_suspend_still_let_the_loop_run_between_them() -> None:
+    world = World(pause=None)
+    world.suspend = False
+    async with dispatching(world, workers=2) as dispatcher:
+        for n in range(200):
+            await dispatcher.observe(body(f"w{n}"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert 0 < len(world.steps) < 20  # a few steps per loop turn, not all 200 in one
+        await wait_for_async("all stepped", lambda: len(world.steps) == 200, 5)

@@ -1,0 +1,143 @@
+"""Leader election: the pure rule as a table, then the election against an in-memory Lease."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.core.errors import KubernetesError, LeaseConflict
+from controller.runtime.leadership import (
+    LEASE_SECONDS,
+    Leadership,
+    LeaseRecord,
+    next_record,
+    released,
+)
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+ME, OTHER = "pod-a", "pod-b"
+
+
+def held_by(holder: str | None, renewed: datetime = T0, seconds: int = 15) -> LeaseRecord:
+    return LeaseRecord(holder, seconds, T0, renewed, transitions=3)
+
+
+@pytest.mark.parametrize(
+    ("current", "seen_since", "now", "expected"),
+    [
+        # no Lease yet: create it, held by me
+        (None, T0, T0, LeaseRecord(ME, LEASE_SECONDS, T0, T0)),
+        # mine: renew, keeping when it was acquired and the transitions
+        (held_by(ME), T0, T0 + timedelta(seconds=2), held_by(ME, T0 + timedelta(seconds=2))),
+        # another holder, seen changing 14 s ago: its lease still runs
+        (held_by(OTHER), T0, T0 + timedelta(seconds=14), None),
+        # another holder, unchanged for the whole lease: take it over, one more transition
+        (
+            held_by(OTHER),
+            T0,
+            T0 + timedelta(seconds=15),
+            LeaseRecord(
+                ME, LEASE_SECONDS, T0 + timedelta(seconds=15), T0 + timedelta(seconds=15), 4
+            ),
+        ),
+        # judged by when this process saw it change, not by the holder's clock (an hour behind)
+        (held_by(OTHER, T0 - timedelta(hours=1)), T0, T0 + timedelta(seconds=5), None),
+        # released (no holder): take it at once
+        (held_by(None, seconds=1), T0, T0, LeaseRecord(ME, LEASE_SECONDS, T0, T0, 4)),
+    ],
+)
+def test_next_record(
+    current: LeaseRecord | None, seen_since: datetime, now: datetime, expected: LeaseRecord | None
+) -> None:
+    assert next_record(current, seen_since=seen_since, me=ME, now=now) == expected
+
+
+def test_released_names_no_holder_and_expires_at_once() -> None:
+    record = released(held_by(ME), T0)
+    assert (record.holder, record.lease_seconds, record.transitions) == (None, 1, 3)
+
+
+class LeaseStore:
+    """One Lease with a version, answering like the API server (409 on a stale version)."""
+
+    def __init__(self) -> None:
+        self.record: LeaseRecord | None = None
+        self.version = 0
+        self.failing = False
+
+    async def read_lease(self, namespace: str, name: str) -> tuple[LeaseRecord, str] | None:
+        if self.failing:
+            raise KubernetesError("reading Lease: 503")
+        return None if self.record is None else (self.record, str(self.version))
+
+    async def write_lease(
+        self, namespace: str, name: str, record: LeaseRecord, version: str | None
+    ) -> str:
+        if (version is None) != (self.record is None) or (
+            version is not None and version != str(self.version)
+        ):
+            raise LeaseConflict("changed meanwhile")
+        self.record, self.version = record, self.version + 1
+        return str(self.version)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def replica(
+    store: LeaseStore, clock: Clock, name: str, changes: list[tuple[str, bool]]
+) -> Leadership:
+    async def on_change(leading: bool) -> None:
+        changes.append((name, leading))
+
+    return Leadership(
+        store, namespace="ops", name="mlcd", identity=name, on_change=on_change, clock=clock
+    )
+
+
+async def test_one_leads_the_other_waits_for_expiry_then_takes_over() -> None:
+    store, clock, changes = LeaseStore(), Clock(), list[tuple[str, bool]]()
+    a, b = replica(store, clock, ME, changes), replica(store, clock, OTHER, changes)
+    await a._round()
+    await b._round()
+    assert changes == [(ME, True)]
+    clock.now += timedelta(seconds=14)
+    await b._round()  # a stopped renewing, but its lease still runs
+    assert not b.leading
+    clock.now += timedelta(seconds=1)
+    await b._round()
+    assert changes == [(ME, True), (OTHER, True)]
+    await a._round()  # a wakes: someone else holds it now
+    assert changes[-1] == (ME, False)
+    assert store.record is not None
+    assert store.record.holder == OTHER
+
+
+async def test_a_leader_that_cannot_renew_steps_down_at_its_deadline() -> None:
+    store, clock, changes = LeaseStore(), Clock(), list[tuple[str, bool]]()
+    a = replica(store, clock, ME, changes)
+    await a._round()
+    store.failing = True
+    clock.now += timedelta(seconds=9)
+    await a._round()
+    assert a.leading  # within the renew deadline
+    clock.now += timedelta(seconds=1)
+    await a._round()
+    assert changes == [(ME, True), (ME, False)]
+
+
+async def test_release_lets_a_standby_take_over_at_its_next_round() -> None:
+    store, clock, changes = LeaseStore(), Clock(), list[tuple[str, bool]]()
+    a, b = replica(store, clock, ME, changes), replica(store, clock, OTHER, changes)
+    await a._round()
+    await b._round()
+    await a.release()
+    clock.now += timedelta(seconds=2)
+    await b._round()
+    assert b.leading

@@ -1,0 +1,191 @@
+"""The scheduler carrying out decisions, against in-memory doubles of the API server and the
+runner: what reaches the API server, and in which order. (The real API server is the
+integration suite's; these pin down the races found by the soak.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from controller.core.config import Settings
+from controller.core.errors import StatusConflict
+from controller.core.model import WatcherRef, WatcherSpec
+from controller.core.outcome import Outcome
+from controller.core.status import WatcherStatus, timestamp
+from controller.core.trigger import Scheduled, Trigger
+from controller.runtime.scheduler import WatcherScheduler
+
+REF = WatcherRef("referees", "anna", "uid-1")
+SLOT = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+
+class ApiServer:
+    """Holds one watcher's status and version, and answers like the status subresource."""
+
+    def __init__(self, status: Mapping[str, Any]) -> None:
+        self.status = dict(status)
+        self.version = 1
+        self.patches: list[tuple[Mapping[str, Any], str | None]] = []
+        self.reads = 0
+
+    async def patch_status(
+        self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        self.patches.append((status, resource_version))
+        if resource_version is not None and resource_version != str(self.version):
+            raise StatusConflict("changed meanwhile")
+        self.status.update(status)
+        self.version += 1
+        return dict(self.status), str(self.version)
+
+    async def read_status(self, ref: WatcherRef) -> tuple[dict[str, Any], str]:
+        self.reads += 1
+        return dict(self.status), str(self.version)
+
+    async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
+        pass
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.runs: list[Trigger] = []
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        self.runs.append(trigger)
+        raise RuntimeError("not needed: these tests stop before a run ends")
+
+
+def scheduler(
+    api: ApiServer,
+    runner: Runner,
+    body_status: Mapping[str, Any],
+    version: str | None = None,
+    on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
+    clock: Callable[[], datetime] = lambda: SLOT + timedelta(seconds=0.2),
+) -> WatcherScheduler:
+    body = {
+        "metadata": {
+            "generation": 1,
+            "creationTimestamp": timestamp(SLOT - timedelta(days=1)),
+            "resourceVersion": version,
+        },
+        "spec": {
+            "schedule": "0 * * * *",
+            "source": {"fogis": {"credentialsSecretRef": {"name": "anna-fogis"}}},
+        },
+        "status": dict(body_status),
+    }
+    return WatcherScheduler(
+        ref=REF,
+        body=lambda: body,
+        runner=runner,
+        cluster=api,
+        settings=Settings(),
+        on_status=on_status,
+        clock=clock,
+    )
+
+
+PLANNED_FROM = {"lastScheduleTime": "2026-11-28T09:00:00Z"}
+
+
+async def test_a_slot_another_replica_claimed_meanwhile_is_not_run() -> None:
+    """Soak, short run 6: in a peering handover the new replica's daemon started from an object
+    listed before the old replica claimed the slot. Its claim must not succeed."""
+    api = ApiServer({"lastScheduleTime": "2026-11-28T10:00:00Z"})  # the other replica's claim
+    runner = Runner()
+    watcher = scheduler(api, runner, PLANNED_FROM)  # kopf's stale view
+    pause = await watcher._step(lambda: False)
+    assert runner.runs == []
+    assert api.patches == []
+    assert pause == 0  # decides again at once, from what the server says
+    assert watcher.memory.status.last_schedule_time == SLOT
+
+
+async def test_a_claim_is_conditional_on_the_version_it_read() -> None:
+    api = ApiServer(PLANNED_FROM)
+    runner = Runner()
+    watcher = scheduler(api, runner, PLANNED_FROM)
+    original = api.read_status
+
+    async def read_then_someone_writes(ref: WatcherRef) -> tuple[dict[str, Any], str]:
+        answer = await original(ref)
+        api.version += 1  # the other replica's claim lands between our read and our write
+        return answer
+
+    api.read_status = read_then_someone_writes  # type: ignore[method-assign]
+    await watcher._step(lambda: False)
+    assert runner.runs == []
+    assert [version for _, version in api.patches] == ["1"]  # refused: version 2 by then
+
+
+async def test_an_unclaimed_slot_is_claimed_then_run() -> None:
+    api = ApiServer(PLANNED_FROM)
+    runner = Runner()
+    watcher = scheduler(api, runner, PLANNED_FROM)
+    with pytest.raises(RuntimeError, match="not needed"):  # the double runner ends it there
+        await watcher._step(lambda: False)
+    assert runner.runs == [Scheduled(SLOT)]
+    assert api.status["lastScheduleTime"] == "2026-11-28T10:00:00Z"
+    assert api.patches[0][1] == "1"
+
+
+async def test_a_stopped_scheduler_claims_nothing() -> None:
+    api = ApiServer(PLANNED_FROM)
+    runner = Runner()
+    assert await scheduler(api, runner, PLANNED_FROM)._step(lambda: True) is None
+    assert api.patches == []
+    assert runner.runs == []
+
+
+@pytest.mark.parametrize(
+    ("known", "reads", "versions"),
+    [
+        ("1", 0, ["1"]),  # the version the scheduler knows is current: one write, no read
+        ("0", 1, ["0", "1"]),  # stale: refused, read, unclaimed still, claimed with the new one
+    ],
+)
+async def test_a_claim_reads_only_when_its_version_is_stale(
+    known: str, reads: int, versions: list[str]
+) -> None:
+    api = ApiServer(PLANNED_FROM)
+    runner = Runner()
+    with pytest.raises(RuntimeError, match="not needed"):
+        await scheduler(api, runner, PLANNED_FROM, version=known)._step(lambda: False)
+    assert runner.runs == [Scheduled(SLOT)]
+    assert (api.reads, [version for _, version in api.patches]) == (reads, versions)
+
+
+async def test_a_restarted_scheduler_exports_the_status_it_finds_without_writing_it() -> None:
+    """After a restart with every status still right, nothing is written, but the state metrics
+    (Ready, next run) must come back at the first step, not at the next write an hour later."""
+    between_slots = lambda: SLOT + timedelta(minutes=30)  # noqa: E731 - a clock
+    api = ApiServer({"lastScheduleTime": "2026-11-28T10:00:00Z"})
+    await scheduler(api, Runner(), api.status, clock=between_slots)._step(lambda: False)
+    assert api.patches  # the first process wrote its next run and conditions
+    written, exported = len(api.patches), []
+    restarted = scheduler(
+        api,
+        Runner(),
+        api.status,
+        on_status=lambda ref, status: exported.append(status),
+        clock=between_slots,
+    )
+    for _ in range(2):
+        await restarted._step(lambda: False)
+    assert len(api.patches) == written  # nothing to write
+    assert len(exported) == 1  # exported once
+    assert exported[0].next_execution_time == SLOT + timedelta(hours=1)
