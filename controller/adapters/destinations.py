@@ -19,6 +19,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 # Cloud metadata services outside the link-local ranges (AWS IPv6, Alibaba Cloud).
 _METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+# IPv6 addresses that reach the IPv4 address in their last 32 bits: IPv4-mapped (a dual-stack
+# socket connects to the IPv4 address), IPv4-compatible (deprecated, still routed by some
+# stacks) and NAT64's well-known prefix (RFC 6052: the node's NAT64 gateway translates it).
+_EMBEDS_IPV4 = tuple(ipaddress.IPv6Network(n) for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96"))
 
 
 def forbidden_reason(address: str, api_server: Iterable[str] = ()) -> str | None:
@@ -27,12 +31,14 @@ def forbidden_reason(address: str, api_server: Iterable[str] = ()) -> str | None
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    named = str(ip)
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _EMBEDS_IPV4):
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+        named = f"{ip} (as {named})"
     if ip in _METADATA or ip.is_link_local:
-        return f"{ip} is a link-local or cloud metadata address"
+        return f"{named} is a link-local or cloud metadata address"
     if str(ip) in set(api_server):
-        return f"{ip} is the Kubernetes API server"
+        return f"{named} is the Kubernetes API server"
     return None
 
 

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 class SecretData:
     values: dict[str, str] = field(repr=False)  # decoded: never shown
     version: str  # resourceVersion: tells whether the Secret changed since
+    uid: str = ""  # with `version`, names what the login backoff is for (a re-created Secret)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,12 @@ class Kube:
                 decoded[key] = base64.b64decode(value).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
-        version = secret.metadata.resource_version if secret and secret.metadata else None
-        return SecretData(decoded, version or "")
+        meta = secret.metadata if secret is not None else None
+        return SecretData(
+            decoded,
+            (meta.resource_version if meta else None) or "",
+            (meta.uid if meta else None) or "",
+        )
 
     async def patch_status(
         self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None

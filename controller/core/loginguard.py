@@ -1,48 +1,36 @@
 """Backoff for rejected FOGIS credentials, so a wrong password cannot lock the referee's account.
 
-After FOGIS rejects a set of credentials, scheduled runs with the very same credentials do not try
-again until a backoff has passed (15 minutes, doubling per rejection, at most 6 hours). A new
-password in the Secret, or a manual trigger, tries at once. Pure: the clock is an argument, and
-only a salted digest of the credentials is kept, never the password.
+After FOGIS rejects the credentials of a Secret, scheduled runs do not try that Secret again until
+a backoff has passed (15 minutes, doubling per rejection, at most 6 hours). A changed Secret (a new
+resourceVersion), or a manual trigger, tries at once. The backoff lives in the watcher's status
+(status.LoginBackoff), so a restart or a new leader does not retry a wrong password sooner; it
+names the Secret by uid and resourceVersion, never by anything derived from the password. Pure:
+the clock is an argument.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from controller.core.model import Credentials
+from controller.core.status import LoginBackoff, SecretVersion
 
 FIRST_BACKOFF = timedelta(minutes=15)
 MAX_BACKOFF = timedelta(hours=6)
+_DOUBLINGS = 5  # FIRST_BACKOFF * 2**5 is past MAX_BACKOFF already
 
 
-@dataclass(frozen=True)
-class _Rejection:
-    fingerprint: str
-    count: int
-    until: datetime
+def blocked_until(
+    backoff: LoginBackoff | None, secret: SecretVersion, now: datetime
+) -> datetime | None:
+    """Until when this version of the Secret is not tried again, if FOGIS rejected it recently."""
+    if backoff is None or backoff.secret != secret or now >= backoff.retry_after:
+        return None
+    return backoff.retry_after
 
 
-class LoginGuard:
-    def __init__(self) -> None:
-        self._rejections: dict[tuple[str, str], _Rejection] = {}
-
-    def blocked_until(
-        self, key: tuple[str, str], credentials: Credentials, now: datetime
-    ) -> datetime | None:
-        """When these credentials were rejected recently: until when they are not retried."""
-        rejection = self._rejections.get(key)
-        if rejection is None or rejection.fingerprint != credentials.fingerprint:
-            return None
-        return rejection.until if now < rejection.until else None
-
-    def rejected(self, key: tuple[str, str], credentials: Credentials, now: datetime) -> None:
-        previous = self._rejections.get(key)
-        fingerprint = credentials.fingerprint
-        count = previous.count + 1 if previous and previous.fingerprint == fingerprint else 1
-        backoff = min(FIRST_BACKOFF * 2 ** (count - 1), MAX_BACKOFF)
-        self._rejections[key] = _Rejection(fingerprint, count, now + backoff)
-
-    def accepted(self, key: tuple[str, str]) -> None:
-        self._rejections.pop(key, None)
+def rejected(backoff: LoginBackoff | None, secret: SecretVersion, now: datetime) -> LoginBackoff:
+    """The backoff after FOGIS rejected this version of the Secret (again)."""
+    before = max(backoff.failures, 0) if backoff is not None and backoff.secret == secret else 0
+    # The exponent is capped: `failures` comes back from status, where anyone may edit it.
+    delay = min(FIRST_BACKOFF * 2 ** min(before, _DOUBLINGS), MAX_BACKOFF)
+    return LoginBackoff(secret, before + 1, now + delay)

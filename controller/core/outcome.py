@@ -16,6 +16,7 @@ from controller.core.events import Note
 from controller.core.reasons import Reason
 from controller.core.status import (
     HistoryEntry,
+    LoginBackoff,
     Readiness,
     RunRecord,
     WatcherStatus,
@@ -36,12 +37,16 @@ class Outcome:
     note: Note
 
 
-def baseline_reset(previous: WatcherStatus, config_map: str, foreign_owner: bool) -> str | None:
-    """Why a baseline is not this watcher's first, if it is not (see Detection.reset). A new
-    watcher (no matchCount yet) may find a deleted namesake's ConfigMap: that is no reset."""
-    if previous.match_count is None:
+def baseline_reset(
+    accepted: int | None, pending: int, config_map: str, foreign_owner: bool
+) -> str | None:
+    """Why a pass's baseline is not its first, if it is not (see Detection.reset). `accepted`:
+    the match count of the last list the pass accepted (status.matchCount for the webhook's,
+    status.notify.matchCount for the people's), None if it never had one: a new watcher (or new
+    spec.notify) may find a deleted namesake's ConfigMap, and that is no reset. `pending`: its
+    changes that were waiting for delivery."""
+    if accepted is None:
         return None
-    pending = previous.webhook.pending_changes
     lost = f" ({pending} changes were pending)" if pending else ""
     if foreign_owner:
         return (
@@ -49,6 +54,16 @@ def baseline_reset(previous: WatcherStatus, config_map: str, foreign_owner: bool
             f"was removed, or the watcher was re-created or restored){lost}"
         )
     return f"ConfigMap {config_map} was missing (deleted?){lost}"
+
+
+def people_reset(notice: Detection | DetectorError | None) -> str:
+    """The people's pass's baseline reset as a clause after the run's outcome ("": none)."""
+    if not isinstance(notice, Detection) or notice.reset is None:
+        return ""
+    return (
+        f"; notifications recorded a new baseline: {notice.reset}; changes since people were "
+        "last told were not sent"
+    )
 
 
 def describe_success(detection: Detection) -> str:
@@ -82,11 +97,13 @@ def record_of(
     previous: WatcherStatus,
     webhook: str | None = None,
     notice: Detection | DetectorError | None = None,
+    login: LoginBackoff | None = None,
 ) -> RunRecord:
     """`webhook` is the fingerprint of the watcher's webhook configuration (None: none, or the
     run failed before reading it); a 410 Gone holds while it stays the same. `notice` is the
     people's pass (spec.notify), tracked apart: its failure makes the run's Ready False (after
-    any webhook failure) but changes nothing about the webhook's deliveries."""
+    any webhook failure) but changes nothing about the webhook's deliveries. `login` is the
+    login backoff after the run (None: FOGIS accepted the credentials, or never rejected them)."""
     before = previous.webhook
     # A receiver that answered 410 Gone for this very configuration still wants nothing.
     still_gone = before.gone_for is not None and before.gone_for == webhook
@@ -122,10 +139,11 @@ def record_of(
             readiness, error = Readiness(False, notice.reason, notice.message), notice.message
         elif still_gone:
             readiness = Readiness(False, Reason.WEBHOOK_GONE, f"{describe_success(result)}; {GONE}")
-        elif result.reset is None:
+        elif result.reset is None and not people_reset(notice):
             readiness = Readiness(True, Reason.SUCCEEDED, describe_success(result))
         else:
-            readiness = Readiness(True, Reason.BASELINE_RESET, describe_success(result))
+            text = describe_success(result) + people_reset(notice)
+            readiness = Readiness(True, Reason.BASELINE_RESET, text)
         return RunRecord(
             trigger=trigger,
             started=started,
@@ -138,6 +156,7 @@ def record_of(
             webhook=state,
             notify=notify,
             history=found,
+            login=login,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -152,6 +171,7 @@ def record_of(
         webhook=state,
         notify=notify,
         history=found,
+        login=login,
     )
 
 
@@ -186,9 +206,15 @@ def notify_state(
     """status.notify after the people's pass; None: unchanged (no pass, or nothing new)."""
     match notice:
         case Detection() if notice.delivery is not None:
-            return WebhookState(last_delivery_time=finished)
-        case Detection() if before.pending_changes or before.consecutive_failures:
-            return replace(before, consecutive_failures=0, pending_changes=0)
+            return WebhookState(last_delivery_time=finished, match_count=notice.match_count)
+        case Detection() if (
+            before.pending_changes
+            or before.consecutive_failures
+            or before.match_count != notice.match_count
+        ):
+            return replace(
+                before, consecutive_failures=0, pending_changes=0, match_count=notice.match_count
+            )
         case ChangesPending():
             return replace(
                 before,
@@ -217,9 +243,9 @@ def note_of(
     )
     if isinstance(result, DetectorError):
         return Note("Warning", result.reason, f"{what} failed: {result.message}{failed}")
-    message = f"{what}: {describe_success(result)}"
+    message = f"{what}: {describe_success(result)}{people_reset(notice)}"
     if isinstance(notice, DetectorError):
         return Note("Warning", notice.reason, f"{message}{failed}")
-    if result.reset is not None:
+    if result.reset is not None or people_reset(notice):
         return Note("Warning", Reason.BASELINE_RESET, message)
     return Note("Normal", Reason.BASELINE if result.baseline else Reason.RUN_SUCCEEDED, message)

@@ -74,6 +74,9 @@ class WebhookState:
     pending_changes: int = 0
     last_delivery_id: str | None = None
     gone_for: str | None = None  # the webhook fingerprint a receiver answered 410 Gone for
+    # The people's pass only (status.notify): how many matches the list they were last told
+    # about has; set once it has a baseline (the webhook's is status.matchCount).
+    match_count: int | None = None
 
     @classmethod
     def from_status(cls, webhook: Mapping[str, Any]) -> WebhookState:
@@ -85,6 +88,7 @@ class WebhookState:
             pending_changes=_count(webhook.get("pendingChanges")) or 0,
             last_delivery_id=_text(webhook.get("lastDeliveryId")),
             gone_for=_text(webhook.get("goneFor")),
+            match_count=_count(webhook.get("matchCount")),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -95,6 +99,44 @@ class WebhookState:
             "pendingChanges": self.pending_changes,
             "lastDeliveryId": self.last_delivery_id,
             "goneFor": self.gone_for,
+        }
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One version of a Secret: its uid (a re-created Secret is another) and resourceVersion."""
+
+    uid: str
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class LoginBackoff:
+    """status.login: FOGIS rejected the credentials of this version of the credentials Secret
+    `failures` times in a row, so scheduled runs do not try them before `retry_after` (see
+    loginguard.py). Kept in status so a restarted operator or a new leader keeps to it; it
+    names the Secret, never anything derived from the password."""
+
+    secret: SecretVersion
+    failures: int
+    retry_after: datetime
+
+    @classmethod
+    def from_status(cls, raw: Any) -> LoginBackoff | None:
+        if not isinstance(raw, Mapping):
+            return None
+        uid, version = _text(raw.get("secretUid")), _text(raw.get("secretResourceVersion"))
+        failures, until = _count(raw.get("failures")), parse_timestamp(raw.get("retryAfter"))
+        if uid is None or version is None or failures is None or until is None:
+            return None
+        return cls(SecretVersion(uid, version), failures, until)
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "secretUid": self.secret.uid,
+            "secretResourceVersion": self.secret.resource_version,
+            "failures": self.failures,
+            "retryAfter": timestamp(self.retry_after),
         }
 
 
@@ -184,6 +226,7 @@ class WatcherStatus:
     webhook: WebhookState = field(default_factory=WebhookState)
     notify: WebhookState = field(default_factory=WebhookState)  # the people's deliveries
     history: tuple[HistoryEntry, ...] = ()
+    login: LoginBackoff | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> WatcherStatus:
@@ -221,6 +264,7 @@ class WatcherStatus:
                 for entry in map(HistoryEntry.from_status, _list(raw.get("history")))
                 if entry is not None
             ),
+            login=LoginBackoff.from_status(raw.get("login")),
         )
 
 
@@ -296,6 +340,7 @@ class RunRecord:
     webhook: WebhookState | None
     notify: WebhookState | None = None
     history: HistoryEntry | None = None  # the change set this run found, if any
+    login: LoginBackoff | None = None  # the login backoff after this run (None: none)
 
 
 def status_after_run(
@@ -337,12 +382,15 @@ def status_after_run(
         patch["history"] = [
             entry.to_status() for entry in history_after(previous.history, record.history)
         ]
+    if record.login != previous.login:  # null removes it
+        patch["login"] = None if record.login is None else record.login.to_status()
     if record.notify is not None:
         notify = record.notify
         patch["notify"] = {
             "lastDeliveryTime": timestamp(notify.last_delivery_time),
             "consecutiveFailures": notify.consecutive_failures,
             "pendingChanges": notify.pending_changes,
+            "matchCount": notify.match_count,
         }
     return patch
 

@@ -46,7 +46,7 @@ from controller.core.errors import (
     SourceUnavailable,
     unexpected,
 )
-from controller.core.loginguard import LoginGuard
+from controller.core.loginguard import blocked_until, rejected
 from controller.core.model import (
     GROUP,
     PLURAL,
@@ -58,7 +58,7 @@ from controller.core.model import (
 )
 from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.core.reasons import Reason
-from controller.core.status import RunRecord, WatcherStatus, timestamp
+from controller.core.status import RunRecord, SecretVersion, WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
 from controller.runtime.detection import (
     Detection,
@@ -93,6 +93,17 @@ def attempt_code(status: int | None) -> str:
     if status is None:
         return "error"
     return str(status) if status in _REGISTERED_CODES else "other"
+
+
+def _reset_noted(
+    result: Detection, store: ConfigMapSnapshots, accepted: int | None, pending: int
+) -> Detection:
+    """A pass's baseline where it had accepted a list before is a reset, and its Event says
+    so: a deleted or foreign ConfigMap lost that pass's last list and what was pending."""
+    if not result.baseline:
+        return result
+    reset = baseline_reset(accepted, pending, store.name, store.foreign_owner)
+    return replace(result, reset=reset)
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,6 @@ class WatcherRunner:
         self._sessions = Sessions()
         # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
         self._held_back: dict[tuple[str, str], str] = {}
-        self._logins = LoginGuard()
         self._politeness = Politeness(
             max_concurrent_per_host=settings.fogis_max_concurrent_per_host,
             logins_per_second=settings.fogis_logins_per_second,
@@ -192,7 +202,6 @@ class WatcherRunner:
 
     async def forget(self, ref: WatcherRef) -> None:
         """Drop a deleted watcher's session and metric series."""
-        self._logins.accepted((ref.namespace, ref.name))
         self._held_back.pop((ref.namespace, ref.name), None)
         self._sessions.forget((ref.namespace, ref.name))
         self._metrics.forget(ref.namespace, ref.name)
@@ -250,13 +259,13 @@ class WatcherRunner:
             raise
         except DetectorError as exc:  # the webhook's trouble must not hold back people's
             return exc, webhook
-        if result.baseline:
-            result = replace(
-                result, reset=baseline_reset(previous, store.name, store.foreign_owner)
-            )
-        return result, webhook
+        return _reset_noted(
+            result, store, previous.match_count, previous.webhook.pending_changes
+        ), webhook
 
-    async def _notify_pass(self, run: _Pass, notify: NotifySpec) -> Detection | DetectorError:
+    async def _notify_pass(
+        self, run: _Pass, notify: NotifySpec, previous: WatcherStatus
+    ) -> Detection | DetectorError:
         """The people's pass over the list the webhook's pass used, with its own snapshot
         ("notified"): a failing chat service holds back neither the webhook nor the reverse."""
         ref = run.ref
@@ -272,7 +281,10 @@ class WatcherRunner:
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
-            return await run.detect(store, notifier, confirmed=True)
+            result = await run.detect(store, notifier, confirmed=True)
+            return _reset_noted(
+                result, store, previous.notify.match_count, previous.notify.pending_changes
+            )
         except DetectorError as exc:
             return exc
         except Exception as exc:  # a bug in this pass must not cost the webhook's result
@@ -292,19 +304,20 @@ class WatcherRunner:
         if isinstance(trigger, Scheduled):
             self._metrics.schedule_lag.observe(max(0.0, (started - trigger.slot).total_seconds()))
         key = (ref.namespace, ref.name)
-        tried: list[Credentials] = []
+        tried: list[SecretVersion] = []  # the credentials Secret's version, once it is used
 
         async def read_credentials() -> Credentials:
             name = spec.fogis.credentials_secret
             secret = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
             credentials = credentials_from(secret.values, f"Secret {ref.namespace}/{name}")
-            blocked = self._logins.blocked_until(key, credentials, started)
+            version = SecretVersion(secret.uid, secret.version)
+            blocked = blocked_until(previous.login, version, started)
             if blocked is not None and not isinstance(trigger, Manual):
                 raise LoginFailed(
                     "FOGIS rejected these credentials; scheduled runs retry them after "
                     f"{timestamp(blocked)} (a changed Secret or a manual trigger retries at once)"
                 )
-            tried.append(credentials)
+            tried.append(version)
             return credentials
 
         result: Detection | DetectorError
@@ -331,7 +344,7 @@ class WatcherRunner:
             passes = _Pass(ref, spec, trigger, zone, started, fetched)
             result, webhook = await self._webhook_pass(passes, previous)
             if spec.notify is not None:
-                notice = await self._notify_pass(passes, spec.notify)
+                notice = await self._notify_pass(passes, spec.notify, previous)
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             result = exc
@@ -339,10 +352,11 @@ class WatcherRunner:
             result = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
             result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log, ref)
+        login = previous.login
         if tried and isinstance(result, LoginFailed):
-            self._logins.rejected(key, tried[-1], started)
+            login = rejected(previous.login, tried[-1], started)
         elif source is not None and source.fetched is not None:  # FOGIS accepted them
-            self._logins.accepted(key)
+            login = None
         record = record_of(
             trigger=trigger,
             started=started,
@@ -351,6 +365,7 @@ class WatcherRunner:
             previous=previous,
             webhook=webhook,
             notice=notice,
+            login=login,
         )
         self._observe(ref, record, result, notice)
         return Outcome(record, note_of(trigger, result, notice))

@@ -18,6 +18,7 @@ from typing import Any
 from controller.core.model import GROUP, PLURAL, VERSION
 from controller.core.schedule import parse_schedule
 from tests.fakes.fogis.server import FakeFogis
+from tests.integration.conftest import USERNAME
 from tests.integration.harness import ManualRuns
 from tests.support.cluster import Cluster
 from tests.support.metrics import metric_value
@@ -253,6 +254,51 @@ def test_a_run_that_kills_the_process_is_not_started_again_after_the_restart(
         status = cluster.wait_status(namespace, "crash", "the next slot", _runs_at_least(1), 30)
         assert _ts(status["lastScheduleTime"]) >= _ts(claimed) + timedelta(seconds=20)
         _delete_with(cluster, namespace, "crash")
+
+
+def test_a_rejected_password_is_not_retried_sooner_by_a_new_operator(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    """The login backoff is kept in status (by the Secret's uid and version): a restarted
+    operator or a new leader keeps to it, so a wrong password cannot lock the account sooner;
+    a changed Secret is tried at once."""
+    fogis.set_users({USERNAME: "changed-at-fogis"})  # the Secret's password is now wrong
+    spec = fogis_spec(fogis.base_url, credentials, EVERY_2S)
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op1.log")):
+        cluster.create_watcher(namespace, "locked", spec)
+        status = cluster.wait_status(namespace, "locked", "status.login", lambda s: s.get("login"))
+    secret = cluster.core.read_namespaced_secret(credentials, namespace).metadata
+    assert status["login"]["secretUid"] == secret.uid
+    assert status["login"]["secretResourceVersion"] == secret.resource_version
+    assert status["login"]["failures"] == 1
+    assert set(status["login"]) == {"secretUid", "secretResourceVersion", "failures", "retryAfter"}
+    assert _ts(status["login"]["retryAfter"]) > datetime.now(UTC) + timedelta(minutes=10)
+    attempts = fogis.login_attempts
+    assert attempts == 1
+
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")):
+        count = cluster.status(namespace, "locked")["executionCount"]
+        status = cluster.wait_status(
+            namespace, "locked", "three more scheduled runs", _runs_at_least(count + 3), 30
+        )
+        assert fogis.login_attempts == attempts  # the new process did not try them again
+        assert _ready(status)["reason"] == "LoginFailed"
+        assert "scheduled runs retry them after" in status["lastError"]
+        assert status["login"]["failures"] == 1
+
+        # The Secret is fixed (a new resourceVersion): the next scheduled run logs in.
+        cluster.create_secret(
+            namespace, credentials, {"username": USERNAME, "password": "changed-at-fogis"}
+        )
+        status = cluster.wait_status(
+            namespace,
+            "locked",
+            "a run that logs in",
+            lambda s: (ready(s) or {}).get("reason") == "Succeeded",
+        )
+        assert fogis.login_attempts == attempts + 1
+        assert "login" not in status  # cleared once FOGIS accepted them
+        _delete_with(cluster, namespace, "locked")
 
 
 def test_probes_metrics_and_series_removed_on_delete(

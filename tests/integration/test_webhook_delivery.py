@@ -710,6 +710,40 @@ def test_a_lost_snapshot_is_reported_as_a_baseline_reset(
     assert len(hook.requests) == 1  # the refused attempt; the reset itself sends nothing
 
 
+def test_a_lost_notified_snapshot_is_reported_as_a_baseline_reset(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    """The people's snapshot ConfigMap is theirs alone: losing it drops what they were about to
+    be told, and the operator says so as it does for the webhook's."""
+    with WebhookReceiver() as people:
+        url = people.url.replace("http://", "json://", 1)
+        cluster.create_secret(namespace, "people", {"urls": url})
+        spec = {**_spec(fogis), "notify": {"secretRef": {"name": "people"}}}
+        cluster.create_watcher(namespace, "forgot", spec)
+        run = ManualRuns(cluster, namespace, "forgot")
+        run()
+        fogis.set_matches(_change_a())
+        people.enqueue(500)
+        status = run()
+        assert status["notify"]["pendingChanges"] == 2
+        cluster.core.delete_namespaced_config_map("forgot-matchlist-notified", namespace)
+
+        status = run()
+        assert _ready(status) == ("True", "BaselineReset")
+        event = wait_event_with(
+            cluster, namespace, "forgot", "BaselineReset", "notified was missing"
+        )
+        assert event.type == "Warning"
+        assert "(2 changes were pending)" in event.message
+        assert status["notify"]["pendingChanges"] == 0
+        assert len(people.requests) == 1  # the refused attempt; the reset itself sends nothing
+        assert cluster.core.read_namespaced_config_map("forgot-matchlist-notified", namespace)
+
+
 def test_an_in_doubt_delivery_is_undone_when_fogis_reverts(
     cluster: Cluster,
     namespace: str,

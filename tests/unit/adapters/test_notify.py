@@ -78,6 +78,9 @@ async def test_a_refusing_service_fails_without_naming_its_url(
     [
         ("nosuchscheme://x", "line 1 is not an Apprise URL"),
         ("json://169.254.169.254/latest", "not allowed"),
+        ("json://[64:ff9b::a9fe:a9fe]/latest", "not allowed"),  # NAT64
+        ("jsons://[::a9fe:a9fe]/latest", "not allowed"),  # IPv4-compatible
+        ("json://[::ffff:a9fe:a9fe]/latest", "not allowed"),  # IPv4-mapped
     ],
 )
 async def test_unusable_urls_send_nothing(url: str, problem: str) -> None:

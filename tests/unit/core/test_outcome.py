@@ -178,21 +178,31 @@ def test_note(
     ],
 )  # fmt: skip
 def test_baseline_reset(previous: dict[str, Any], foreign: bool, expected: str | None) -> None:
-    assert baseline_reset(WatcherStatus.parse(previous), "cm", foreign) == expected
+    status = WatcherStatus.parse(previous)
+    reset = baseline_reset(status.match_count, status.webhook.pending_changes, "cm", foreign)
+    assert reset == expected
 
 
 @pytest.mark.parametrize(
     ("previous", "notice", "ready", "notify"),
     [
         ({}, None, ("True", "Succeeded"), None),  # no spec.notify
-        ({}, DELIVERED, ("True", "Succeeded"), WebhookState(last_delivery_time=T1)),
+        # The people's first baseline: its match count says they have one from now on.
+        ({}, detection(baseline=True), ("True", "Succeeded"), WebhookState(match_count=14)),
+        ({"notify": {"matchCount": 14}}, detection(), ("True", "Succeeded"), None),
+        ({}, DELIVERED, ("True", "Succeeded"),
+         WebhookState(last_delivery_time=T1, match_count=14)),
         # A failing chat service: Ready=False NotifyFailing, its changes pending for it alone.
         ({}, ChangesPending(NotifyFailed("refused", attempts=(), last_status_code=None),
                             [CHANGE], 14),
          ("False", "NotifyFailing"), WebhookState(consecutive_failures=1, pending_changes=1)),
         # Settled once a later pass has nothing left to tell.
         ({"notify": {"pendingChanges": 1, "consecutiveFailures": 2}}, detection(),
-         ("True", "Succeeded"), WebhookState()),
+         ("True", "Succeeded"), WebhookState(match_count=14)),
+        # Their ConfigMap was lost: a new baseline, and Ready says so.
+        ({"notify": {"matchCount": 3, "pendingChanges": 1}},
+         detection(baseline=True, reset="ConfigMap n was missing (deleted?)"),
+         ("True", "BaselineReset"), WebhookState(match_count=14)),
         ({}, InvalidSpec("notify Secret has no urls key", reason=Reason.INVALID_NOTIFY_SECRET),
          ("False", "InvalidNotifySecret"), WebhookState(consecutive_failures=1)),
     ],
@@ -216,6 +226,22 @@ def test_the_notify_pass_is_tracked_apart_from_the_webhook(
     assert record.webhook is not None
     assert record.webhook.pending_changes == 0
     assert record.delivered
+
+
+def test_a_reset_of_the_peoples_baseline_makes_the_runs_event_a_warning() -> None:
+    reset = detection(baseline=True, reset="ConfigMap w-matchlist-notified was missing (deleted?)")
+    note = note_of(Manual("t"), detection(), reset)
+    assert (note.type_, note.reason) == ("Warning", "BaselineReset")
+    assert note.message == (
+        "manual run: no changes in 14 matches; notifications recorded a new baseline: ConfigMap "
+        "w-matchlist-notified was missing (deleted?); changes since people were last told were "
+        "not sent"
+    )
+    record = record_of(
+        trigger=Manual("t"), started=T0, finished=T1, result=detection(), previous=WatcherStatus(),
+        notice=reset,
+    )  # fmt: skip
+    assert record.readiness.message == note.message.removeprefix("manual run: ")
 
 
 def test_a_failed_notification_makes_the_runs_event_a_warning() -> None:
