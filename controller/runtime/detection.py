@@ -18,13 +18,8 @@ import httpx
 
 from controller.adapters.fogis import FogisClient, FogisSession
 from controller.adapters.snapshots import SnapshotStore
-from controller.adapters.webhook import (
-    DeliveryFailed,
-    DeliveryResult,
-    WebhookGone,
-    WebhookSender,
-    WebhookTarget,
-)
+from controller.adapters.webhook import WebhookSender, WebhookTarget
+from controller.core.delivery import DeliveryFailed, DeliveryResult, WebhookGone
 from controller.core.diff import (
     MatchChange,
     Snapshot,

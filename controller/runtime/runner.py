@@ -29,14 +29,13 @@ from controller.adapters.notify import (
 from controller.adapters.sessions import Sessions
 from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
 from controller.adapters.webhook import (
-    Attempt,
-    DeliveryFailed,
     RetryPolicy,
     WebhookSender,
     resolve_target,
     webhook_fingerprint,
 )
 from controller.core.config import Settings
+from controller.core.delivery import Attempt, DeliveryFailed
 from controller.core.diff import window_for
 from controller.core.errors import (
     DetectorError,

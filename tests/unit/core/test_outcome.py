@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.adapters.notify import NotifyFailed
-from controller.adapters.webhook import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
 from controller.core.diff import MatchChange, Summary
 from controller.core.errors import DetectorError, InvalidSpec, LoginFailed
 from controller.core.outcome import baseline_reset, note_of, record_of

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from controller.adapters.snapshots import SnapshotTooLarge
-from controller.adapters.webhook import Attempt, DeliveryFailed, DeliveryResult
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
 from controller.core.diff import Snapshot, Window
 from controller.core.errors import SourceUnavailable
 from controller.core.model import WatcherRef
