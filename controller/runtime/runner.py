@@ -36,6 +36,7 @@ from controller.adapters.webhook import (
 )
 from controller.core.config import Settings
 from controller.core.delivery import Attempt, DeliveryFailed
+from controller.core.detection import Detection
 from controller.core.diff import window_for
 from controller.core.errors import (
     DetectorError,
@@ -60,7 +61,6 @@ from controller.core.reasons import Reason
 from controller.core.status import RunRecord, WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
 from controller.runtime.detection import (
-    Detection,
     Fetched,
     FogisSource,
     GoneNotifier,
