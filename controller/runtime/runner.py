@@ -44,7 +44,6 @@ from controller.core.errors import (
     LoginFailed,
     SecretNotFound,
     SourceUnavailable,
-    unexpected,
 )
 from controller.core.loginguard import LoginGuard
 from controller.core.model import (
@@ -60,6 +59,7 @@ from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.core.reasons import Reason
 from controller.core.status import RunRecord, WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.runtime.bugs import unexpected
 from controller.runtime.detection import (
     Fetched,
     FogisSource,
