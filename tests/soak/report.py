@@ -37,8 +37,8 @@ class Timeline:
             return [e for e in self.entries if e[1] in (watcher, "*")]
 
 
-# One line per run (controller/runtime/scheduler.py `_post`): `ns/name: schedule run (slot): ...`, or
-# `ns/name: manual run failed: ...`, after kopf's `[date time,ms] logger [LEVEL]` prefix.
+# One line per run (controller/runtime/scheduler.py `_post`): `ns/name: schedule run (slot): ...`,
+# or `ns/name: manual run failed: ...`, after kopf's `[date time,ms] logger [LEVEL]` prefix.
 _RUN_LINE = re.compile(
     r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*? "
     r"(?P<namespace>[\w-]+)/(?P<name>[\w-]+): (?P<trigger>schedule|manual) run"
