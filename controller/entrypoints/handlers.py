@@ -33,7 +33,7 @@ from controller.runtime.runner import WatcherRunner
 from controller.runtime.scheduler import WatcherScheduler
 
 # Read at import: the event handler's shard filter below needs it.
-SETTINGS = load_settings()
+SETTINGS = load_settings(os.environ)
 log = logging.getLogger(__name__)
 
 
