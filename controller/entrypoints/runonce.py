@@ -25,6 +25,7 @@ from controller.core.errors import DetectorError
 from controller.core.model import Credentials, WatcherRef, WebhookSpec
 from controller.core.report import encode_report
 from controller.runtime.detection import FogisSource, WebhookNotifier, detect
+from controller.runtime.logs import set_log_levels
 from controller.runtime.politeness import Politeness
 
 
@@ -115,6 +116,7 @@ async def run_once(settings: RunOnceSettings) -> bytes:
 
 def main() -> int:
     """`run-once`, configured from the environment: the report on stdout; exit 1 on failure."""
+    set_log_levels()
     try:
         report = asyncio.run(run_once(load_run_once(os.environ)))
     except (ConfigError, DetectorError) as exc:
