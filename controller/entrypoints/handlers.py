@@ -1,4 +1,4 @@
-"""kopf wiring, and the only module that imports kopf.
+"""kopf wiring; with operator.py (kopf's command line), the only module that imports kopf.
 
 Routing stays thin: kopf's watch feeds one dispatcher.Dispatcher (the one queue of every
 watcher's next step), whose workers carry out decide.py's decisions through
