@@ -1,14 +1,13 @@
-"""Command line: `python -m controller operator [kopf run options]` or `... run-once`."""
+"""Command line: `python -m controller operator [kopf run options]` or `... run-once`.
+
+Only dispatches: each command is a process in controller/entrypoints/."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from controller import __version__
-from controller.core.config import ConfigError, load_run_once, load_settings
-from controller.core.errors import DetectorError
 
 USAGE = """\
 usage: match-list-change-detector operator [kopf run options...]
@@ -24,46 +23,6 @@ run-once   one detection pass without Kubernetes, configured like the old servic
 """
 
 
-def _operator(args: list[str]) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"match-list-change-detector: {exc}", file=sys.stderr)
-        return 2
-    # Imported late: kopf is only needed (and its import only paid) for the operator.
-    from kopf.cli import main as kopf_main  # noqa: PLC0415
-
-    scoped = any(
-        a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in args
-    )
-    argv = [
-        "run",
-        "--module",
-        "controller.entrypoints.handlers",
-        f"--liveness=http://{settings.health_host}:{settings.health_port}/healthz",
-        *([] if scoped else ["--all-namespaces"]),
-        *args,
-    ]
-    try:
-        kopf_main(args=argv, prog_name="match-list-change-detector operator")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
-
-
-def _run_once() -> int:
-    from controller.entrypoints.runonce import run_once  # noqa: PLC0415 - keeps `--help` light
-
-    try:
-        report = asyncio.run(run_once(load_run_once()))
-    except (ConfigError, DetectorError) as exc:
-        print(f"run-once failed: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.buffer.write(report + b"\n")
-    sys.stdout.flush()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
@@ -72,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(__version__)
         return 0
+    # Imported late, each for its own command: `--help` and run-once never load kopf.
     if args[0] == "operator":
-        return _operator(args[1:])
+        from controller.entrypoints.operator import main as operator  # noqa: PLC0415
+
+        return operator(args[1:])
     if args[0] == "run-once" and len(args) == 1:
-        return _run_once()
+        from controller.entrypoints.runonce import main as run_once  # noqa: PLC0415
+
+        return run_once()
     parser = argparse.ArgumentParser(prog="match-list-change-detector")
     parser.error(f"unknown command {' '.join(args)!r}; see --help")
     return 2

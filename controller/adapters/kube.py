@@ -33,8 +33,8 @@ from controller.core.errors import (
     StatusConflict,
     clip,
 )
+from controller.core.lease import LeaseRecord
 from controller.core.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
-from controller.runtime.leadership import LeaseRecord
 
 T = TypeVar("T")
 # (connect, read) seconds for every API call: a half-open connection must not hold one of the

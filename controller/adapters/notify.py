@@ -23,7 +23,7 @@ from controller.adapters.destinations import (
     refusal,
     system_resolver,
 )
-from controller.adapters.webhook import Attempt, DeliveryFailed, DeliveryResult
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
 from controller.core.diff import FieldChange, MatchChange
 from controller.core.errors import InvalidSpec
 from controller.core.message import compose

@@ -39,7 +39,8 @@ from controller.adapters.destinations import (
     refusal,
     system_resolver,
 )
-from controller.core.errors import InvalidSpec, SecretNotFound, WebhookFailing
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
+from controller.core.errors import InvalidSpec, SecretNotFound
 from controller.core.logfields import about
 from controller.core.model import WatcherRef, WebhookSpec, is_http_url
 from controller.core.reasons import Reason
@@ -386,44 +387,6 @@ def is_retryable(status_code: int | None) -> bool:
     a redirect is not acceptance; the URL needs fixing, which retrying cannot do.
     """
     return status_code is None or status_code in (408, 429) or 500 <= status_code <= 599
-
-
-@dataclass(frozen=True)
-class Attempt:
-    status_code: int | None
-    error: str | None  # safe description when there was no response
-    duration_seconds: float
-    # No answer, but the request may have reached the receiver (a timeout or a connection lost
-    # after it was sent): the change may have been applied.
-    in_doubt: bool = False
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    status_code: int
-    attempts: tuple[Attempt, ...]
-
-
-class DeliveryFailed(WebhookFailing):
-    """Every attempt failed, or one failed for good; the change stays pending."""
-
-    def __init__(
-        self, message: str, *, attempts: tuple[Attempt, ...], last_status_code: int | None
-    ) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.last_status_code = last_status_code
-
-    @property
-    def in_doubt(self) -> bool:
-        """Whether any attempt may have been applied by the receiver without saying so."""
-        return any(attempt.in_doubt for attempt in self.attempts)
-
-
-class WebhookGone(DeliveryFailed):
-    """The receiver answered 410 Gone: it wants no more deliveries from this watcher."""
-
-    reason = Reason.WEBHOOK_GONE
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

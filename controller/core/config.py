@@ -1,14 +1,14 @@
-"""One typed settings object, read from environment variables with the prefix MLCD_.
+"""One typed settings object, parsed from environment variables with the prefix MLCD_.
 
 Every value is validated at startup: a typo in a Deployment's env fails the process with a message
-naming the variable, instead of surfacing later as odd behaviour.
+naming the variable, instead of surfacing later as odd behaviour. The entrypoints pass
+`os.environ`; parsing takes any mapping, so this module reads nothing itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -178,13 +178,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from MLCD_* variables; unknown MLCD_* names are errors (they are typos).
 
     The one exception is a Kubernetes service-link variable (see _SERVICE_LINK_SHAPES): a Service
     whose name starts with `mlcd` must not crash-loop a Deployment with enableServiceLinks on.
     """
-    env = os.environ if environ is None else environ
     known = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, raw in env.items():
@@ -269,8 +268,7 @@ def _env_int(env: Mapping[str, str], key: str, default: int, minimum: int) -> in
     return value
 
 
-def load_run_once(environ: Mapping[str, str] | None = None) -> RunOnceSettings:
-    env = os.environ if environ is None else environ
+def load_run_once(env: Mapping[str, str]) -> RunOnceSettings:
     missing = [key for key in ("FOGIS_USERNAME", "FOGIS_PASSWORD") if not env.get(key)]
     if missing:
         raise ConfigError(f"{' and '.join(missing)} must be set")

@@ -8,16 +8,7 @@ messages never contain credentials, tokens, HMAC keys or header values.
 
 from __future__ import annotations
 
-import logging
-import traceback
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from controller.core.logfields import about
 from controller.core.reasons import Reason
-
-if TYPE_CHECKING:
-    from controller.core.model import WatcherRef
 
 # Longest message shown to users (status.lastError, condition messages, Events, log lines): one
 # run's error must never make every later status patch too large to be accepted.
@@ -93,30 +84,3 @@ class StatusConflict(KubernetesError):
 
 class LeaseConflict(KubernetesError):
     """The leader-election Lease was written by another replica since it was read."""
-
-
-def bug_location(exc: BaseException) -> str:
-    """Where an unexpected exception came from (file:line, function, and the chain of our own
-    frames), without its message: library messages can quote the data they choked on, which
-    may be a secret, so bug reports carry the place and the type only."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "/controller/" in f.filename] or frames[-1:]
-    return (
-        " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-4:]))
-        or "unknown"
-    )
-
-
-def unexpected(
-    exc: BaseException, where: str, log: logging.Logger, ref: WatcherRef | None = None
-) -> DetectorError:
-    """Report a bug (an exception we did not expect) and turn it into the error users see.
-
-    The log line names the exception's type and code location but never its message (see
-    bug_location), and the watcher as structured fields; the error's reason is InternalError.
-    """
-    fields = {} if ref is None else about(ref)
-    log.error(
-        "%s: internal error %s at %s", where, type(exc).__name__, bug_location(exc), extra=fields
-    )
-    return DetectorError(f"internal error: {type(exc).__name__}", reason=Reason.INTERNAL_ERROR)

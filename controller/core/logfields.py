@@ -8,10 +8,9 @@ formatter emits them as JSON fields (`"watcher": {"namespace": ..., "name": ...}
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # errors.py uses this module, and model.py uses errors.py
-    from controller.core.model import WatcherRef
+from controller.core.model import WatcherRef
 
 
 def about(ref: WatcherRef) -> dict[str, Any]:

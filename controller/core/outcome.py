@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import CATEGORIES, summarise
 from controller.core.errors import DetectorError
 from controller.core.events import Note
@@ -24,7 +25,6 @@ from controller.core.status import (
     timestamp,
 )
 from controller.core.trigger import Scheduled, Trigger
-from controller.runtime.detection import ChangesPending, Detection
 
 GONE = "the webhook answered 410 Gone: nothing is sent until spec.webhook or its Secret changes"
 

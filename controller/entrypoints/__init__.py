@@ -1,2 +1,2 @@
-"""Processes: the kopf handlers (the only kopf import), run-once, the kubectl plugin.
-controller/__main__.py dispatches to them."""
+"""Processes: the operator (kopf's command line and handlers: the only kopf imports), run-once,
+the kubectl plugin. controller/__main__.py dispatches to them."""

@@ -1,4 +1,4 @@
-"""kopf wiring, and the only module that imports kopf.
+"""kopf wiring; with operator.py (kopf's command line), the only module that imports kopf.
 
 Routing stays thin: kopf's watch feeds one dispatcher.Dispatcher (the one queue of every
 watcher's next step), whose workers carry out decide.py's decisions through
@@ -29,11 +29,12 @@ from controller.core.sharding import shard_of
 from controller.runtime.dispatcher import Dispatcher
 from controller.runtime.heap import HeapKeeper
 from controller.runtime.leadership import Leadership
+from controller.runtime.logs import set_log_levels
 from controller.runtime.runner import WatcherRunner
 from controller.runtime.scheduler import WatcherScheduler
 
 # Read at import: the event handler's shard filter below needs it.
-SETTINGS = load_settings()
+SETTINGS = load_settings(os.environ)
 log = logging.getLogger(__name__)
 
 
@@ -140,16 +141,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # HA is our Lease (controller/runtime/leadership.py): kopf itself never pauses, so a standby
     # keeps following the watch and takes over without listing 10,000 objects first.
     settings.peering.standalone = True
-    if SETTINGS.log_level:
-        logging.getLogger().setLevel(SETTINGS.log_level.upper())
-    # httpx logs every request URL at INFO; a webhook URL from a Secret may carry a token.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # kopf logs "Handler 'observe' succeeded." at INFO for every watch event, i.e. for every
-    # status write: at 10,000 watchers most of the log and a good share of the CPU. Our own
-    # lines say what happened; kopf's warnings and errors still show (all of it with DEBUG).
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # After kopf's own logging set-up (its --verbose/--quiet), which this refines.
+    set_log_levels(SETTINGS.log_level)
     operator = memo["operator"] = Operator()
     operator.start()
     if SETTINGS.metrics_port:

@@ -26,6 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION
 from controller.core.status import WatcherStatus, timestamp
+from controller.runtime.logs import set_log_levels
 
 OK, FAILED, TROUBLE = 0, 1, 2
 
@@ -188,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    set_log_levels()
     try:
         api, default_namespace = _api(args.kubeconfig, args.context)
         namespace = args.namespace or default_namespace

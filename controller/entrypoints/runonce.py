@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,10 +20,12 @@ from controller import USER_AGENT
 from controller.adapters.fogis import FogisClient, FogisSession
 from controller.adapters.snapshots import FileSnapshots
 from controller.adapters.webhook import RetryPolicy, WebhookSender, resolve_target
-from controller.core.config import ConfigError, RunOnceSettings
+from controller.core.config import ConfigError, RunOnceSettings, load_run_once
+from controller.core.errors import DetectorError
 from controller.core.model import Credentials, WatcherRef, WebhookSpec
 from controller.core.report import encode_report
 from controller.runtime.detection import FogisSource, WebhookNotifier, detect
+from controller.runtime.logs import set_log_levels
 from controller.runtime.politeness import Politeness
 
 
@@ -108,3 +112,16 @@ async def run_once(settings: RunOnceSettings) -> bytes:
             await fogis.aclose()
             await sender.aclose()
     return encode_report(detection.report)
+
+
+def main() -> int:
+    """`run-once`, configured from the environment: the report on stdout; exit 1 on failure."""
+    set_log_levels()
+    try:
+        report = asyncio.run(run_once(load_run_once(os.environ)))
+    except (ConfigError, DetectorError) as exc:
+        print(f"run-once failed: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(report + b"\n")
+    sys.stdout.flush()
+    return 0

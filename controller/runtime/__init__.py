@@ -1,2 +1,3 @@
 """The in-process async machinery that wires core rules to adapters: the dispatcher's heap of due
-steps, schedulers, leadership, a run's seams, politeness, heap freezing. No kopf."""
+steps, schedulers, leadership, a run's seams, politeness, heap freezing, bug reports, the logging
+policy. No kopf."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -18,17 +17,11 @@ import httpx
 
 from controller.adapters.fogis import FogisClient, FogisSession
 from controller.adapters.snapshots import SnapshotStore
-from controller.adapters.webhook import (
-    DeliveryFailed,
-    DeliveryResult,
-    WebhookGone,
-    WebhookSender,
-    WebhookTarget,
-)
+from controller.adapters.webhook import WebhookSender, WebhookTarget
+from controller.core.delivery import DeliveryFailed, DeliveryResult, WebhookGone
+from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import (
-    MatchChange,
     Snapshot,
-    Summary,
     Window,
     change_order,
     compare,
@@ -58,38 +51,6 @@ class UnconfirmedDrop(SourceUnavailable):
     def __init__(self, message: str, digest: str) -> None:
         super().__init__(message)
         self.digest = digest
-
-
-class ChangesPending(DeliveryFailed):
-    """Delivery failed; the snapshot did not advance and these changes wait for the next run."""
-
-    def __init__(
-        self,
-        failure: DeliveryFailed,
-        changes: Sequence[MatchChange],
-        match_count: int,
-        delivery_id: str = "",
-    ):
-        super().__init__(
-            str(failure), attempts=failure.attempts, last_status_code=failure.last_status_code
-        )
-        self.reason = failure.reason  # WebhookFailing, or WebhookGone
-        self.changes = list(changes)
-        self.match_count = match_count
-        self.delivery_id = delivery_id  # the id the pending transition is (re)delivered under
-
-
-@dataclass(frozen=True)
-class Detection:
-    baseline: bool
-    match_count: int
-    changes: list[MatchChange]
-    summary: Summary
-    report: dict[str, Any]  # the document a webhook gets (changes empty on a baseline)
-    delivery: DeliveryResult | None
-    # Why a watcher that had a snapshot recorded a baseline again (its changes since the last
-    # accepted list were not reported); None for a watcher's first baseline.
-    reset: str | None = None
 
 
 def _snapshot_of(raw: list[Any], revision: int) -> Snapshot:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.core.errors import unexpected
 from controller.core.model import TRIGGER_ANNOTATION, WatcherRef
+from controller.runtime.bugs import unexpected
 
 log = logging.getLogger(__name__)
 _BROKEN_RETRY_SECONDS = 60.0

@@ -7,7 +7,8 @@ a leader that cannot renew steps down after RENEW_DEADLINE, well before others m
 LEASE_SECONDS. Slot claims are compare-and-swap writes besides, so even two replicas that both
 believe they lead cannot run one slot twice.
 
-`next_record` is the pure rule (table-tested); `Leadership` carries it out against the API server.
+`next_record` is the pure rule (controller/core/lease.py, table-tested); `Leadership` carries it out
+against the API server.
 """
 
 from __future__ import annotations
@@ -15,48 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from controller.core.errors import DetectorError, LeaseConflict
+from controller.core.lease import LeaseRecord, next_record, released
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 15  # client-go's defaults: lease 15 s, renew deadline 10 s, retry 2 s
+# client-go's defaults, with controller/core/lease.py's LEASE_SECONDS (15 s).
 RENEW_DEADLINE = timedelta(seconds=10)
 RETRY_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """The Lease's spec, as far as the election reads it."""
-
-    holder: str | None
-    lease_seconds: int
-    acquired: datetime | None
-    renewed: datetime | None
-    transitions: int = 0
-
-
-def next_record(
-    current: LeaseRecord | None, *, seen_since: datetime, me: str, now: datetime
-) -> LeaseRecord | None:
-    """The record to write to lead from `now` on, or None while another holder's lease runs.
-    `seen_since`: when this process first saw `current` as it is (its own clock)."""
-    if current is None:
-        return LeaseRecord(me, LEASE_SECONDS, now, now)
-    if current.holder == me:
-        return replace(current, renewed=now, lease_seconds=LEASE_SECONDS)
-    free = not current.holder or now >= seen_since + timedelta(seconds=current.lease_seconds)
-    if not free:
-        return None
-    return LeaseRecord(me, LEASE_SECONDS, now, now, current.transitions + 1)
-
-
-def released(current: LeaseRecord, now: datetime) -> LeaseRecord:
-    """Given up on the way out, so a standby takes over at its next retry, not after expiry."""
-    return replace(current, holder=None, lease_seconds=1, renewed=now)
 
 
 class LeaseStore(Protocol):

@@ -29,14 +29,14 @@ from controller.adapters.notify import (
 from controller.adapters.sessions import Sessions
 from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
 from controller.adapters.webhook import (
-    Attempt,
-    DeliveryFailed,
     RetryPolicy,
     WebhookSender,
     resolve_target,
     webhook_fingerprint,
 )
 from controller.core.config import Settings
+from controller.core.delivery import Attempt, DeliveryFailed
+from controller.core.detection import Detection
 from controller.core.diff import window_for
 from controller.core.errors import (
     DetectorError,
@@ -44,7 +44,6 @@ from controller.core.errors import (
     LoginFailed,
     SecretNotFound,
     SourceUnavailable,
-    unexpected,
 )
 from controller.core.loginguard import blocked_until, rejected
 from controller.core.model import (
@@ -60,8 +59,8 @@ from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.core.reasons import Reason
 from controller.core.status import RunRecord, SecretVersion, WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.runtime.bugs import unexpected
 from controller.runtime.detection import (
-    Detection,
     Fetched,
     FogisSource,
     GoneNotifier,

@@ -19,13 +19,14 @@ from zoneinfo import ZoneInfo
 
 from controller.core.config import Settings
 from controller.core.decide import Memory, Run, View, created_at, decide, next_run
-from controller.core.errors import DetectorError, StatusConflict, unexpected
+from controller.core.errors import DetectorError, StatusConflict
 from controller.core.events import Note
 from controller.core.logfields import about
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, status_after_run
 from controller.core.trigger import Scheduled, Trigger
+from controller.runtime.bugs import unexpected
 
 log = logging.getLogger(__name__)
 # After the API server refused a status patch, wait before trying again (and never spin).

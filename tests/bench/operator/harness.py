@@ -186,6 +186,8 @@ def operator_probe(pid: int, path: Path, command: str = "") -> dict[str, Any] | 
     while time.monotonic() < deadline:
         if path.exists():
             document: dict[str, Any] = json.loads(path.read_text())
+            if "probeError" in document:
+                raise AssertionError(f"operator probe (taskprobe): {document['probeError']}")
             return document
         time.sleep(0.05)
     return None

@@ -59,6 +59,10 @@ _gc_seconds = [0.0]  # all collections of any generation, ever
 _gc_any_started: float | None = None
 _SLOW_CALLBACK = 0.05
 _slow: list[dict[str, object]] = []  # since the previous dump, the slowest kept
+# Where our operator keeps its Operator (in kopf's memo, out of reach): its class, watched for
+# the instance its startup handler builds (see _watch_operator).
+_HANDLERS = "controller.entrypoints.handlers"
+_operators: list[Any] = []
 
 
 def _gc_timer(phase: str, info: dict[str, int]) -> None:
@@ -147,8 +151,24 @@ _original_run_forever = asyncio.BaseEventLoop.run_forever
 def _run_forever(self: asyncio.BaseEventLoop) -> None:
     if not _lag["started"] and threading.current_thread() is threading.main_thread():
         _lag["started"] = True
+        _watch_operator()
         self.call_soon(lambda: _lag_tasks.append(self.create_task(_measure_lag())))
     _original_run_forever(self)
+
+
+def _watch_operator() -> None:
+    """Keeps the Operator our handlers module builds at startup. kopf imports that module (its
+    --module) before its loop first runs, which is when this is called."""
+    handlers = sys.modules.get(_HANDLERS)
+    if handlers is None:
+        return  # a peer operator, or ours misnamed: _pools() tells them apart
+    original = handlers.Operator.__init__
+
+    def remembered(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _operators.append(self)
+
+    handlers.Operator.__init__ = remembered
 
 
 def _allocations() -> dict[str, object]:
@@ -185,12 +205,16 @@ def _pool_state(pool: Any) -> dict[str, object]:
 
 def _pools() -> dict[str, dict[str, object]]:
     """The operator's httpcore pools (private attributes: a diagnostic, not an interface): its
-    limit, its connections by state, the requests waiting or in flight."""
-    runner = getattr(
-        getattr(sys.modules.get("controller.entrypoints.handlers"), "_operator", None),
-        "runner",
-        None,
-    )
+    limit, its connections by state, the requests waiting or in flight. Empty in a peer operator;
+    in ours, LookupError when its handlers module or Operator is not where this looks (renamed
+    or moved), so the bench says so instead of reporting no pools."""
+    if "controller" not in sys.modules:
+        return {}  # a peer operator
+    if _HANDLERS not in sys.modules:
+        raise LookupError(f"{_HANDLERS} is not loaded: taskprobe's name for it is out of date")
+    if not _operators:
+        raise LookupError(f"no {_HANDLERS}.Operator was built (or taskprobe missed it)")
+    runner = getattr(_operators[-1], "runner", None)
     pools: dict[str, Any] = {}
     with contextlib.suppress(AttributeError):
         pools["fogis"] = runner._fogis_transport._pool  # type: ignore[union-attr]
@@ -214,7 +238,10 @@ def _dump(signum: int, frame: FrameType | None) -> None:
             for task in tasks
         )
         document = {"total": len(tasks), "byCoroutine": dict(names.most_common())}
-    document["httpcorePools"] = _pools()
+    try:
+        document["httpcorePools"] = _pools()
+    except LookupError as exc:  # raised here, it would stop the operator's loop instead
+        document["probeError"] = str(exc)
     document["fullCollections"] = [
         {"at": at, "seconds": round(took, 3), "collected": n} for at, took, n in _full_collections
     ]

@@ -21,9 +21,7 @@ import standardwebhooks
 import trustme
 
 from controller.adapters.webhook import (
-    DeliveryFailed,
     RetryPolicy,
-    WebhookGone,
     WebhookSender,
     WebhookTarget,
     build_headers,
@@ -32,6 +30,7 @@ from controller.adapters.webhook import (
     retry_delay,
     sign,
 )
+from controller.core.delivery import DeliveryFailed, WebhookGone
 from controller.core.errors import InvalidSpec, SecretNotFound
 from controller.core.model import WebhookSpec
 from tests.fakes.receiver import Received, Reply, WebhookReceiver

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from controller.adapters.notify import NotifyFailed
-from controller.adapters.webhook import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult, WebhookGone
+from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import MatchChange, Summary
 from controller.core.errors import DetectorError, InvalidSpec, LoginFailed
 from controller.core.outcome import baseline_reset, note_of, record_of
 from controller.core.reasons import Reason
 from controller.core.status import WatcherStatus, WebhookState
 from controller.core.trigger import Manual, Scheduled
-from controller.runtime.detection import ChangesPending, Detection
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=2)

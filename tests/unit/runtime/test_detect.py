@@ -12,11 +12,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from controller.adapters.snapshots import SnapshotTooLarge
-from controller.adapters.webhook import Attempt, DeliveryFailed, DeliveryResult
+from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
+from controller.core.detection import ChangesPending
 from controller.core.diff import Snapshot, Window
 from controller.core.errors import SourceUnavailable
 from controller.core.model import WatcherRef
-from controller.runtime.detection import ChangesPending, UnconfirmedDrop, detect
+from controller.runtime.detection import UnconfirmedDrop, detect
 from controller.runtime.runner import attempt_code
 from tests.fakes.fogis.records import make_match
 
