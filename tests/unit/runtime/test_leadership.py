@@ -182,4 +182,3 @@ async def test_a_renewal_that_fails_after_the_deadline_steps_down() -> None:
     store.on_write = hung_then_timed_out
     await a._round()
     assert changes == [(ME, True), (ME, False)]
-
