@@ -25,7 +25,7 @@ from controller.core.logfields import about
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, status_after_run
-from controller.core.trigger import Scheduled, Trigger
+from controller.core.trigger import Trigger
 
 log = logging.getLogger(__name__)
 # After the API server refused a status patch, wait before trying again (and never spin).
@@ -89,8 +89,10 @@ class WatcherScheduler:
         on_status(ref, self.memory.status)
         self._seen: tuple[Any, ...] | None = None
         # The object's latest version this scheduler knows of (from its own writes, or a newer
-        # watch event), for compare-and-swap slot claims without a read first.
-        self._version: str | None = None
+        # watch event) with the status it has, for compare-and-swap claims without a read
+        # first: a claim is sent with a version only if the status at that version shows no
+        # claim of the run (a watch event can carry another replica's).
+        self._known: tuple[str, WatcherStatus] | None = None
         self._body_version: str | None = None
 
     @property
@@ -126,12 +128,15 @@ class WatcherScheduler:
         body = self._body()
         body_version = (body.get("metadata") or {}).get("resourceVersion")
         if body_version != self._body_version:  # a watch event came since the last step
-            self._body_version = self._version = body_version
+            self._body_version = body_version
+            self._known = (
+                (body_version, WatcherStatus.parse(body.get("status"))) if body_version else None
+            )
         view = View.of(body)
         decision = decide(
             self.memory, view, self._clock(), allow_seconds=self._settings.allow_seconds_schedules
         )
-        if isinstance(decision.action, Run) and isinstance(decision.action.trigger, Scheduled):
+        if isinstance(decision.action, Run):
             if stopped():  # told to stop (deleted, or paused in favour of another replica)
                 return None
             if not await self._claim(decision.memory, decision.patch, decision.action.trigger):
@@ -147,21 +152,21 @@ class WatcherScheduler:
         return None if action.until is None else (action.until - self._clock()).total_seconds()
 
     async def _claim(
-        self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Scheduled
+        self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Trigger
     ) -> bool:
-        """Claim the slot with a compare-and-swap on the object's version: in a leader or shard
-        handover another replica may have claimed it after the status this scheduler planned
-        from (kopf's view of the object lags). The version is the latest this scheduler knows;
-        when the object changed since, it is read again and the slot claimed only if nobody
-        did. False: not ours to run (decide again, from the status read)."""
-        if self._version:
+        """Claim the run (a slot, or a trigger value) with a compare-and-swap on the object's
+        version: in a leader or shard handover, or while two replicas both believe they lead,
+        another one may have claimed it after the status this scheduler decided from. The
+        version is the latest this scheduler knows; when the object changed since, it is read
+        again and the run claimed only if nobody did. False: not ours to run (decide again,
+        from the status read)."""
+        if self._known is not None and not self._known[1].claims(trigger):
             with contextlib.suppress(StatusConflict):
-                await self._write(memory, patch, self._version)
+                await self._write(memory, patch, self._known[0])
                 return True
         raw, version = await self._cluster.read_status(self.ref)
         live = WatcherStatus.parse(raw)
-        claimed = live.last_schedule_time
-        if claimed is None or claimed < trigger.slot:
+        if not live.claims(trigger):
             with contextlib.suppress(StatusConflict):
                 await self._write(memory, patch, version)
                 return True
@@ -173,8 +178,9 @@ class WatcherScheduler:
     ) -> None:
         """The one place a watcher's status is written; `memory` is kept only once it is."""
         if patch is not None:
-            raw, self._version = await self._cluster.patch_status(self.ref, patch, version)
+            raw, written = await self._cluster.patch_status(self.ref, patch, version)
             status = WatcherStatus.parse(raw)
+            self._known = (written, status) if written else None
             memory = replace(memory, status=status)
             self._on_status(self.ref, status)
         self.memory = memory
