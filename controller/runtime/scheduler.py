@@ -89,10 +89,8 @@ class WatcherScheduler:
         on_status(ref, self.memory.status)
         self._seen: tuple[Any, ...] | None = None
         # The object's latest version this scheduler knows of (from its own writes, or a newer
-        # watch event) with the status it has, for compare-and-swap claims without a read
-        # first: a claim is sent with a version only if the status at that version shows no
-        # claim of the run (a watch event can carry another replica's).
-        self._known: tuple[str, WatcherStatus] | None = None
+        # watch event), for compare-and-swap claims without a read first.
+        self._version: str | None = None
         self._body_version: str | None = None
 
     @property
@@ -128,10 +126,7 @@ class WatcherScheduler:
         body = self._body()
         body_version = (body.get("metadata") or {}).get("resourceVersion")
         if body_version != self._body_version:  # a watch event came since the last step
-            self._body_version = body_version
-            self._known = (
-                (body_version, WatcherStatus.parse(body.get("status"))) if body_version else None
-            )
+            self._body_version = self._version = body_version
         view = View.of(body)
         decision = decide(
             self.memory, view, self._clock(), allow_seconds=self._settings.allow_seconds_schedules
@@ -160,9 +155,9 @@ class WatcherScheduler:
         version is the latest this scheduler knows; when the object changed since, it is read
         again and the run claimed only if nobody did. False: not ours to run (decide again,
         from the status read)."""
-        if self._known is not None and not self._known[1].claims(trigger):
+        if self._version and not self._status_at(self._version).claims(trigger):
             with contextlib.suppress(StatusConflict):
-                await self._write(memory, patch, self._known[0])
+                await self._write(memory, patch, self._version)
                 return True
         raw, version = await self._cluster.read_status(self.ref)
         live = WatcherStatus.parse(raw)
@@ -173,14 +168,22 @@ class WatcherScheduler:
         self.memory = replace(self.memory, status=live)
         return False
 
+    def _status_at(self, version: str) -> WatcherStatus:
+        """The status at `version` as this scheduler knows it: the latest watch event's when it
+        is that version (it can carry another replica's claim), else its own last write's. (If
+        the object moved on since, a claim on `version` is refused anyway.)"""
+        body = self._body()
+        if (body.get("metadata") or {}).get("resourceVersion") == version:
+            return WatcherStatus.parse(body.get("status"))
+        return self.memory.status
+
     async def _write(
         self, memory: Memory, patch: Mapping[str, Any] | None, version: str | None = None
     ) -> None:
         """The one place a watcher's status is written; `memory` is kept only once it is."""
         if patch is not None:
-            raw, written = await self._cluster.patch_status(self.ref, patch, version)
+            raw, self._version = await self._cluster.patch_status(self.ref, patch, version)
             status = WatcherStatus.parse(raw)
-            self._known = (written, status) if written else None
             memory = replace(memory, status=status)
             self._on_status(self.ref, status)
         self.memory = memory
