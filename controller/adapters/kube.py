@@ -1,7 +1,8 @@
 """Kubernetes adapter: the few API calls the run path makes, off the event loop.
 
 The official client is synchronous, so every call runs in a bounded thread pool of its own
-(never the loop's default executor, which other libraries share). ApiException becomes our own
+(never the loop's default executor, which other libraries share), and the Lease calls in one
+more, so that a storm of status writes never holds up a renewal. ApiException becomes our own
 errors; messages name objects, never their contents.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import functools
 import logging
 import os
@@ -40,6 +42,10 @@ T = TypeVar("T")
 # (connect, read) seconds for every API call: a half-open connection must not hold one of the
 # few worker threads (and with it every watcher's status writes) for ever.
 _REQUEST_TIMEOUT = (5, 30)
+# The Lease calls' (connect, read) seconds: below controller/runtime/leadership.py's renew
+# deadline (10 s). The election abandons a call at that deadline, but its thread goes on until
+# the request times out; this frees the thread for the next round soon after.
+_LEASE_REQUEST_TIMEOUT = (2, 4)
 # Events name us, and the pod (HOSTNAME) that wrote them.
 EVENT_COMPONENT = "match-list-change-detector"
 _INSTANCE = os.environ.get("HOSTNAME", "local")
@@ -61,12 +67,14 @@ class StoredConfigMap:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, workers: int) -> None:
-        self._api = api
+    def __init__(self, api: client.ApiClient, lease_api: client.ApiClient, workers: int) -> None:
+        self._api, self._lease_api = api, lease_api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
-        self._coordination = client.CoordinationV1Api(api)
+        self._coordination = client.CoordinationV1Api(lease_api)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        # One thread: the election makes one call at a time.
+        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-lease")
 
     @classmethod
     def from_environment(cls, workers: int) -> Kube:
@@ -76,13 +84,25 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)
         except ConfigException:
             config.load_kube_config(client_configuration=configuration)
+        return cls.from_configuration(configuration, workers)
+
+    @classmethod
+    def from_configuration(cls, configuration: client.Configuration, workers: int) -> Kube:
+        # The Lease calls' own client: a connection of their own, and no urllib3 retries (by
+        # default a timed-out PUT or GET is sent up to 3 times more, keeping the call's thread
+        # 4 request timeouts long, past the renew deadline); the next round retries instead.
+        leases = copy.deepcopy(configuration)
+        leases.retries = False
+        leases.connection_pool_maxsize = 1
         # One pooled connection per worker thread, so threads never wait for a socket.
         configuration.connection_pool_maxsize = workers
-        return cls(client.ApiClient(configuration), workers)
+        return cls(client.ApiClient(configuration), client.ApiClient(leases), workers)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lease_pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
+        self._lease_api.close()
 
     async def _call(
         self,
@@ -91,13 +111,18 @@ class Kube:
         *args: Any,
         errors: Mapping[int, DetectorError] | None = None,
         absent_ok: bool = False,
+        lease: bool = False,
     ) -> T | None:
-        """Run a client call in the pool; None for a 404 when `absent_ok`, else our own error
-        (from `errors` by HTTP status, or a KubernetesError naming `what`)."""
+        """Run a client call in the pool (a Lease call in the Lease pool); None for a 404 when
+        `absent_ok`, else our own error (from `errors` by HTTP status, or a KubernetesError
+        naming `what`)."""
         loop = asyncio.get_running_loop()
+        pool, timeout = (
+            (self._lease_pool, _LEASE_REQUEST_TIMEOUT) if lease else (self._pool, _REQUEST_TIMEOUT)
+        )
         try:
-            call = functools.partial(fn, *args, _request_timeout=_REQUEST_TIMEOUT)
-            return await loop.run_in_executor(self._pool, call)
+            call = functools.partial(fn, *args, _request_timeout=timeout)
+            return await loop.run_in_executor(pool, call)
         except ApiException as exc:
             if exc.status == 404 and absent_ok:
                 return None
@@ -294,6 +319,7 @@ class Kube:
             name,
             namespace,
             absent_ok=True,
+            lease=True,
         )
         if lease is None:
             return None
@@ -328,7 +354,12 @@ class Kube:
         conflict = {409: LeaseConflict(f"Lease {namespace}/{name} changed meanwhile")}
         if version is None:
             written = await self._call(
-                what, self._coordination.create_namespaced_lease, namespace, body, errors=conflict
+                what,
+                self._coordination.create_namespaced_lease,
+                namespace,
+                body,
+                errors=conflict,
+                lease=True,
             )
         else:
             body["metadata"]["resourceVersion"] = version
@@ -339,6 +370,7 @@ class Kube:
                 namespace,
                 body,
                 errors={**conflict, 404: conflict[409]},
+                lease=True,
             )
         if written is None:
             raise KubernetesError(f"{what}: the API server returned no object")

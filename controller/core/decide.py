@@ -24,10 +24,10 @@ from controller.core.status import (
     Readiness,
     WatcherStatus,
     parse_timestamp,
-    run_started,
     slot_claim,
     status_seen,
     timestamp,
+    trigger_claim,
 )
 from controller.core.trigger import Manual, Scheduled, Trigger
 
@@ -133,11 +133,18 @@ def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) ->
         if memory.timing in (None, timing)
         else max(memory.not_before, now),
     )
-    if view.trigger is not None and view.trigger != memory.handled_trigger:
+    if (
+        view.trigger is not None
+        and view.trigger != memory.handled_trigger
+        and not memory.status.claims(Manual(view.trigger))
+    ):
         return Decision(
             Run(Manual(view.trigger), spec, schedule),
             replace(memory, handled_trigger=view.trigger),
-            patch=run_started(memory.status, "manual run", now=now, generation=view.generation),
+            # Claimed before the run, as a slot is: by one replica only (compare-and-swap,
+            # controller/runtime/scheduler.py), and never again after a run that killed the
+            # process.
+            patch=trigger_claim(memory.status, view.trigger, now=now, generation=view.generation),
         )
     p = plan(
         schedule,

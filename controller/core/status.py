@@ -219,6 +219,9 @@ class WatcherStatus:
     # operator ran is then told apart from one that was always so.
     last_schedule_of: tuple[str, str] | None = None
     last_handled_trigger: str | None = None
+    # The trigger value whose run was claimed last (before it started; lastHandledTrigger
+    # follows when it ends): a second replica that saw the same value does not run it again.
+    last_claimed_trigger: str | None = None
     last_successful_time: datetime | None = None
     execution_count: int = 0
     change_count: int = 0
@@ -253,6 +256,7 @@ class WatcherStatus:
             if isinstance(claimed, Mapping) and claimed.get("schedule")
             else None,
             last_handled_trigger=_text(raw.get("lastHandledTrigger")),
+            last_claimed_trigger=_text(raw.get("lastClaimedTrigger")),
             last_successful_time=parse_timestamp(raw.get("lastSuccessfulTime")),
             execution_count=_count(raw.get("executionCount")) or 0,
             change_count=_count(raw.get("changeCount")) or 0,
@@ -266,6 +270,15 @@ class WatcherStatus:
             ),
             login=LoginBackoff.from_status(raw.get("login")),
         )
+
+    def claims(self, trigger: Trigger) -> bool:
+        """Whether the run of `trigger` is claimed here already (by this replica or another):
+        a slot up to lastScheduleTime, a trigger value claimed or handled."""
+        match trigger:
+            case Scheduled(slot):
+                return self.last_schedule_time is not None and self.last_schedule_time >= slot
+            case Manual(value):
+                return value in (self.last_claimed_trigger, self.last_handled_trigger)
 
 
 # kstatus' abnormal-true conditions beside Ready: present (status True) while they apply, removed
@@ -441,4 +454,14 @@ def slot_claim(
         **run_started(
             previous, f"schedule run ({timestamp(slot)})", now=now, generation=generation
         ),
+    }
+
+
+def trigger_claim(
+    previous: WatcherStatus, value: str, *, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    """Written before a manual run starts, like a slot's claim: the value, and Reconciling."""
+    return {
+        "lastClaimedTrigger": value,
+        **run_started(previous, "manual run", now=now, generation=generation),
     }

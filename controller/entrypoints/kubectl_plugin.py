@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION
-from controller.core.status import WatcherStatus, timestamp
+from controller.core.status import RECONCILING, WatcherStatus, timestamp
 from controller.runtime.logs import set_log_levels
 
 OK, FAILED, TROUBLE = 0, 1, 2
@@ -101,6 +101,7 @@ def run(api: client.CustomObjectsApi, namespace: str, name: str, wait: bool, tim
     if not wait:
         return OK
     deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         body = _get(api, namespace, name)
         if (body.get("status") or {}).get("lastHandledTrigger") == value:
@@ -108,7 +109,22 @@ def run(api: client.CustomObjectsApi, namespace: str, name: str, wait: bool, tim
             print(text)
             return code
         time.sleep(0.5)
-    raise PluginError(f"no run for {value} within {timeout:g}s (is the operator running?)")
+    raise PluginError(_no_outcome(value, body.get("status") or {}, timeout))
+
+
+def _no_outcome(value: str, raw: dict[str, Any], timeout: float) -> str:
+    """Why no outcome came for `value` within the timeout, as far as the status tells."""
+    if raw.get("lastClaimedTrigger") != value:
+        return f"no run for {value} within {timeout:g}s (is the operator running?)"
+    busy = any(
+        c.get("type") == RECONCILING and c.get("status") == "True"
+        for c in WatcherStatus.parse(raw).other_conditions
+    )
+    if busy:
+        return f"the run for {value} is still going after {timeout:g}s"
+    # Claimed, as a slot is, and never run again: a run that took its process down would
+    # otherwise do so again at every restart.
+    return f"the run for {value} started but did not finish (its operator process died?): run again"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

@@ -4,8 +4,9 @@ Replicas of one Deployment (one shard) share a Lease; the holder serves the watc
 follow the watch and take over when the holder stops renewing. Expiry is judged by this process's
 own clock from when it last saw the record change (never by comparing clocks across nodes), and
 a leader that cannot renew steps down after RENEW_DEADLINE, well before others may take over at
-LEASE_SECONDS. Slot claims are compare-and-swap writes besides, so even two replicas that both
-believe they lead cannot run one slot twice.
+LEASE_SECONDS: also when a Lease call hangs, since each round's calls are bounded by that
+deadline (client-go's renew context). Slot and manual-trigger claims are compare-and-swap writes
+besides, so even two replicas that both believe they lead cannot run one twice.
 
 `next_record` is the pure rule (controller/core/lease.py, table-tested); `Leadership` carries it out
 against the API server.
@@ -85,14 +86,23 @@ class Leadership:
 
     async def _round(self) -> None:
         now = self._clock()
+        # A round may take until the renew deadline: a leader's counts from its last renewal,
+        # a standby's from now (the renewal time it would write). A call still hanging then is
+        # abandoned (controller/adapters/kube.py bounds its thread too) and the leader steps
+        # down, before a standby may take over at LEASE_SECONDS.
+        renewed = self._renewed if self.leading and self._renewed is not None else now
+        deadline = renewed + RENEW_DEADLINE
         try:
-            leading = await self._try(now)
+            async with asyncio.timeout(max(0.0, (deadline - now).total_seconds())):
+                leading = await self._try(now)
+        except TimeoutError:
+            log.warning("Lease %s/%s: no answer by the renew deadline", self._namespace, self._name)
+            leading = False
         except DetectorError as exc:
             log.warning("Lease %s/%s: %s", self._namespace, self._name, exc.message)
-            # A leader that cannot renew keeps serving until its renew deadline only.
-            leading = (
-                self.leading and self._renewed is not None and now - self._renewed < RENEW_DEADLINE
-            )
+            # A leader that cannot renew keeps serving until its renew deadline only, judged
+            # when the call failed: that may be long after it was sent.
+            leading = self.leading and self._clock() < deadline
         if leading != self.leading:
             self.leading = leading
             log.info(

@@ -25,7 +25,7 @@ from controller.core.logfields import about
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, status_after_run
-from controller.core.trigger import Scheduled, Trigger
+from controller.core.trigger import Trigger
 from controller.runtime.bugs import unexpected
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class WatcherScheduler:
         on_status(ref, self.memory.status)
         self._seen: tuple[Any, ...] | None = None
         # The object's latest version this scheduler knows of (from its own writes, or a newer
-        # watch event), for compare-and-swap slot claims without a read first.
+        # watch event), for compare-and-swap claims without a read first.
         self._version: str | None = None
         self._body_version: str | None = None
 
@@ -132,7 +132,7 @@ class WatcherScheduler:
         decision = decide(
             self.memory, view, self._clock(), allow_seconds=self._settings.allow_seconds_schedules
         )
-        if isinstance(decision.action, Run) and isinstance(decision.action.trigger, Scheduled):
+        if isinstance(decision.action, Run):
             if stopped():  # told to stop (deleted, or paused in favour of another replica)
                 return None
             if not await self._claim(decision.memory, decision.patch, decision.action.trigger):
@@ -148,26 +148,35 @@ class WatcherScheduler:
         return None if action.until is None else (action.until - self._clock()).total_seconds()
 
     async def _claim(
-        self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Scheduled
+        self, memory: Memory, patch: Mapping[str, Any] | None, trigger: Trigger
     ) -> bool:
-        """Claim the slot with a compare-and-swap on the object's version: in a leader or shard
-        handover another replica may have claimed it after the status this scheduler planned
-        from (kopf's view of the object lags). The version is the latest this scheduler knows;
-        when the object changed since, it is read again and the slot claimed only if nobody
-        did. False: not ours to run (decide again, from the status read)."""
-        if self._version:
+        """Claim the run (a slot, or a trigger value) with a compare-and-swap on the object's
+        version: in a leader or shard handover, or while two replicas both believe they lead,
+        another one may have claimed it after the status this scheduler decided from. The
+        version is the latest this scheduler knows; when the object changed since, it is read
+        again and the run claimed only if nobody did. False: not ours to run (decide again,
+        from the status read)."""
+        if self._version and not self._status_at(self._version).claims(trigger):
             with contextlib.suppress(StatusConflict):
                 await self._write(memory, patch, self._version)
                 return True
         raw, version = await self._cluster.read_status(self.ref)
         live = WatcherStatus.parse(raw)
-        claimed = live.last_schedule_time
-        if claimed is None or claimed < trigger.slot:
+        if not live.claims(trigger):
             with contextlib.suppress(StatusConflict):
                 await self._write(memory, patch, version)
                 return True
         self.memory = replace(self.memory, status=live)
         return False
+
+    def _status_at(self, version: str) -> WatcherStatus:
+        """The status at `version` as this scheduler knows it: the latest watch event's when it
+        is that version (it can carry another replica's claim), else its own last write's. (If
+        the object moved on since, a claim on `version` is refused anyway.)"""
+        body = self._body()
+        if (body.get("metadata") or {}).get("resourceVersion") == version:
+            return WatcherStatus.parse(body.get("status"))
+        return self.memory.status
 
     async def _write(
         self, memory: Memory, patch: Mapping[str, Any] | None, version: str | None = None

@@ -1,6 +1,7 @@
 """Faults at random times, counted by kind: operator processes (two replicas electing a leader
 on a Lease) killed or stopped and restarted, the API server killed and restarted on its etcd
-data, the receiver failing in every way a webhook can, and FOGIS failing in every way it does."""
+data, the leader's Lease renewals hanging, the receiver failing in every way a webhook can, and
+FOGIS failing in every way it does."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.soak.ledger import Ledger
-from tests.soak.world import FakeFogis, Operator, http_get, local_cluster
+from tests.soak.world import (
+    HOLD_SECONDS,
+    FakeFogis,
+    LeaseStall,
+    Operator,
+    http_get,
+    local_cluster,
+    metric_value,
+)
 
 TASKPROBE = Path(__file__).resolve().parents[1] / "bench" / "taskprobe"
 
@@ -36,6 +45,7 @@ FAULT_KINDS = (
     "sigkill_mid_delivery",
     "sigkill_after_ack",
     "apiserver_restart",
+    "lease_hang",
     *RECEIVER_MODES,
     *(f"fogis_{kind}" for kind in FOGIS_KINDS),
     "fogis_expired_401",
@@ -104,6 +114,13 @@ class Replica:
         except ValueError:
             return False
 
+    def served(self) -> float | None:
+        """Watchers served now, from the live gauge (/healthz's probe is cached for 10 s)."""
+        op = self.operator
+        if op is None or not self.alive():
+            return None
+        return metric_value(op.metrics(), "matchwatcher_watchers", {})
+
     def send(self, sig: int) -> None:
         pid = self.pid
         if pid is not None and self.alive():
@@ -156,6 +173,7 @@ class Faults:
         log: Callable[[str, str], None],
         watchers: Sequence[str] = (),
         step: Callable[[str, str], bool] = lambda name, mutation: False,
+        lease_stall: LeaseStall | None = None,
     ) -> None:
         self.rng = rng
         self.replicas = replicas
@@ -169,6 +187,9 @@ class Faults:
         # Mutates a watcher's list and triggers a run; True once the run's status shows.
         self.step = step
         self.unexpected_exits: list[str] = []
+        # Holds the leader's Lease renewals back (lease_hang), registered for the soak's Leases.
+        self.lease_stall = lease_stall
+        self.two_leaders: list[str] = []  # takeovers while the old leader still served
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
 
@@ -229,6 +250,8 @@ class Faults:
             began = time.monotonic()
             local_cluster.restart_apiserver(self.state_dir, kill=True)
             self.log("*", f"kube-apiserver back after {time.monotonic() - began:.1f}s")
+        elif kind == "lease_hang":
+            self._lease_hang()
         elif kind == "in_doubt_flipflop":
             self._in_doubt_flipflop()
         elif kind in RECEIVER_MODES:
@@ -244,6 +267,35 @@ class Faults:
             self.fogis.expire_sessions()
         else:
             self.fogis.fail_next(kind.removeprefix("fogis_"), self.rng.randint(1, 4))
+
+    def _lease_hang(self) -> None:
+        """The leader's Lease renewals hang (held in an admission webhook, tests/fakes/
+        lease_stall.py) until a standby took over: the old leader must have stepped down by
+        then. Its other calls go on, as when its renewals wait behind a storm of status writes."""
+        stall = self.lease_stall
+        if stall is None:
+            return
+        took_over = threading.Event()
+
+        def takeover(old: str | None, new: str) -> None:
+            # Identities are `<host>-<pid>-<random>` (controller/entrypoints/handlers.py).
+            old_pid = None if old is None else old.rsplit("-", 2)[-2]
+            for replica in self.replicas:
+                if old_pid == str(replica.pid):
+                    served = replica.served()
+                    self.log("*", f"lease_hang: taken over; {replica.label} serves {served}")
+                    if served:
+                        self.two_leaders.append(f"{replica.label} served {served} at a takeover")
+            took_over.set()
+
+        stall.on_takeover = takeover
+        stall.hold()
+        try:
+            if not took_over.wait(HOLD_SECONDS - 2):
+                self.log("*", "lease_hang: no takeover while the renewals hung")
+        finally:
+            stall.release()
+            stall.on_takeover = lambda old, new: None
 
     def _in_doubt_flipflop(self) -> None:
         """A->B and back to A, each delivered in doubt (every attempt of the run times out

@@ -32,7 +32,17 @@ from tests.soak.invariants import Findings, RunLine, ServedState, check_all
 from tests.soak.ledger import Ledger
 from tests.soak.report import Timeline, explain, mib, parse_runs, print_rows, watcher_timeline
 from tests.soak.truth import Truth, view_of_record
-from tests.soak.world import GROUP, PLURAL, ROOT, VERSION, Cluster, FakeFogis, Served, local_cluster
+from tests.soak.world import (
+    GROUP,
+    PLURAL,
+    ROOT,
+    VERSION,
+    Cluster,
+    FakeFogis,
+    LeaseStall,
+    Served,
+    local_cluster,
+)
 
 T = TypeVar("T")
 NAMESPACE = "soak"
@@ -144,7 +154,10 @@ class Soak:
                 on_served=self._on_served,
             ) as fogis,
             Ledger(self.hmac_keys, self.o.seed, timeout_hold=3.0) as ledger,
+            LeaseStall() as lease_stall,
         ):
+            if "lease_hang" in self.o.fault_kinds:
+                lease_stall.register(self.cluster.api, NAMESPACE)
             self.fogis, self.ledger = fogis, ledger
             self.truths = {
                 name: Truth(
@@ -175,6 +188,7 @@ class Soak:
                 log=self.timeline,
                 watchers=self.names,
                 step=self._step,
+                lease_stall=lease_stall,
             )
             try:
                 return self._soak(replicas)
@@ -491,7 +505,11 @@ class Soak:
         )
         self._table(report, findings, runs, deliveries, unsettled, rss_start, rss_end, rss_replica)
         failed = (
-            findings.failed or bool(unsettled) or not rss_ok or bool(self.faults.unexpected_exits)
+            findings.failed
+            or bool(unsettled)
+            or not rss_ok
+            or bool(self.faults.unexpected_exits)
+            or bool(self.faults.two_leaders)
         )
         if failed:
             with self.served_lock:
@@ -507,6 +525,7 @@ class Soak:
                 other_problems=[
                     *unsettled,
                     *self.faults.unexpected_exits,
+                    *self.faults.two_leaders,
                     *([] if rss_ok else ["operator RSS grew beyond the bound"]),
                 ],
                 timelines=timelines,
@@ -573,6 +592,7 @@ class Soak:
             rows.append((name.replace("_", " "), str(getattr(findings, name))))
         rows.append(("watchers without a clean final run", str(len(unsettled))))
         rows.append(("unexpected operator exits", str(len(self.faults.unexpected_exits))))
+        rows.append(("two leaders at a takeover", str(len(self.faults.two_leaders))))
         bound = (
             None
             if rss_start is None

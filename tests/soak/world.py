@@ -11,7 +11,9 @@ from hack.local_cluster import ROOT, free_port
 from tests.fakes.background import BackgroundServer
 from tests.fakes.fogis.records import make_match, make_referee
 from tests.fakes.fogis.server import FakeFogis, Served
+from tests.fakes.lease_stall import HOLD_SECONDS, LeaseStall
 from tests.support.cluster import Cluster
+from tests.support.metrics import metric_value
 from tests.support.net import http_get
 from tests.support.operator_process import Operator
 from tests.support.waiting import wait_for
@@ -19,12 +21,14 @@ from tests.support.watchers import GROUP, PLURAL, VERSION
 
 __all__ = [
     "GROUP",
+    "HOLD_SECONDS",
     "PLURAL",
     "ROOT",
     "VERSION",
     "BackgroundServer",
     "Cluster",
     "FakeFogis",
+    "LeaseStall",
     "Operator",
     "Served",
     "free_port",
@@ -32,5 +36,6 @@ __all__ = [
     "local_cluster",
     "make_match",
     "make_referee",
+    "metric_value",
     "wait_for",
 ]

@@ -193,12 +193,25 @@ ROWS = [
         ready=("True", "Scheduled"),
     ),
     Row(
-        "a new trigger value runs at once, even while suspended, with no claim",
+        "a new trigger value runs at once, even while suspended, claiming the value, no slot",
         now=at(seconds=100),
         spec={"suspend": True},
         trigger="t1",
         run=Manual("t1"),
-        patch={"lastScheduleTime": None},  # only Reconciling
+        patch={"lastScheduleTime": None, "lastClaimedTrigger": "t1"},
+    ),
+    Row(
+        "a trigger value another replica claimed (its run under way, or killed) does not run",
+        now=at(seconds=100),
+        status={
+            "lastHandledTrigger": "t0",
+            "lastClaimedTrigger": "t1",
+            "lastScheduleTime": "2026-11-28T10:00:00Z",
+        },
+        trigger="t1",
+        wait=at(1),
+        patch={"nextExecutionTime": "2026-11-28T11:00:00Z"},
+        ready=("True", "Scheduled"),
     ),
     Row(
         "the same trigger value again does nothing",

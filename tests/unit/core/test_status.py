@@ -259,3 +259,20 @@ def test_history_round_trips_and_junk_is_dropped() -> None:
     kept = entry("a", delivered=False)
     raw = {"history": [kept.to_status(), {"time": "never"}, "junk", {"new": 1}]}
     assert WatcherStatus.parse(raw).history == (kept,)
+
+
+@pytest.mark.parametrize(
+    ("raw", "trigger", "claimed"),
+    [
+        ({}, Scheduled(T0), False),
+        ({"lastScheduleTime": "2026-11-28T09:00:00Z"}, Scheduled(T0), False),
+        ({"lastScheduleTime": "2026-11-28T10:00:00Z"}, Scheduled(T0), True),
+        ({"lastScheduleTime": "2026-11-28T11:00:00Z"}, Scheduled(T0), True),  # a later one ran
+        ({}, Manual("t1"), False),
+        ({"lastClaimedTrigger": "t0", "lastHandledTrigger": "t0"}, Manual("t1"), False),
+        ({"lastClaimedTrigger": "t1", "lastHandledTrigger": "t0"}, Manual("t1"), True),
+        ({"lastHandledTrigger": "t1"}, Manual("t1"), True),  # written by an older version
+    ],
+)
+def test_claims(raw: dict[str, Any], trigger: Scheduled | Manual, claimed: bool) -> None:
+    assert WatcherStatus.parse(raw).claims(trigger) is claimed

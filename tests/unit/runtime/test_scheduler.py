@@ -16,7 +16,7 @@ from controller.core.errors import StatusConflict
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, timestamp
-from controller.core.trigger import Scheduled, Trigger
+from controller.core.trigger import Manual, Scheduled, Trigger
 from controller.runtime.scheduler import WatcherScheduler
 
 REF = WatcherRef("referees", "anna", "uid-1")
@@ -68,6 +68,25 @@ class Runner:
         raise RuntimeError("not needed: these tests stop before a run ends")
 
 
+def watcher_object(
+    status: Mapping[str, Any], version: str | None = None, trigger: str | None = None
+) -> dict[str, Any]:
+    """The MatchWatcher as kopf's watch delivers it."""
+    return {
+        "metadata": {
+            "generation": 1,
+            "creationTimestamp": timestamp(SLOT - timedelta(days=1)),
+            "resourceVersion": version,
+            "annotations": {} if trigger is None else {"matchlist.io/trigger": trigger},
+        },
+        "spec": {
+            "schedule": "0 * * * *",
+            "source": {"fogis": {"credentialsSecretRef": {"name": "anna-fogis"}}},
+        },
+        "status": dict(status),
+    }
+
+
 def scheduler(
     api: ApiServer,
     runner: Runner,
@@ -75,19 +94,11 @@ def scheduler(
     version: str | None = None,
     on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
     clock: Callable[[], datetime] = lambda: SLOT + timedelta(seconds=0.2),
+    body: dict[str, Any] | None = None,
 ) -> WatcherScheduler:
-    body = {
-        "metadata": {
-            "generation": 1,
-            "creationTimestamp": timestamp(SLOT - timedelta(days=1)),
-            "resourceVersion": version,
-        },
-        "spec": {
-            "schedule": "0 * * * *",
-            "source": {"fogis": {"credentialsSecretRef": {"name": "anna-fogis"}}},
-        },
-        "status": dict(body_status),
-    }
+    """A replica's scheduler of the watcher `body` (its object as last delivered, which the
+    test may replace in place), by default one with `body_status` at `version`."""
+    body = body if body is not None else watcher_object(body_status, version)
     return WatcherScheduler(
         ref=REF,
         body=lambda: body,
@@ -189,3 +200,52 @@ async def test_a_restarted_scheduler_exports_the_status_it_finds_without_writing
     assert len(api.patches) == written  # nothing to write
     assert len(exported) == 1  # exported once
     assert exported[0].next_execution_time == SLOT + timedelta(hours=1)
+
+
+BETWEEN_SLOTS = lambda: SLOT + timedelta(minutes=30)  # noqa: E731 - a clock
+
+
+async def test_a_trigger_two_replicas_saw_runs_in_one_of_them() -> None:
+    """Issue: while two replicas both believed they lead, both ran one manual trigger, and the
+    loser's patch (SnapshotConflict) could land last: `run --wait` then said it failed. The
+    trigger's run is claimed with a compare-and-swap: the loser stands down, writing nothing."""
+    status = {"lastScheduleTime": "2026-11-28T10:00:00Z"}
+    api = ApiServer(status)
+    seen = watcher_object(status, "1", trigger="t1")  # both replicas' view of the object
+    a_runs, b_runs = Runner(), Runner()
+    a = scheduler(api, a_runs, status, clock=BETWEEN_SLOTS, body=seen)
+    b = scheduler(api, b_runs, status, clock=BETWEEN_SLOTS, body=seen)
+    with pytest.raises(RuntimeError, match="not needed"):
+        await a._step(lambda: False)
+    patches = len(api.patches)
+    assert await b._step(lambda: False) == 0  # stood down: decides again, from what it read
+    assert (a_runs.runs, b_runs.runs) == ([Manual("t1")], [])
+    assert len(api.patches) == patches + 1  # b's claim, refused: nothing of b's landed
+    assert api.status["lastClaimedTrigger"] == "t1"
+    await b._step(lambda: False)
+    assert b_runs.runs == []
+
+
+@pytest.mark.parametrize(
+    ("trigger", "clock", "claim"),
+    [
+        ("t1", BETWEEN_SLOTS, {"lastClaimedTrigger": "t1"}),
+        (None, lambda: SLOT + timedelta(seconds=0.2), {"lastScheduleTime": timestamp(SLOT)}),
+    ],
+    ids=["a trigger", "a slot"],
+)
+async def test_a_claim_another_replica_made_is_honoured_when_the_watch_brought_it_first(
+    trigger: str | None, clock: Callable[[], datetime], claim: dict[str, Any]
+) -> None:
+    """The other replica's claim reached this one's watch before its step: the newer version
+    must not be used to claim the run again (it would succeed: nothing changed since)."""
+    planned = {"lastScheduleTime": "2026-11-28T09:00:00Z"}
+    api = ApiServer(planned)
+    body = watcher_object(planned, "1", trigger=trigger)
+    runner = Runner()
+    watcher = scheduler(api, runner, planned, clock=clock, body=body)
+    await api.patch_status(REF, claim)  # the other replica's claim: version 2
+    body.update(watcher_object(api.status, "2", trigger=trigger))  # ... and its watch event
+    assert await watcher._step(lambda: False) == 0
+    assert runner.runs == []
+    assert [version for _, version in api.patches] == [None]  # only the other one's
