@@ -7,7 +7,6 @@ credentials or response bodies. The wire protocol is described in the design not
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,6 +28,7 @@ from controller.adapters.destinations import (
 )
 from controller.core.diff import Window
 from controller.core.errors import LoginFailed, SourceUnavailable
+from controller.core.jsontext import load_json
 from controller.core.model import Credentials
 from controller.core.reasons import Reason
 
@@ -161,10 +161,10 @@ def match_list_request(window: Window, today: date) -> dict[str, Any]:
 def parse_match_list(body: bytes) -> list[dict[str, Any]]:
     """`matchlista` out of a `{"d": "<json>"}` answer; SourceUnavailable for anything else."""
     try:
-        outer = json.loads(body)
+        outer = load_json(body)
         inner = outer.get("d", outer) if isinstance(outer, dict) else None
         if isinstance(inner, str):
-            inner = json.loads(inner)
+            inner = load_json(inner)
     except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a match list
         raise SourceUnavailable("FOGIS answered the match list request with invalid JSON") from None
     if not isinstance(inner, dict):

@@ -100,6 +100,11 @@ def _change(document: Mapping[str, Any]) -> MatchChange:
     )
 
 
+def _message(body: bytes) -> tuple[str, str]:
+    """The title and text of a webhook report's changes."""
+    return compose([_change(change) for change in json.loads(body)["changes"]])
+
+
 class AppriseNotifier:
     """A Notifier (see detection.py) for people: the change set as a short text."""
 
@@ -138,8 +143,8 @@ class AppriseNotifier:
                 )
 
     async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
-        document = json.loads(body)
-        title, text = compose([_change(change) for change in document["changes"]])
+        # In a thread: decoding a big report and composing its text is CPU.
+        title, text = await asyncio.to_thread(_message, body)
         await self._check_destinations()
         started = time.perf_counter()
         async with self._gate:

@@ -175,25 +175,28 @@ class FileSnapshots:
         self._path = path
 
     async def load(self) -> Snapshot | None:
-        text = await asyncio.to_thread(self._read)
-        return None if text is None else _parse(text, str(self._path))
+        return await asyncio.to_thread(self._load)
 
     async def check(self, snapshot: Snapshot) -> None:
         """A file takes any size."""
 
     async def save(self, snapshot: Snapshot) -> None:
-        await asyncio.to_thread(self._write, snapshot.to_json())
+        await asyncio.to_thread(self._write, snapshot)
 
-    def _read(self) -> str | None:
+    def _load(self) -> Snapshot | None:
+        """In a thread: reading and parsing a big list is I/O and CPU."""
         try:
-            return self._path.read_text(encoding="utf-8")
+            text = self._path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise DetectorError(f"cannot read {self._path}: {exc.strerror}") from None
+        return _parse(text, str(self._path))
 
-    def _write(self, text: str) -> None:
-        # Write then rename, so a crash never leaves half a snapshot behind.
+    def _write(self, snapshot: Snapshot) -> None:
+        """In a thread, encoding included. Write then rename, so a crash never leaves half a
+        snapshot behind."""
+        text = snapshot.to_json()
         directory = self._path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)

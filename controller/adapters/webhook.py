@@ -549,7 +549,10 @@ class WebhookSender:
         attempts: list[Attempt] = []
         while True:
             async with gate or contextlib.nullcontext():
-                headers = build_headers(
+                # In a thread: signing a big body (HMAC, Standard Webhooks' decode and base64)
+                # is CPU the event loop must not wait for.
+                headers = await asyncio.to_thread(
+                    build_headers,
                     target,
                     delivery_id,
                     body,

@@ -213,23 +213,36 @@ def next_run(spec: WatcherSpec, schedule: Schedule, now: datetime) -> datetime |
 
 def _invalid(memory: Memory, view: View, exc: InvalidSpec, now: datetime) -> Decision:
     """Ready=False and a Warning, once per spec generation and problem; nothing runs until the
-    spec changes (a manual trigger included: there is no spec to run)."""
+    spec changes (a manual trigger included: there is no spec to run). A new trigger is still
+    answered: recorded as handled beside the Ready condition that says why nothing ran, so
+    whoever waits for lastHandledTrigger (`kubectl matchlist run --wait`) learns the reason."""
     key = (view.generation, exc.reason, exc.message)
-    if key == memory.invalid_reported:
+    trigger = view.trigger if view.trigger != memory.handled_trigger else None
+    if key == memory.invalid_reported and trigger is None:
         return Decision(Wait(None), memory)
     problem = Readiness(False, exc.reason, exc.message)
+    patch = status_seen(
+        memory.status,
+        problem,
+        now=now,
+        next_time=None,
+        generation=view.generation,
+        stalled=replace(problem, ready=True),
+    )
+    if trigger is not None:
+        patch["lastHandledTrigger"] = trigger
     return Decision(
         Wait(None),
-        replace(memory, invalid_reported=key, ready_from_spec=True),
-        patch=status_seen(
-            memory.status,
-            problem,
-            now=now,
-            next_time=None,
-            generation=view.generation,
-            stalled=replace(problem, ready=True),
+        replace(
+            memory,
+            invalid_reported=key,
+            ready_from_spec=True,
+            handled_trigger=memory.handled_trigger if trigger is None else trigger,
         ),
-        events=(Note("Warning", exc.reason, exc.message),),
+        patch=patch,
+        events=()
+        if key == memory.invalid_reported
+        else (Note("Warning", exc.reason, exc.message),),
     )
 
 

@@ -7,7 +7,6 @@ JSON-able), and `compare` turns two snapshots into categorised `MatchChange`s in
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +14,8 @@ from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from controller.core.jsontext import canonical_json, load_json
 
 # FOGIS serialises kick-off instants as .NET "/Date(ms)/" and means Swedish wall-clock time.
 FOGIS_ZONE = ZoneInfo("Europe/Stockholm")
@@ -205,16 +206,12 @@ def normalise_all(raw: Iterable[Mapping[str, Any]]) -> dict[str, NormalisedMatch
         if match is None:
             continue
         kept = matches.get(match["matchId"])
-        if kept is None or _canonical(match) > _canonical(kept):
+        if kept is None or canonical_json(match) > canonical_json(kept):
             matches[match["matchId"]] = match
     return matches
 
 
 # --- snapshots -----------------------------------------------------------------------------------
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _is_text(value: Any) -> bool:
@@ -296,7 +293,7 @@ class Snapshot:
     @cached_property
     def digest(self) -> str:
         """sha256 hex of the canonical JSON of the matches: equal lists, equal digests."""
-        return hashlib.sha256(_canonical(dict(self.matches)).encode()).hexdigest()
+        return hashlib.sha256(canonical_json(dict(self.matches)).encode()).hexdigest()
 
     def to_json(self) -> str:
         document: dict[str, Any] = {
@@ -314,13 +311,13 @@ class Snapshot:
         if self.attempted is not None:
             document["attempted"] = self.attempted
             document["retargets"] = self.retargets
-        return _canonical(document)
+        return canonical_json(document)
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
         """Parse `to_json` output; raises ValueError saying what is wrong with anything else."""
         try:
-            document = json.loads(text)
+            document = load_json(text)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"snapshot is not valid JSON: {exc}") from None
         except RecursionError:

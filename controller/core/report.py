@@ -6,13 +6,13 @@ exact bytes that are signed and sent, so a retry of the same report is byte-iden
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.core.diff import MatchChange, summarise
+from controller.core.jsontext import canonical_json
 from controller.core.model import GROUP, VERSION, WatcherRef
 
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -90,6 +90,4 @@ def build_report(
 
 def encode_report(report: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON with sorted keys: equal reports encode to equal bytes."""
-    return json.dumps(
-        dict(report), ensure_ascii=False, sort_keys=True, separators=(",", ":")
-    ).encode("utf-8")
+    return canonical_json(dict(report)).encode("utf-8")

@@ -4,7 +4,7 @@ merge patch the operator writes (seen, slot claim, after a run) and of its Ready
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,8 +199,14 @@ def history_after(
     previous: tuple[HistoryEntry, ...], entry: HistoryEntry
 ) -> tuple[HistoryEntry, ...]:
     """`entry` appended, replacing an older entry of the same transition (a pending change set
-    that is now delivered), at most MAX_HISTORY kept."""
-    kept = [e for e in previous if e.delivery_id != entry.delivery_id]
+    that is now delivered), at most MAX_HISTORY kept. An accepted `entry` also settles every
+    pending one before it: a delivery reports all changes since the last accepted list, so the
+    earlier pending sets (under other ids when the list moved on meanwhile) went with it."""
+    kept = [
+        replace(e, delivered=True) if entry.delivered else e
+        for e in previous
+        if e.delivery_id != entry.delivery_id
+    ]
     return (*kept, entry)[-MAX_HISTORY:]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -21,7 +22,9 @@ from controller.adapters.webhook import WebhookSender, WebhookTarget
 from controller.core.delivery import DeliveryFailed, DeliveryResult, WebhookGone
 from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import (
+    MatchChange,
     Snapshot,
+    Summary,
     Window,
     change_order,
     compare,
@@ -53,10 +56,75 @@ class UnconfirmedDrop(SourceUnavailable):
         self.digest = digest
 
 
-def _snapshot_of(raw: list[Any], revision: int) -> Snapshot:
-    snapshot = Snapshot(normalise_all(raw), revision=revision)
-    _ = snapshot.digest  # computed here, off the event loop (a cached property)
-    return snapshot
+@dataclass(frozen=True)
+class _Compared:
+    """What the CPU part of a pass made of the fetched list and the stored snapshot."""
+
+    new: Snapshot
+    changes: list[MatchChange]
+    summary: Summary
+    report: dict[str, Any]
+    body: bytes  # the report's exact bytes, as delivered and signed
+    written_ahead: Snapshot | None  # `old` with this delivery recorded as attempted
+
+
+def _compare(
+    raw: list[Any],
+    old: Snapshot | None,
+    window: Window,
+    *,
+    watcher: WatcherRef,
+    trigger: str,
+    now: datetime,
+    held_back: str | None,
+    confirmed: bool,
+    writes_ahead: bool,
+) -> _Compared:
+    """The CPU part of a pass, run in a thread: normalising, digesting, comparing, building and
+    encoding thousands of changed matches would stall every other watcher on the event loop."""
+    new = Snapshot(normalise_all(raw), revision=(old.revision if old else 0) + 1)
+    if raw and not new.matches:
+        # Records without a match id: FOGIS changed shape. Comparing would report every match
+        # as removed and then re-added; failing keeps the snapshot until the client is fixed.
+        raise SourceUnavailable(
+            f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
+        )
+    changes = [] if old is None else compare(old, new, window)
+    if (
+        not confirmed
+        and old is not None
+        and new.digest != held_back
+        and sudden_drop(old, changes, window)
+    ):
+        # `held_back`: the digest of the list the previous run held back; the same list again
+        # confirms it. Nothing is compared, delivered or stored until then.
+        removed = sum(1 for change in changes if change.type == "removed")
+        raise UnconfirmedDrop(
+            f"FOGIS suddenly answered without {removed} of the matches in the window; not "
+            "reported until the next run's fetch confirms it",
+            new.digest,
+        )
+    written_ahead = None
+    if old is not None:
+        changes = sorted([*changes, *undo(old, new, window, changes)], key=change_order)
+        if changes and writes_ahead:
+            sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
+            written_ahead = old.attempt(new.digest, sent)
+    report = build_report(
+        watcher=watcher,
+        delivery_id=delivery_id(
+            watcher.uid,
+            old.revision if old else 0,
+            old.digest if old else "",
+            new.digest,
+            old.retargets_toward(new.digest) if old else 0,
+        ),
+        detected_at=now,
+        trigger=trigger,
+        changes=changes,
+    )
+    body = encode_report(report)
+    return _Compared(new, changes, summarise(changes), report, body, written_ahead)
 
 
 async def detect(
@@ -85,44 +153,19 @@ async def detect(
     window = window_for(today, days[0], days[1])
     raw = await source.fetch(today, window)
     old = await store.load()
-    # In a thread: normalising and digesting thousands of matches must not stall other watchers.
-    new = await asyncio.to_thread(_snapshot_of, raw, (old.revision if old else 0) + 1)
-    if raw and not new.matches:
-        # Records without a match id: FOGIS changed shape. Comparing would report every match
-        # as removed and then re-added; failing keeps the snapshot until the client is fixed.
-        raise SourceUnavailable(
-            f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
-        )
-    changes = [] if old is None else compare(old, new, window)
-    if (
-        not confirmed
-        and old is not None
-        and new.digest != held_back
-        and sudden_drop(old, changes, window)
-    ):
-        # `held_back`: the digest of the list the previous run held back; the same list again
-        # confirms it. Nothing is compared, delivered or stored until then.
-        removed = sum(1 for change in changes if change.type == "removed")
-        raise UnconfirmedDrop(
-            f"FOGIS suddenly answered without {removed} of the matches in the window; not "
-            "reported until the next run's fetch confirms it",
-            new.digest,
-        )
-    if old is not None:
-        changes = sorted([*changes, *undo(old, new, window, changes)], key=change_order)
-    report = build_report(
+    found = await asyncio.to_thread(
+        _compare,
+        raw,
+        old,
+        window,
         watcher=watcher,
-        delivery_id=delivery_id(
-            watcher.uid,
-            old.revision if old else 0,
-            old.digest if old else "",
-            new.digest,
-            old.retargets_toward(new.digest) if old else 0,
-        ),
-        detected_at=now,
         trigger=trigger,
-        changes=changes,
+        now=now,
+        held_back=held_back,
+        confirmed=confirmed,
+        writes_ahead=notifier is not None,
     )
+    new, changes, report = found.new, found.changes, found.report
     # Also when nothing reportable changed but the digest did (a match slid out of the window),
     # or an in-doubt delivery is now settled.
     advances = old is None or old.digest != new.digest or old.in_doubt is not None
@@ -130,14 +173,13 @@ async def detect(
         await store.check(new)
     delivery: DeliveryResult | None = None
     if changes and notifier is not None:
-        if old is not None:
+        if found.written_ahead is not None:
             # Written ahead: a receiver may apply this and the process die before the answer
             # (or the snapshot write). Until the snapshot advances, what was sent counts as in
             # doubt, so the next run also moves those matches to whatever FOGIS says then.
-            sent = {c.match_id: new.matches.get(c.match_id) for c in changes}
-            await store.save(old.attempt(new.digest, sent))
+            await store.save(found.written_ahead)
         try:
-            delivery = await notifier.notify(encode_report(report), report["id"], now)
+            delivery = await notifier.notify(found.body, report["id"], now)
         except DeliveryFailed as failure:
             if old is not None and not failure.in_doubt:
                 # Refused with an answer: nothing was applied, so nothing is in doubt.
@@ -154,7 +196,7 @@ async def detect(
         baseline=old is None,
         match_count=len(new.matches),
         changes=changes,
-        summary=summarise(changes),
+        summary=found.summary,
         report=report,
         delivery=delivery,
     )

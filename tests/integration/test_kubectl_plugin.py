@@ -69,3 +69,24 @@ def test_a_failed_run_exits_1_and_a_missing_watcher_2(
     missing = kubectl_matchlist(cluster, "run", "nobody", "-n", namespace, "--wait")
     assert missing.returncode == 2
     assert f"MatchWatcher {namespace}/nobody: not found" in missing.stderr
+
+
+def test_a_trigger_on_an_invalid_schedule_exits_1_with_the_reason(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, operator: Operator
+) -> None:
+    cluster.create_watcher(
+        namespace, "hour25", fogis_spec(fogis.base_url, credentials, "0 25 * * *")
+    )
+    # Twice: the first trigger may come with the spec's first sight, the second comes after
+    # the problem was reported; each is answered with the reason, nothing runs.
+    for _ in range(2):
+        failed = kubectl_matchlist(
+            cluster, "run", "hour25", "-n", namespace, "--wait", "--timeout", "30"
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert (
+            "Failed: InvalidSchedule: schedule '0 25 * * *' is not a valid cron expression"
+            in failed.stdout
+        )
+    status = cluster.status(namespace, "hour25")
+    assert "executionCount" not in status

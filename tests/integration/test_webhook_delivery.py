@@ -347,6 +347,11 @@ def test_an_outage_with_a_further_change_delivers_every_change_once(
     last = status["lastChange"]
     assert (last["new"], last["removed"], last["changed"]) == (1, 0, 2)
     assert status["webhook"]["lastDeliveryId"] == _delivery(delivered)
+    # The first outage's change set went with this delivery: no longer pending in history.
+    assert [(e["deliveryId"], e["delivered"]) for e in status["history"]] == [
+        (first_id, True),
+        (_delivery(delivered), True),
+    ]
 
     run()  # nothing new: nothing sent
     wait_event_with(cluster, namespace, "more", "RunSucceeded", "no changes in 5 matches")

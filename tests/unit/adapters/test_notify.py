@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
+from controller.adapters import notify
 from controller.adapters.notify import AppriseNotifier, NotifyFailed, notify_urls
+from controller.core.diff import MatchChange
 from controller.core.errors import InvalidSpec
+from controller.core.message import compose
 from controller.core.report import encode_report
 from tests.fakes.receiver import WebhookReceiver
 
@@ -48,6 +52,24 @@ def _notifier(*urls: str) -> AppriseNotifier:
 
 def _json_url(receiver: WebhookReceiver) -> str:
     return receiver.url.replace("http://", "json://", 1) + f"?token={TOKEN}"
+
+
+async def test_the_text_is_composed_off_the_event_loop(
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Structural, not timed: decoding a big report and composing its text is CPU.
+    threads: list[int] = []
+
+    def recorded(changes: Sequence[MatchChange]) -> tuple[str, str]:
+        threads.append(threading.get_ident())
+        return compose(changes)
+
+    monkeypatch.setattr(notify, "compose", recorded)
+    receiver.enqueue(200)
+    await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
+    assert len(receiver.requests) == 1
+    assert threads
+    assert threading.get_ident() not in threads
 
 
 async def test_the_change_set_arrives_as_one_short_text(receiver: WebhookReceiver) -> None:

@@ -20,6 +20,7 @@ import pytest
 import standardwebhooks
 import trustme
 
+from controller.adapters import webhook
 from controller.adapters.webhook import (
     RetryPolicy,
     WebhookSender,
@@ -792,6 +793,30 @@ async def test_every_attempt_is_restamped_and_resigned(
     for got in (first, second):
         assert got.header("webhook-id") == "d-12"
         standardwebhooks.Webhook(HMAC_KEY.encode()).verify(got.body, dict(got.headers))
+
+
+async def test_signing_runs_off_the_event_loop(
+    receiver: WebhookReceiver, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Structural, not timed: HMAC and Standard Webhooks signatures of a big body are CPU, so
+    # both record the thread they ran on, which must not be the event loop's.
+    threads: set[int] = set()
+
+    def spy(real: Callable[..., str]) -> Callable[..., str]:
+        def recorded(*args: Any) -> str:
+            threads.add(threading.get_ident())
+            return real(*args)
+
+        return recorded
+
+    monkeypatch.setattr(webhook, "sign", spy(webhook.sign))
+    monkeypatch.setattr(webhook, "standard_signature", spy(webhook.standard_signature))
+    receiver.enqueue(204)
+    await _sender(client, FakeSleep()).deliver(_target(receiver.url), BODY, "d-13")
+
+    assert receiver.requests[0].signature_valid is True
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads
 
 
 async def test_410_gone_stops_at_once(receiver: WebhookReceiver, client: httpx.AsyncClient) -> None:

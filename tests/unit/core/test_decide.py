@@ -264,12 +264,46 @@ ROWS = [
         "invalid schedule: Ready=False and a Warning; nothing runs until the spec changes",
         now=at(seconds=5),
         spec={"schedule": "every day"},
-        trigger="t1",  # a trigger does not run an unusable spec either
+        trigger="t1",  # a trigger does not run an unusable spec either, but is answered
         wait=None,
-        patch={"nextExecutionTime": None, "observedGeneration": 1},
+        patch={"nextExecutionTime": None, "observedGeneration": 1, "lastHandledTrigger": "t1"},
         events=("InvalidSchedule",),
         ready=("False", "InvalidSchedule"),
         stalled=True,
+    ),
+    Row(
+        "a new trigger on an invalid spec already reported: handled, Ready says why, no Warning",
+        now=at(seconds=5),
+        spec={"schedule": "0 25 * * *"},
+        status={"lastHandledTrigger": "t1"},
+        memory={
+            "invalid_reported": (
+                1,
+                "InvalidSchedule",
+                "schedule '0 25 * * *' is not a valid cron expression",
+            ),
+        },
+        trigger="t2",
+        wait=None,
+        patch={"nextExecutionTime": None, "lastHandledTrigger": "t2"},
+        ready=("False", "InvalidSchedule"),
+        stalled=True,
+    ),
+    Row(
+        "a handled trigger on an invalid spec is not answered twice",
+        now=at(seconds=5),
+        spec={"schedule": "0 25 * * *"},
+        status={"lastHandledTrigger": "t1"},
+        memory={
+            "invalid_reported": (
+                1,
+                "InvalidSchedule",
+                "schedule '0 25 * * *' is not a valid cron expression",
+            ),
+            "handled_trigger": "t1",
+        },
+        trigger="t1",
+        wait=None,
     ),
     Row(
         "the same invalid spec is reported once",

@@ -255,6 +255,23 @@ def test_history_after(
     assert history[-1] == added
 
 
+def test_a_delivery_settles_the_pending_change_sets_it_includes() -> None:
+    # The list moved on while the webhook was down: each run's pending set had its own id, and
+    # the delivery that finally went through reported all of them (it diffs from the last
+    # accepted list), so none stays pending in `kubectl matchlist history`.
+    pending = (entry("a"), entry("b", delivered=False), entry("c", delivered=False, minute=5))
+    history = history_after(pending, entry("d", minute=10))
+    assert [(e.delivery_id, e.delivered) for e in history] == [
+        ("a", True),
+        ("b", True),
+        ("c", True),
+        ("d", True),
+    ]
+    # Another failed delivery settles nothing.
+    still = history_after(pending, entry("d", delivered=False, minute=10))
+    assert [e.delivered for e in still] == [True, False, False, False]
+
+
 def test_history_round_trips_and_junk_is_dropped() -> None:
     kept = entry("a", delivered=False)
     raw = {"history": [kept.to_status(), {"time": "never"}, "junk", {"new": 1}]}

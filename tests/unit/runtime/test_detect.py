@@ -4,6 +4,7 @@ at-least-once delivery, and failures that must leave the snapshot alone."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from controller.core.detection import ChangesPending
 from controller.core.diff import Snapshot, Window
 from controller.core.errors import SourceUnavailable
 from controller.core.model import WatcherRef
+from controller.runtime import detection as detection_module
 from controller.runtime.detection import UnconfirmedDrop, detect
 from controller.runtime.runner import attempt_code
 from tests.fakes.fogis.records import make_match
@@ -394,3 +396,33 @@ async def test_an_in_doubt_new_match_is_removed_again_when_it_goes_away() -> Non
     await run(source, store, notifier)
     undo = _payload(notifier.bodies[-1][0])
     assert [(c["type"], c["matchId"]) for c in undo["changes"]] == [("removed", "4242")]
+
+
+async def test_the_cpu_part_of_a_pass_runs_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Structural, not timed: every pure step of a pass (normalising, comparing, undoing,
+    # building and encoding the report, the write-ahead) records the thread it ran on, and
+    # none may be the event loop's: a big list would stall every other watcher there.
+    threads: dict[str, set[int]] = {}
+
+    def spy(name: str, real: Any) -> Any:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            threads.setdefault(name, set()).add(threading.get_ident())
+            return real(*args, **kwargs)
+
+        return recorded
+
+    steps = ("normalise_all", "compare", "sudden_drop", "undo", "build_report", "encode_report")
+    for name in steps:
+        monkeypatch.setattr(detection_module, name, spy(name, getattr(detection_module, name)))
+    monkeypatch.setattr(Snapshot, "attempt", spy("attempt", Snapshot.attempt))
+    source, store, notifier = Source(matches()), Store(), Notifier()
+    await run(source, store, notifier)
+    source.matches = matches(*({"avsparkstid": "13:30", "tid": None} for _ in range(3)))
+    changed = await run(source, store, notifier)
+
+    assert changed.summary.changed == 3
+    assert set(threads) == {*steps, "attempt"}
+    loop = threading.get_ident()
+    assert {name for name, seen in threads.items() if loop in seen} == set()
