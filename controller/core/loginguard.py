@@ -26,23 +26,21 @@ class _Rejection:
 
 class LoginGuard:
     def __init__(self) -> None:
-        self._rejections: dict[tuple[str, str], _Rejection] = {}
+        self._rejections: dict[str, _Rejection] = {}  # by watcher uid
 
-    def blocked_until(
-        self, key: tuple[str, str], credentials: Credentials, now: datetime
-    ) -> datetime | None:
+    def blocked_until(self, key: str, credentials: Credentials, now: datetime) -> datetime | None:
         """When these credentials were rejected recently: until when they are not retried."""
         rejection = self._rejections.get(key)
         if rejection is None or rejection.fingerprint != credentials.fingerprint:
             return None
         return rejection.until if now < rejection.until else None
 
-    def rejected(self, key: tuple[str, str], credentials: Credentials, now: datetime) -> None:
+    def rejected(self, key: str, credentials: Credentials, now: datetime) -> None:
         previous = self._rejections.get(key)
         fingerprint = credentials.fingerprint
         count = previous.count + 1 if previous and previous.fingerprint == fingerprint else 1
         backoff = min(FIRST_BACKOFF * 2 ** (count - 1), MAX_BACKOFF)
         self._rejections[key] = _Rejection(fingerprint, count, now + backoff)
 
-    def accepted(self, key: tuple[str, str]) -> None:
+    def accepted(self, key: str) -> None:
         self._rejections.pop(key, None)

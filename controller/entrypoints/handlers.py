@@ -82,7 +82,7 @@ class Operator:
         else:
             # Another replica serves it now, or shutting down: this process must not keep
             # exporting the watcher's series as if it still ran it.
-            self.metrics.forget(ref.namespace, ref.name)
+            self.metrics.forget(ref)
 
     def start(self) -> None:
         self.dispatcher.start()

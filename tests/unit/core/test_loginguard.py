@@ -10,7 +10,7 @@ from controller.core.loginguard import LoginGuard
 from controller.core.model import Credentials
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-KEY, OTHER = ("ns", "anna"), ("ns", "bo")
+KEY, OTHER = "uid-anna", "uid-bo"
 WRONG, RIGHT = Credentials("anna", "wrong"), Credentials("anna", "right")
 
 
@@ -30,7 +30,7 @@ def test_backoff(
     rejections: int,
     later: timedelta,
     credentials: Credentials,
-    key: tuple[str, str],
+    key: str,
     expected: datetime | None,
 ) -> None:
     guard = LoginGuard()
