@@ -31,6 +31,7 @@ from controller.core.errors import (
     LeaseConflict,
     SecretNotFound,
     StatusConflict,
+    WatcherGone,
     clip,
 )
 from controller.core.model import GROUP, KIND, PLURAL, VERSION, WatcherRef
@@ -148,7 +149,10 @@ class Kube:
             PLURAL,
             ref.name,
             body,
-            errors={409: StatusConflict(f"{what}: the object changed meanwhile")},
+            errors={
+                409: StatusConflict(f"{what}: the object changed meanwhile"),
+                404: WatcherGone(f"{what}: it no longer exists"),
+            },
         )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         new_status: dict[str, Any] = obj.get("status") or {}
@@ -165,6 +169,7 @@ class Kube:
             ref.namespace,
             PLURAL,
             ref.name,
+            errors={404: WatcherGone(f"{what}: it no longer exists")},
         )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         status: dict[str, Any] = obj.get("status") or {}

@@ -91,6 +91,11 @@ class StatusConflict(KubernetesError):
     """A conditional status write found the object changed since it was read."""
 
 
+class WatcherGone(KubernetesError):
+    """The MatchWatcher is not there any more: deleted, maybe while the watch was down (a
+    re-listing sends no DELETED event for it)."""
+
+
 class LeaseConflict(KubernetesError):
     """The leader-election Lease was written by another replica since it was read."""
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from controller.core.config import Settings
-from controller.core.errors import StatusConflict
+from controller.core.errors import StatusConflict, WatcherGone
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, timestamp
@@ -189,3 +189,17 @@ async def test_a_restarted_scheduler_exports_the_status_it_finds_without_writing
     assert len(api.patches) == written  # nothing to write
     assert len(exported) == 1  # exported once
     assert exported[0].next_execution_time == SLOT + timedelta(hours=1)
+
+
+async def test_a_watcher_the_api_server_no_longer_has_is_gone_not_retried() -> None:
+    """Deleted while the watch was down, it got no DELETED event: a status write every 5 s
+    found it missing (404) until the process restarted."""
+    api = ApiServer(PLANNED_FROM)
+    watcher = scheduler(api, Runner(), PLANNED_FROM)
+
+    async def missing(*_: object) -> tuple[dict[str, Any], str]:
+        raise WatcherGone("referees/anna: it no longer exists")
+
+    api.patch_status = api.read_status = missing  # type: ignore[method-assign, assignment]
+    assert await watcher.step(lambda: False) is None
+    assert watcher.gone
