@@ -27,6 +27,7 @@ from urllib3.exceptions import HTTPError
 from controller.core.errors import (
     ConfigMapConflict,
     DetectorError,
+    Forbidden,
     KubernetesError,
     LeaseConflict,
     SecretNotFound,
@@ -41,6 +42,8 @@ T = TypeVar("T")
 # (connect, read) seconds for every API call: a half-open connection must not hold one of the
 # few worker threads (and with it every watcher's status writes) for ever.
 _REQUEST_TIMEOUT = (5, 30)
+# A list of objects' metadata only (no spec, no status): what telling deleted watchers needs.
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # Events name us, and the pod (HOSTNAME) that wrote them.
 EVENT_COMPONENT = "match-list-change-detector"
 _INSTANCE = os.environ.get("HOSTNAME", "local")
@@ -174,6 +177,42 @@ class Kube:
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         status: dict[str, Any] = obj.get("status") or {}
         return status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watcher_uids(self, namespace: str | None, *, page: int = 500) -> set[str]:
+        """The uid of every MatchWatcher (in `namespace`, else in every namespace) as the API
+        server has them now: metadata only, `page` objects per request, one consistent
+        snapshot (continued pages are read at the first one's version)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        what = f"listing MatchWatchers {where}"
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            query = {"limit": page, "_continue": token, "_headers": {"Accept": _METADATA_LIST}}
+            if namespace:
+                call = functools.partial(
+                    self._custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    **query,
+                )
+            else:
+                call = functools.partial(
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **query
+                )
+            listing = await self._call(
+                what, call, errors={403: Forbidden(f"{what}: not allowed (RBAC)")}
+            )
+            body: dict[str, Any] = listing if isinstance(listing, dict) else {}
+            uids.update(
+                uid
+                for item in body.get("items") or []
+                if (uid := (item.get("metadata") or {}).get("uid"))
+            )
+            token = (body.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return uids
 
     async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the watcher, written before this returns (kopf's own posting

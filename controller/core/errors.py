@@ -83,6 +83,10 @@ class KubernetesError(DetectorError):
     reason = Reason.KUBERNETES_ERROR
 
 
+class Forbidden(KubernetesError):
+    """The operator's RBAC does not allow the call."""
+
+
 class ConfigMapConflict(KubernetesError):
     """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
