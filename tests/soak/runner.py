@@ -175,6 +175,16 @@ class Soak:
                 log=self.timeline,
                 watchers=self.names,
                 step=self._step,
+                cluster=self.cluster,
+                extra_spec={
+                    "schedule": "@yearly",
+                    "source": {
+                        "fogis": {
+                            "baseUrl": fogis.base_url,
+                            "credentialsSecretRef": {"name": f"{self.names[0]}-fogis"},
+                        }
+                    },
+                },
             )
             try:
                 return self._soak(replicas)
@@ -491,7 +501,11 @@ class Soak:
         )
         self._table(report, findings, runs, deliveries, unsettled, rss_start, rss_end, rss_replica)
         failed = (
-            findings.failed or bool(unsettled) or not rss_ok or bool(self.faults.unexpected_exits)
+            findings.failed
+            or bool(unsettled)
+            or not rss_ok
+            or bool(self.faults.unexpected_exits)
+            or bool(self.faults.ghosts)
         )
         if failed:
             with self.served_lock:
@@ -507,6 +521,7 @@ class Soak:
                 other_problems=[
                     *unsettled,
                     *self.faults.unexpected_exits,
+                    *self.faults.ghosts,
                     *([] if rss_ok else ["operator RSS grew beyond the bound"]),
                 ],
                 timelines=timelines,
@@ -573,6 +588,7 @@ class Soak:
             rows.append((name.replace("_", " "), str(getattr(findings, name))))
         rows.append(("watchers without a clean final run", str(len(unsettled))))
         rows.append(("unexpected operator exits", str(len(self.faults.unexpected_exits))))
+        rows.append(("deleted watchers still served", str(len(self.faults.ghosts))))
         bound = (
             None
             if rss_start is None
