@@ -4,6 +4,7 @@ with stand-in schedulers that record their steps (real time, pauses of a few mil
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -223,6 +224,10 @@ async def test_a_deleted_watchers_state_is_freed_without_the_garbage_collector()
             gc.enable()
 
 
+def stepped_last(world: World, name: str) -> bool:
+    return world.steps[-1:] == [name]
+
+
 async def test_heap_items_of_deleted_watchers_do_not_pile_up() -> None:
     """Stale items are dropped when they reach the top, but a live watcher due first (an hour
     away here, up to a year for `@yearly`) keeps every later one of a deleted watcher."""
@@ -234,8 +239,9 @@ async def test_heap_items_of_deleted_watchers_do_not_pile_up() -> None:
             names = [f"r{round_}-{i}" for i in range(50)]
             for name in names:
                 await dispatcher.observe(body(name))
-            last = names[-1]
-            await wait_for_async("their steps", lambda: world.steps[-1] == last, 5)  # noqa: B023 - awaited here, in this iteration
+            await wait_for_async(
+                "their steps", functools.partial(stepped_last, world, names[-1]), 5
+            )
             await asyncio.sleep(0.01)
             for name in names:
                 await dispatcher.observe(body(name), deleted=True)
