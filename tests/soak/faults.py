@@ -308,10 +308,11 @@ class Faults:
     def _served(self) -> set[str]:
         """Extra watchers any live replica exports series of (only the leader exports any)."""
         text = "".join(r.operator.metrics() for r in self.replicas if r.operator and r.alive())
+        label = 'name="'
         return {
-            name
-            for name in (part.partition('"')[0] for part in text.split(f'name="{EXTRA_PREFIX}')[1:])
-            if name
+            part.partition('"')[0]
+            for part in text.split(label)[1:]
+            if part.startswith(EXTRA_PREFIX)
         }
 
     def _existing_extras(self) -> set[str]:
@@ -319,8 +320,11 @@ class Faults:
         items = self.cluster.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.replicas[0].namespace, PLURAL
         )["items"]
-        names = (item["metadata"]["name"] for item in items)
-        return {n.removeprefix(EXTRA_PREFIX) for n in names if n.startswith(EXTRA_PREFIX)}
+        return {
+            name
+            for name in (item["metadata"]["name"] for item in items)
+            if name.startswith(EXTRA_PREFIX)
+        }
 
     def _no_ghosts(self, kind: str) -> None:
         """Within GHOST_DEADLINE, no replica serves an extra watcher that no longer exists."""
