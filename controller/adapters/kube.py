@@ -29,10 +29,12 @@ from urllib3.exceptions import HTTPError
 from controller.core.errors import (
     ConfigMapConflict,
     DetectorError,
+    Forbidden,
     KubernetesError,
     LeaseConflict,
     SecretNotFound,
     StatusConflict,
+    WatcherGone,
     clip,
 )
 from controller.core.lease import LeaseRecord
@@ -46,6 +48,8 @@ _REQUEST_TIMEOUT = (5, 30)
 # deadline (10 s). The election abandons a call at that deadline, but its thread goes on until
 # the request times out; this frees the thread for the next round soon after.
 _LEASE_REQUEST_TIMEOUT = (2, 4)
+# A list of objects' metadata only (no spec, no status): what telling deleted watchers needs.
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # Events name us, and the pod (HOSTNAME) that wrote them.
 EVENT_COMPONENT = "match-list-change-detector"
 _INSTANCE = os.environ.get("HOSTNAME", "local")
@@ -178,7 +182,10 @@ class Kube:
             PLURAL,
             ref.name,
             body,
-            errors={409: StatusConflict(f"{what}: the object changed meanwhile")},
+            errors={
+                409: StatusConflict(f"{what}: the object changed meanwhile"),
+                404: WatcherGone(f"{what}: it no longer exists"),
+            },
         )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         new_status: dict[str, Any] = obj.get("status") or {}
@@ -195,10 +202,47 @@ class Kube:
             ref.namespace,
             PLURAL,
             ref.name,
+            errors={404: WatcherGone(f"{what}: it no longer exists")},
         )
         obj: dict[str, Any] = result if isinstance(result, dict) else {}
         status: dict[str, Any] = obj.get("status") or {}
         return status, str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watcher_uids(self, namespace: str | None, *, page: int = 500) -> set[str]:
+        """The uid of every MatchWatcher (in `namespace`, else in every namespace) as the API
+        server has them now: metadata only, `page` objects per request, one consistent
+        snapshot (continued pages are read at the first one's version)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        what = f"listing MatchWatchers {where}"
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            query = {"limit": page, "_continue": token, "_headers": {"Accept": _METADATA_LIST}}
+            if namespace:
+                call = functools.partial(
+                    self._custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    **query,
+                )
+            else:
+                call = functools.partial(
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **query
+                )
+            listing = await self._call(
+                what, call, errors={403: Forbidden(f"{what}: not allowed (RBAC)")}
+            )
+            body: dict[str, Any] = listing if isinstance(listing, dict) else {}
+            uids.update(
+                uid
+                for item in body.get("items") or []
+                if (uid := (item.get("metadata") or {}).get("uid"))
+            )
+            token = (body.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return uids
 
     async def post_event(self, ref: WatcherRef, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the watcher, written before this returns (kopf's own posting

@@ -200,9 +200,13 @@ class Metrics:
         )
         for family in self._per_watcher:
             r.register(family)
+        # (namespace, name) -> the uid whose status was exported last: the series are that
+        # object's, so a deleted watcher's cleanup leaves those of one re-created under its name.
+        self._owners: dict[tuple[str, str], str] = {}
 
     def watcher_state(self, ref: WatcherRef, status: WatcherStatus) -> None:
         """Export what a watcher's status says now (its Ready, next run, pending changes)."""
+        self._owners[(ref.namespace, ref.name)] = ref.uid
         ready = status.ready
         if ready is not None:
             self.ready.set(ref, 1 if ready.ready else 0, ready.reason)
@@ -212,10 +216,15 @@ class Metrics:
             self.next_run.set(ref, status.next_execution_time.timestamp())
         self.pending.set(ref, status.webhook.pending_changes)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """Remove every series of a deleted watcher."""
+    def forget(self, ref: WatcherRef) -> None:
+        """Remove every series of a watcher this process no longer serves, unless another
+        object of its name (re-created meanwhile) exported its status since."""
+        key = (ref.namespace, ref.name)
+        if self._owners.get(key, ref.uid) != ref.uid:
+            return
+        self._owners.pop(key, None)
         for family in self._per_watcher:
-            family.forget(namespace, name)
+            family.forget(ref.namespace, ref.name)
 
     def serve(self, host: str, port: int) -> None:
         """Start the /metrics server in a daemon thread (prometheus-client's own)."""

@@ -17,7 +17,9 @@ from controller.adapters.fogis import FogisSession
 
 IDLE_LIMIT = 30 * 60.0  # seconds; see above
 
-Key = tuple[str, str]  # (namespace, name)
+# The watcher's uid: a watcher re-created under the same name is another referee's, maybe, and
+# the old one's cleanup must not take the new one's session.
+Key = str
 
 
 class Sessions:

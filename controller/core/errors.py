@@ -74,12 +74,21 @@ class KubernetesError(DetectorError):
     reason = Reason.KUBERNETES_ERROR
 
 
+class Forbidden(KubernetesError):
+    """The operator's RBAC does not allow the call."""
+
+
 class ConfigMapConflict(KubernetesError):
     """The ConfigMap was created, changed or deleted by someone else since it was read."""
 
 
 class StatusConflict(KubernetesError):
     """A conditional status write found the object changed since it was read."""
+
+
+class WatcherGone(KubernetesError):
+    """The MatchWatcher is not there any more: deleted, maybe while the watch was down (a
+    re-listing sends no DELETED event for it)."""
 
 
 class LeaseConflict(KubernetesError):

@@ -101,14 +101,23 @@ _RANDOM_VALUE = re.compile(r"(?<![A-Za-z])[Rr](?![A-Za-z])")
 _HASHED_VALUE = re.compile(r"(?<![A-Za-z])[Hh](?![A-Za-z])")
 
 
-# Every loop step re-reads its spec; a thousand watchers waking on one slot share a handful of
-# schedules, so the validation walk runs once per distinct one (errors are not cached).
-@functools.lru_cache(maxsize=4096)
 def parse_schedule(
     expression: str, time_zone: str, *, allow_seconds: bool = False, hash_id: str | None = None
 ) -> Schedule:
     """Validate a cron expression and zone name; raises InvalidSpec with the condition reason.
     `hash_id` (the watcher's uid) gives `H` values their stable per-watcher time."""
+    # Only a hashed schedule is the watcher's own: keyed by uid, every other schedule would miss
+    # the cache once there are more watchers than it holds.
+    hashed = hash_id if _HASHED_VALUE.search(expression) else None
+    return _parse_schedule(expression, time_zone, allow_seconds, hashed)
+
+
+# Every loop step re-reads its spec; a thousand watchers waking on one slot share a handful of
+# schedules, so the validation walk runs once per distinct one (errors are not cached).
+@functools.lru_cache(maxsize=4096)
+def _parse_schedule(
+    expression: str, time_zone: str, allow_seconds: bool, hash_id: str | None
+) -> Schedule:
     try:
         zone = ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"

@@ -30,6 +30,7 @@ from controller.runtime.dispatcher import Dispatcher
 from controller.runtime.heap import HeapKeeper
 from controller.runtime.leadership import Leadership
 from controller.runtime.logs import set_log_levels
+from controller.runtime.reconcile import Reconciler
 from controller.runtime.runner import WatcherRunner
 from controller.runtime.scheduler import WatcherScheduler
 
@@ -53,6 +54,8 @@ class Operator:
             quiet=HeapKeeper().quiet,
         )
         self.metrics.watchers.set_function(lambda: self.dispatcher.served)
+        # Standbys too: a watcher deleted while their watch was down must not be served later.
+        self.reconciler = Reconciler(self.dispatcher, self.kube)
         self.leadership: Leadership | None = None
         if SETTINGS.lease_name:
             self.leadership = Leadership(
@@ -83,10 +86,11 @@ class Operator:
         else:
             # Another replica serves it now, or shutting down: this process must not keep
             # exporting the watcher's series as if it still ran it.
-            self.metrics.forget(ref.namespace, ref.name)
+            self.metrics.forget(ref)
 
     def start(self) -> None:
         self.dispatcher.start()
+        self._tasks.append(asyncio.create_task(self.reconciler.serve(), name="reconcile"))
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.serve(), name="leadership"))
 
@@ -170,7 +174,12 @@ def _mine(body: kopf.Body) -> bool:
 @kopf.on.event(GROUP, VERSION, PLURAL, when=lambda body, **_: _mine(body))
 async def observe(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Every watch event of a watcher this shard serves: new, changed, triggered or deleted."""
-    await _operator(memo).dispatcher.observe(body, deleted=type == "DELETED")
+    operator = _operator(memo)
+    # A listing event (no type) for a watcher already held: kopf re-listed, which tells nothing
+    # about objects deleted meanwhile. (At startup every listed watcher is new.)
+    if type is None and operator.dispatcher.holds(body.metadata.uid or ""):
+        operator.reconciler.relisted()
+    await operator.dispatcher.observe(body, deleted=type == "DELETED")
 
 
 @kopf.on.probe(id="watchers")

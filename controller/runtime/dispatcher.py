@@ -9,6 +9,11 @@ measured at 10,000 watchers, one kopf daemon per watcher cost ~80 KiB and a task
 
 A watcher is stepped by one worker at a time; a poke that lands during its step makes it step
 again right after. Kept free of kopf: handlers.py feeds it the objects kopf's watch delivers.
+
+A deleted watcher's state is freed at once, by reference counting: the collector's full passes
+skip what controller/runtime/heap.py froze, so a deleted watcher left to them would stay until the
+next thaw (hours). Its entry's reference to its scheduler (which reads the entry back) is cut, and
+the heap names watchers by uid, so a deleted one's due time holds nothing but itself.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.core.logfields import about
 from controller.core.model import TRIGGER_ANNOTATION, WatcherRef
 from controller.runtime.bugs import unexpected
 
@@ -68,6 +74,11 @@ class Stepper(Protocol):
     @property
     def last_success(self) -> datetime | None: ...
 
+    @property
+    def gone(self) -> bool:
+        """The API server has no such object any more (a status write found it deleted)."""
+        ...
+
     def poke(self, body: Mapping[str, Any]) -> bool: ...
 
     async def step(self, stopped: Callable[[], bool]) -> float | None: ...
@@ -107,7 +118,8 @@ class Dispatcher:
     _busy: int = 0  # steps under way
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _poked: deque[_Entry] = field(default_factory=deque)
-    _heap: list[tuple[float, int, _Entry]] = field(default_factory=list)
+    # (due, order, uid): an item whose entry is gone, busy or due at another time is stale.
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -121,16 +133,27 @@ class Dispatcher:
     def schedulers(self) -> list[Stepper]:
         return [e.scheduler for e in self._entries.values() if e.scheduler is not None]
 
+    def holds(self, uid: str) -> bool:
+        return uid in self._entries
+
+    def watchers(self) -> dict[str, WatcherRef]:
+        """Every watcher this process follows (served or not), by uid."""
+        return {uid: entry.ref for uid, entry in self._entries.items()}
+
+    async def vanished(self, uid: str) -> None:
+        """The watcher no longer exists, though its watch never said so."""
+        entry = self._entries.get(uid)
+        if entry is not None:
+            await self._drop(entry)
+
     async def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """A watch event of a watcher this process serves."""
         meta = body.get("metadata") or {}
         uid = meta.get("uid") or ""
         if deleted or meta.get("deletionTimestamp"):
-            entry = self._entries.pop(uid, None)
+            entry = self._entries.get(uid)
             if entry is not None:
-                entry.gone = True
-                if not entry.busy:  # else its worker releases it when the step ends
-                    await self.release(entry.ref, True)
+                await self._drop(entry)
             return
         entry = self._entries.get(uid)
         if entry is None:
@@ -182,6 +205,31 @@ class Dispatcher:
                 entry.scheduler = None
                 await self.release(entry.ref, False)
 
+    async def _drop(self, entry: _Entry) -> None:
+        """A deleted watcher: never stepped again, released now (or when its step ends)."""
+        if self._entries.get(entry.ref.uid) is entry:
+            del self._entries[entry.ref.uid]
+        entry.gone = True
+        self._compact()
+        if not entry.busy:
+            entry.scheduler = None
+            await self.release(entry.ref, True)
+
+    def _compact(self) -> None:
+        """Drop stale heap items once they are most of it (amortised O(1) per item): a deleted
+        or re-poked watcher's item would otherwise wait until it reaches the top, up to a year
+        for `@yearly`."""
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._heap = [item for item in self._heap if self._live(item) is not None]
+            heapq.heapify(self._heap)
+
+    def _live(self, item: tuple[float, int, str]) -> _Entry | None:
+        """The entry a heap item is for, unless the item is stale."""
+        entry = self._entries.get(item[2])
+        if entry is None or entry.due != item[0] or entry.busy:
+            return None
+        return entry
+
     def _poke(self, entry: _Entry) -> None:
         if not self.serving:
             return
@@ -194,7 +242,8 @@ class Dispatcher:
 
     def _schedule(self, entry: _Entry, seconds: float) -> None:
         entry.due = asyncio.get_running_loop().time() + max(0.0, seconds)
-        heapq.heappush(self._heap, (entry.due, next(self._order), entry))
+        heapq.heappush(self._heap, (entry.due, next(self._order), entry.ref.uid))
+        self._compact()
         self._changed.set()
 
     def _take(self) -> tuple[_Entry | None, float | None]:
@@ -209,14 +258,15 @@ class Dispatcher:
                 return entry, None
         now = asyncio.get_running_loop().time()
         while self._heap:
-            due, _, entry = self._heap[0]
-            if entry.due != due or entry.gone or entry.busy:  # superseded since it was pushed
+            due = self._heap[0][0]
+            live = self._live(self._heap[0])
+            if live is None:  # superseded or deleted since it was pushed
                 heapq.heappop(self._heap)
                 continue
             if due > now:
                 return None, due - now
             heapq.heappop(self._heap)
-            return entry, None
+            return live, None
         return None, None
 
     async def _work(self) -> None:
@@ -253,6 +303,15 @@ class Dispatcher:
         finally:
             entry.busy = False
             self._busy -= 1
+        if entry.scheduler is not None and entry.scheduler.gone and not entry.gone:
+            log.info(
+                "%s/%s: deleted (the API server no longer has it); no longer served",
+                entry.ref.namespace,
+                entry.ref.name,
+                extra=about(entry.ref),
+            )
+            await self._drop(entry)
+            return
         if entry.gone or not self.serving:
             entry.scheduler = None
             await self.release(entry.ref, entry.gone)

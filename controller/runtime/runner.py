@@ -174,8 +174,8 @@ class WatcherRunner:
         )
         # Per watcher only its cookies and whose they are; the client above is shared.
         self._sessions = Sessions()
-        # Per watcher: the digest of a sudden drop the last run held back (see UnconfirmedDrop).
-        self._held_back: dict[tuple[str, str], str] = {}
+        # Per watcher uid: the digest of a sudden drop the last run held back (UnconfirmedDrop).
+        self._held_back: dict[str, str] = {}
         self._politeness = Politeness(
             max_concurrent_per_host=settings.fogis_max_concurrent_per_host,
             logins_per_second=settings.fogis_logins_per_second,
@@ -200,10 +200,11 @@ class WatcherRunner:
         await self._webhook_client.aclose()
 
     async def forget(self, ref: WatcherRef) -> None:
-        """Drop a deleted watcher's session and metric series."""
-        self._held_back.pop((ref.namespace, ref.name), None)
-        self._sessions.forget((ref.namespace, ref.name))
-        self._metrics.forget(ref.namespace, ref.name)
+        """Drop a deleted watcher's session, held-back digest and metric series (by uid: a
+        watcher re-created under its name meanwhile keeps its own)."""
+        self._held_back.pop(ref.uid, None)
+        self._sessions.forget(ref.uid)
+        self._metrics.forget(ref)
 
     def _check_host(self, base_url: str) -> None:
         allowed = self._settings.allowed_fogis_hosts
@@ -252,7 +253,7 @@ class WatcherRunner:
             result = await run.detect(
                 store,
                 notifier,
-                held_back=self._held_back.pop((ref.namespace, ref.name), None),
+                held_back=self._held_back.pop(ref.uid, None),
             )
         except UnconfirmedDrop:
             raise
@@ -302,7 +303,7 @@ class WatcherRunner:
         """One run of one watcher. Never raises for a failed run: the error is its outcome."""
         if isinstance(trigger, Scheduled):
             self._metrics.schedule_lag.observe(max(0.0, (started - trigger.slot).total_seconds()))
-        key = (ref.namespace, ref.name)
+        key = ref.uid
         tried: list[SecretVersion] = []  # the credentials Secret's version, once it is used
 
         async def read_credentials() -> Credentials:

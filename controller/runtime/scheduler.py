@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from controller.core.config import Settings
 from controller.core.decide import Memory, Run, View, created_at, decide, next_run
-from controller.core.errors import DetectorError, StatusConflict
+from controller.core.errors import DetectorError, StatusConflict, WatcherGone
 from controller.core.events import Note
 from controller.core.logfields import about
 from controller.core.model import WatcherRef, WatcherSpec
@@ -93,6 +93,9 @@ class WatcherScheduler:
         # watch event), for compare-and-swap claims without a read first.
         self._version: str | None = None
         self._body_version: str | None = None
+        # The API server said the object does not exist: the dispatcher drops this watcher
+        # (deleted while the watch was down, whose re-listing sends no DELETED event).
+        self.gone = False
 
     @property
     def last_success(self) -> datetime | None:
@@ -112,6 +115,9 @@ class WatcherScheduler:
         Never raises but for cancellation: one watcher's trouble stays its own."""
         try:
             return await self._step(stopped)
+        except WatcherGone:
+            self.gone = True
+            return None
         except DetectorError as exc:  # the API server refused a status write
             log.warning(
                 "%s/%s: %s", self.ref.namespace, self.ref.name, exc.message, extra=about(self.ref)

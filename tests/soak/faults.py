@@ -1,10 +1,12 @@
 """Faults at random times, counted by kind: operator processes (two replicas electing a leader
 on a Lease) killed or stopped and restarted, the API server killed and restarted on its etcd
-data, the leader's Lease renewals hanging, the receiver failing in every way a webhook can, and
-FOGIS failing in every way it does."""
+data, the leader's Lease renewals hanging, the receiver failing in every way a webhook can, FOGIS
+failing in every way it does, and watchers deleted while the watch is down or created and
+deleted in a hurry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -15,9 +17,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from tests.soak.ledger import Ledger
 from tests.soak.world import (
+    GROUP,
     HOLD_SECONDS,
+    PLURAL,
+    VERSION,
+    Cluster,
     FakeFogis,
     LeaseStall,
     Operator,
@@ -52,7 +61,13 @@ FAULT_KINDS = (
     "fogis_expired_redirect",
     "fogis_expired_login_page",
     "in_doubt_flipflop",
+    "deleted_while_watch_down",
+    "watcher_churn",
 )
+# Watchers those two faults create besides the soak's own (never run: @yearly, no trigger).
+EXTRA_PREFIX = "extra-"
+# Seconds within which no replica may serve (or export series of) a deleted extra watcher.
+GHOST_DEADLINE = 90.0
 
 
 class Replica:
@@ -174,6 +189,8 @@ class Faults:
         watchers: Sequence[str] = (),
         step: Callable[[str, str], bool] = lambda name, mutation: False,
         lease_stall: LeaseStall | None = None,
+        cluster: Cluster | None = None,
+        extra_spec: Mapping[str, object] | None = None,
     ) -> None:
         self.rng = rng
         self.replicas = replicas
@@ -190,6 +207,10 @@ class Faults:
         # Holds the leader's Lease renewals back (lease_hang), registered for the soak's Leases.
         self.lease_stall = lease_stall
         self.two_leaders: list[str] = []  # takeovers while the old leader still served
+        self.cluster = cluster
+        self.extra_spec = dict(extra_spec or {})
+        self._extras = 0
+        self.ghosts: list[str] = []  # deleted extra watchers still served after the deadline
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
 
@@ -254,6 +275,10 @@ class Faults:
             self._lease_hang()
         elif kind == "in_doubt_flipflop":
             self._in_doubt_flipflop()
+        elif kind == "deleted_while_watch_down":
+            self._deleted_while_watch_down()
+        elif kind == "watcher_churn":
+            self._churn()
         elif kind in RECEIVER_MODES:
             # Until a few deliveries met it (none come while a failover is under way).
             wanted = len(self.ledger.deliveries) + self.rng.randint(3, 8)
@@ -313,6 +338,83 @@ class Faults:
             self.log(name, f"in_doubt_flipflop: {mutation} {'ran' if ran else 'did not run'}")
         self.ledger.clear_queue(name)
         self.busy.discard(name)
+
+    def _extra(self, name: str | None = None) -> str:
+        """Create an extra watcher (a new one, or one re-created under `name`)."""
+        assert self.cluster is not None, "the extra watchers' faults need the cluster"
+        if name is None:
+            self._extras += 1
+            name = f"{EXTRA_PREFIX}{self._extras}"
+        self.cluster.create_watcher(self.replicas[0].namespace, name, self.extra_spec)
+        return name
+
+    def _delete(self, name: str) -> None:
+        assert self.cluster is not None
+        self.cluster.delete_watcher(self.replicas[0].namespace, name)
+
+    def _served(self) -> set[str]:
+        """Extra watchers any live replica exports series of (only the leader exports any)."""
+        text = "".join(r.operator.metrics() for r in self.replicas if r.operator and r.alive())
+        label = 'name="'
+        return {
+            part.partition('"')[0]
+            for part in text.split(label)[1:]
+            if part.startswith(EXTRA_PREFIX)
+        }
+
+    def _existing_extras(self) -> set[str]:
+        assert self.cluster is not None
+        items = self.cluster.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.replicas[0].namespace, PLURAL
+        )["items"]
+        return {
+            name
+            for name in (item["metadata"]["name"] for item in items)
+            if name.startswith(EXTRA_PREFIX)
+        }
+
+    def _no_ghosts(self, kind: str) -> None:
+        """Within GHOST_DEADLINE, no replica serves an extra watcher that no longer exists."""
+        deadline = time.monotonic() + GHOST_DEADLINE
+        ghosts: set[str] = set()
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ApiException, HTTPError, OSError):  # the API server is back
+                ghosts = self._served() - self._existing_extras()
+                if not ghosts:
+                    return
+            time.sleep(1.0)
+        problem = f"{kind}: deleted watchers still served: {sorted(ghosts)}"
+        self.ghosts.append(problem)
+        self.log("*", f"UNEXPECTED: {problem}")
+
+    def _deleted_while_watch_down(self) -> None:
+        """Every replica frozen, the API server restarted (so no watch can resume: kopf
+        re-lists), watchers deleted, the replicas thawed: a re-listing sends no DELETED."""
+        names = [self._extra() for _ in range(self.rng.randint(1, 3))]
+        time.sleep(3)  # seen and served (their first status written)
+        frozen = [r for r in self.replicas if r.alive()]
+        for replica in frozen:
+            replica.send(signal.SIGSTOP)
+        try:
+            local_cluster.restart_apiserver(self.state_dir, kill=True)
+            for name in names:
+                self._delete(name)
+        finally:
+            for replica in frozen:
+                replica.send(signal.SIGCONT)
+        self.log("*", f"deleted {names} while every watch was down")
+        self._no_ghosts("deleted_while_watch_down")
+
+    def _churn(self) -> None:
+        """Watchers created and deleted in a hurry, some re-created under the same name."""
+        names = [self._extra() for _ in range(self.rng.randint(5, 15))]
+        for name in names:
+            self._delete(name)
+            if self.rng.random() < 0.3:  # re-created under its name: a new uid
+                self._extra(name)
+                self._delete(name)
+        self.log("*", f"churned {len(names)} watchers")
+        self._no_ghosts("watcher_churn")
 
     def calm(self) -> None:
         """Stop every fault: a healthy receiver and FOGIS, both replicas running."""

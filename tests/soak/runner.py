@@ -189,6 +189,16 @@ class Soak:
                 watchers=self.names,
                 step=self._step,
                 lease_stall=lease_stall,
+                cluster=self.cluster,
+                extra_spec={
+                    "schedule": "@yearly",
+                    "source": {
+                        "fogis": {
+                            "baseUrl": fogis.base_url,
+                            "credentialsSecretRef": {"name": f"{self.names[0]}-fogis"},
+                        }
+                    },
+                },
             )
             try:
                 return self._soak(replicas)
@@ -510,6 +520,7 @@ class Soak:
             or not rss_ok
             or bool(self.faults.unexpected_exits)
             or bool(self.faults.two_leaders)
+            or bool(self.faults.ghosts)
         )
         if failed:
             with self.served_lock:
@@ -526,6 +537,7 @@ class Soak:
                     *unsettled,
                     *self.faults.unexpected_exits,
                     *self.faults.two_leaders,
+                    *self.faults.ghosts,
                     *([] if rss_ok else ["operator RSS grew beyond the bound"]),
                 ],
                 timelines=timelines,
@@ -593,6 +605,7 @@ class Soak:
         rows.append(("watchers without a clean final run", str(len(unsettled))))
         rows.append(("unexpected operator exits", str(len(self.faults.unexpected_exits))))
         rows.append(("two leaders at a takeover", str(len(self.faults.two_leaders))))
+        rows.append(("deleted watchers still served", str(len(self.faults.ghosts))))
         bound = (
             None
             if rss_start is None

@@ -161,9 +161,9 @@ async def test_a_run_queueing_for_a_login_holds_no_exchange_turn(
 def test_sessions_are_kept_until_idle_or_moved(later: float, base_url: str, same: bool) -> None:
     clock = FakeTime()
     sessions = Sessions(clock=clock)
-    first = sessions.get(("ns", "w"), "https://fogis.test/mdk")
+    first = sessions.get("uid-w", "https://fogis.test/mdk")
     clock.now += later
-    assert (sessions.get(("ns", "w"), base_url) is first) is same
+    assert (sessions.get("uid-w", base_url) is first) is same
 
 
 def test_idle_sessions_are_swept_and_forgotten_ones_are_gone() -> None:
@@ -171,14 +171,14 @@ def test_idle_sessions_are_swept_and_forgotten_ones_are_gone() -> None:
     sessions = Sessions(idle_limit=100, clock=clock)
 
     def get(name: str) -> FogisSession:
-        return sessions.get(("ns", name), "https://f/mdk")
+        return sessions.get(f"uid-{name}", "https://f/mdk")
 
     hourly, busy, deleted = get("hourly"), get("busy"), get("deleted")
-    sessions.forget(("ns", "deleted"))
+    sessions.forget("uid-deleted")
     assert get("deleted") is not deleted
     for _ in range(3):
         clock.now += 40
         assert get("busy") is busy
     # The sweep (due every idle_limit) dropped the idle one without it being asked for.
-    assert ("ns", "hourly") not in sessions._sessions
+    assert "uid-hourly" not in sessions._sessions
     assert get("hourly") is not hourly

@@ -47,7 +47,7 @@ def test_state_follows_the_status_and_a_reason_change_leaves_no_stale_series() -
     )
     assert metric_value(text(metrics), "matchwatcher_next_run_timestamp_seconds", labels) is None
 
-    metrics.forget("referees", "anna")
+    metrics.forget(REF)
     assert 'name="anna"' not in text(metrics)
 
 
@@ -75,7 +75,7 @@ def test_per_watcher_counters_count_by_their_labels_and_are_exposed_as_totals() 
     assert metric_value(exported, "matchwatcher_runs_total", {"name": "bo"}) == 1
     assert "# TYPE matchwatcher_runs_total counter" in exported  # as Counter exposed it
 
-    metrics.forget("referees", "anna")
+    metrics.forget(REF)
     assert metric_value(text(metrics), "matchwatcher_runs_total", {"name": "bo"}) == 1
     assert 'name="anna"' not in text(metrics)
 
@@ -92,3 +92,23 @@ def test_per_watcher_series_leave_nothing_per_watcher_for_the_garbage_collector(
         metrics.watcher_state(ref, ready("True", "Scheduled", webhook={"pendingChanges": 0}))
     gc.collect()
     assert len(gc.get_objects()) - before < 100  # not one per watcher
+
+
+def test_a_deleted_watchers_cleanup_leaves_the_series_of_one_recreated_under_its_name() -> None:
+    """Deleted during a run, a watcher is released when the run ends: by then one re-created
+    under its name may be serving (and exporting) already."""
+    metrics = Metrics()
+    old, new = REF, WatcherRef(REF.namespace, REF.name, "uid-recreated")
+    metrics.watcher_state(old, ready("True", "Scheduled"))
+    metrics.runs.inc(old, "schedule", "success")
+    metrics.watcher_state(new, ready("False", "LoginFailed"))
+    metrics.runs.inc(new, "manual", "failure")
+
+    metrics.forget(old)
+    labels = {"namespace": "referees", "name": "anna"}
+    assert (
+        metric_value(text(metrics), "matchwatcher_ready", {**labels, "reason": "LoginFailed"}) == 0
+    )
+    assert metric_value(text(metrics), "matchwatcher_runs_total", labels) is not None
+    metrics.forget(new)
+    assert 'name="anna"' not in text(metrics)

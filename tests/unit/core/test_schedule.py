@@ -255,3 +255,16 @@ def test_hashed_schedules_also_spread_the_second(expression: str, spread: bool) 
 def test_six_field_schedules_keep_their_own_seconds_field() -> None:
     schedule = parse_schedule("H * * * * 7", "UTC", allow_seconds=True, hash_id="uid-1")
     assert schedule.next_after(utc(2026, 1, 1)).second == 7
+
+
+def test_a_schedule_without_h_is_shared_by_every_watcher() -> None:
+    """Keyed by uid, the cache of parsed schedules missed at every step once more watchers than
+    it holds shared an hourly schedule."""
+    shared = parse_schedule("7 * * * *", "UTC", hash_id="uid-0")
+    assert all(
+        parse_schedule("7 * * * *", "UTC", hash_id=f"uid-{i}") is shared for i in range(5_000)
+    )
+    # A hashed schedule stays the watcher's own.
+    assert parse_schedule("H * * * *", "UTC", hash_id="a") != parse_schedule(
+        "H * * * *", "UTC", hash_id="b"
+    )

@@ -4,6 +4,9 @@ with stand-in schedulers that record their steps (real time, pauses of a few mil
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -44,6 +47,7 @@ class World:
         self.most_at_once = 0
         self.hold: asyncio.Event | None = None
         self.suspend = True  # False: a step returns without suspending (nothing was due)
+        self.deleted: set[str] = set()  # the API server has none of these (a write said so)
 
     def make(self, ref: WatcherRef, view: Callable[[], Mapping[str, Any]]) -> Stub:
         self.built.append((ref.name, view()))
@@ -61,6 +65,10 @@ class Stub:
     @property
     def last_success(self) -> datetime | None:
         return None
+
+    @property
+    def gone(self) -> bool:
+        return self.name in self.world.deleted
 
     def poke(self, body: Mapping[str, Any]) -> bool:
         meta = body["metadata"]
@@ -186,6 +194,86 @@ async def test_a_watcher_deleted_mid_step_is_released_after_it_and_never_stepped
         await asyncio.sleep(0.05)
         assert world.steps == ["a"]
         assert dispatcher.served == 0
+
+
+class Spec(dict[str, Any]):
+    """A spec that can be watched dying (a plain dict takes no weak reference)."""
+
+
+async def test_a_deleted_watchers_state_is_freed_without_the_garbage_collector() -> None:
+    """Frozen by controller/runtime/heap.py, garbage left to the collector stays until the next
+    thaw: hours of churn, each deleted watcher's entry, scheduler and object kept."""
+    world = World(pause=3600.0)  # waiting in the heap, an hour away
+    async with dispatching(world) as dispatcher:
+        watched = body("a")
+        watched["spec"] = spec = Spec(schedule="@yearly")
+        await dispatcher.observe(watched)
+        await wait_for_async("its first step", lambda: world.steps == ["a"], 5)
+        await asyncio.sleep(0.01)  # back in the heap
+        gc.disable()
+        try:
+            scheduler = weakref.ref(dispatcher.schedulers()[0])
+            kept = weakref.ref(spec)
+            del watched, spec
+            world.built.clear()  # the stand-in's own record of the object
+            await dispatcher.observe(body("a"), deleted=True)
+            assert world.released == [("a", True)]
+            assert scheduler() is None
+            assert kept() is None
+        finally:
+            gc.enable()
+
+
+def stepped_last(world: World, name: str) -> bool:
+    return world.steps[-1:] == [name]
+
+
+async def test_heap_items_of_deleted_watchers_do_not_pile_up() -> None:
+    """Stale items are dropped when they reach the top, but a live watcher due first (an hour
+    away here, up to a year for `@yearly`) keeps every later one of a deleted watcher."""
+    world = World(pause=3600.0)
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("kept"))
+        await wait_for_async("its step", lambda: world.steps == ["kept"], 5)
+        for round_ in range(20):
+            names = [f"r{round_}-{i}" for i in range(50)]
+            for name in names:
+                await dispatcher.observe(body(name))
+            await wait_for_async(
+                "their steps", functools.partial(stepped_last, world, names[-1]), 5
+            )
+            await asyncio.sleep(0.01)
+            for name in names:
+                await dispatcher.observe(body(name), deleted=True)
+        assert dispatcher.served == 1
+        assert len(dispatcher._heap) <= 2 + 64  # 1,000 deleted, each pushed once
+
+
+async def test_a_watcher_the_api_server_no_longer_has_is_dropped_and_released() -> None:
+    """Deleted while the watch was down: no DELETED event comes, its status write found it
+    gone (404)."""
+    world = World(pause=0.01)
+    world.deleted.add("a")
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await dispatcher.observe(body("b"))
+        await wait_for_async("the release", lambda: world.released == [("a", True)], 5)
+        await wait_for_async("b's steps", lambda: world.steps.count("b") > 3, 5)
+        assert world.steps.count("a") == 1
+        assert dispatcher.served == 1
+
+
+async def test_a_watcher_found_missing_from_a_listing_is_dropped_and_released() -> None:
+    world = World(pause=None)
+    async with dispatching(world) as dispatcher:
+        await dispatcher.observe(body("a"))
+        await dispatcher.observe(body("b"))
+        await wait_for_async("both steps", lambda: len(world.steps) == 2, 5)
+        assert set(dispatcher.watchers()) == {"uid-a", "uid-b"}
+        await dispatcher.vanished("uid-a")
+        await dispatcher.vanished("uid-unknown")
+        assert world.released == [("a", True)]
+        assert set(dispatcher.watchers()) == {"uid-b"}
 
 
 async def test_a_standby_follows_the_watch_and_takes_over_from_the_latest_objects() -> None:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from controller.core.config import Settings
-from controller.core.errors import StatusConflict
+from controller.core.errors import StatusConflict, WatcherGone
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, timestamp
@@ -249,3 +249,17 @@ async def test_a_claim_another_replica_made_is_honoured_when_the_watch_brought_i
     assert await watcher._step(lambda: False) == 0
     assert runner.runs == []
     assert [version for _, version in api.patches] == [None]  # only the other one's
+
+
+async def test_a_watcher_the_api_server_no_longer_has_is_gone_not_retried() -> None:
+    """Deleted while the watch was down, it got no DELETED event: a status write every 5 s
+    found it missing (404) until the process restarted."""
+    api = ApiServer(PLANNED_FROM)
+    watcher = scheduler(api, Runner(), PLANNED_FROM)
+
+    async def missing(*_: object) -> tuple[dict[str, Any], str]:
+        raise WatcherGone("referees/anna: it no longer exists")
+
+    api.patch_status = api.read_status = missing  # type: ignore[method-assign, assignment]
+    assert await watcher.step(lambda: False) is None
+    assert watcher.gone
