@@ -4,6 +4,7 @@ integration suite's; these pin down the races found by the soak.)"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, timestamp
 from controller.core.trigger import Scheduled, Trigger
 from controller.runtime.scheduler import WatcherScheduler
+from tests.support.waiting import wait_for_async
 
 REF = WatcherRef("referees", "anna", "uid-1")
 SLOT = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -68,13 +70,39 @@ class Runner:
         raise RuntimeError("not needed: these tests stop before a run ends")
 
 
+class EndlessRunner:
+    """A run that never ends by itself (a receiver in maintenance, a FOGIS that never answers)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cut = asyncio.Event()
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cut.set()
+        raise AssertionError("unreachable")
+
+
 def scheduler(
     api: ApiServer,
-    runner: Runner,
+    runner: Runner | EndlessRunner,
     body_status: Mapping[str, Any],
     version: str | None = None,
     on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
     clock: Callable[[], datetime] = lambda: SLOT + timedelta(seconds=0.2),
+    settings: Settings | None = None,
 ) -> WatcherScheduler:
     body = {
         "metadata": {
@@ -93,7 +121,7 @@ def scheduler(
         body=lambda: body,
         runner=runner,
         cluster=api,
-        settings=Settings(),
+        settings=settings or Settings(),
         on_status=on_status,
         clock=clock,
     )
@@ -189,3 +217,20 @@ async def test_a_restarted_scheduler_exports_the_status_it_finds_without_writing
     assert len(api.patches) == written  # nothing to write
     assert len(exported) == 1  # exported once
     assert exported[0].next_execution_time == SLOT + timedelta(hours=1)
+
+
+async def test_a_run_cut_at_the_shutdown_deadline_is_not_given_the_timeout_again() -> None:
+    """The dispatcher's stop waits for a run until the one shutdown deadline, then cancels the
+    step: the run ends there. It used to wait the shutdown timeout a second time (120 s with the
+    defaults against the pod's 75 s grace period: SIGKILLed, the Lease never released)."""
+    runner = EndlessRunner()
+    api = ApiServer(PLANNED_FROM)
+    long = Settings(shutdown_timeout_seconds=3600)
+    step = asyncio.create_task(
+        scheduler(api, runner, PLANNED_FROM, settings=long).step(lambda: False)
+    )
+    await runner.started.wait()
+    step.cancel()
+    await wait_for_async("the run cut with its step", runner.cut.is_set, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await step
