@@ -1,6 +1,7 @@
 """Faults at random times, counted by kind: operator processes (two replicas electing a leader
 on a Lease) killed or stopped and restarted, the API server killed and restarted on its etcd
-data, the receiver failing in every way a webhook can, and FOGIS failing in every way it does."""
+data, the receiver failing in every way a webhook can (some watchers' receivers in maintenance
+too), and FOGIS failing in every way it does."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ RECEIVER_MODES: Mapping[str, Mapping[str, float]] = {
 }
 # The watchers' webhook maxAttempts: an in-doubt run needs every attempt to time out.
 MAX_ATTEMPTS = 3
+# Watchers whose receivers receivers_maintenance takes down, at least (a quarter if more).
+MAINTAINED = 4
 FOGIS_KINDS = ("500", "garbage", "slow", "timeout", "success_false")
 FAULT_KINDS = (
     "operator_sigkill",
@@ -42,6 +45,7 @@ FAULT_KINDS = (
     "fogis_expired_redirect",
     "fogis_expired_login_page",
     "in_doubt_flipflop",
+    "receivers_maintenance",
 )
 
 
@@ -169,6 +173,7 @@ class Faults:
         # Mutates a watcher's list and triggers a run; True once the run's status shows.
         self.step = step
         self.unexpected_exits: list[str] = []
+        self.held_up: list[str] = []  # triggers that did not run while receivers were down
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
 
@@ -231,6 +236,8 @@ class Faults:
             self.log("*", f"kube-apiserver back after {time.monotonic() - began:.1f}s")
         elif kind == "in_doubt_flipflop":
             self._in_doubt_flipflop()
+        elif kind == "receivers_maintenance":
+            self._receivers_in_maintenance()
         elif kind in RECEIVER_MODES:
             # Until a few deliveries met it (none come while a failover is under way).
             wanted = len(self.ledger.deliveries) + self.rng.randint(3, 8)
@@ -261,6 +268,36 @@ class Faults:
             self.log(name, f"in_doubt_flipflop: {mutation} {'ran' if ran else 'did not run'}")
         self.ledger.clear_queue(name)
         self.busy.discard(name)
+
+    def _receivers_in_maintenance(self) -> None:
+        """A quarter of the watchers' receivers (at least MAINTAINED) answer 503 with a long
+        Retry-After while the world goes on: their runs wait it out (without holding a permit),
+        and meanwhile another watcher's change must still be delivered."""
+        free = [name for name in self.watchers if name not in self.busy]
+        if len(free) < 2:
+            return
+        maintained = self.rng.sample(free, min(len(free) - 1, max(MAINTAINED, len(free) // 4)))
+        healthy = self.rng.choice([name for name in free if name not in maintained])
+        self.busy.add(healthy)
+        self.log("*", f"receivers in maintenance: {', '.join(sorted(maintained))}")
+        seen = len(self.ledger.deliveries)
+        self.ledger.maintain(maintained)
+        try:
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:  # until some of their runs are waiting
+                waiting = {
+                    d.watcher for d in self.ledger.deliveries[seen:] if d.answer == "maintenance"
+                }
+                if len(waiting) >= min(3, len(maintained)):
+                    break
+                time.sleep(0.2)
+            ran = self.step(healthy, "time")
+            self.log(healthy, f"receivers_maintenance: a change {'ran' if ran else 'did not run'}")
+            if not ran:
+                self.held_up.append(f"{healthy}: not run while receivers were in maintenance")
+        finally:
+            self.ledger.maintain(())
+            self.busy.discard(healthy)
 
     def calm(self) -> None:
         """Stop every fault: a healthy receiver and FOGIS, both replicas running."""

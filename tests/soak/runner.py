@@ -491,7 +491,11 @@ class Soak:
         )
         self._table(report, findings, runs, deliveries, unsettled, rss_start, rss_end, rss_replica)
         failed = (
-            findings.failed or bool(unsettled) or not rss_ok or bool(self.faults.unexpected_exits)
+            findings.failed
+            or bool(unsettled)
+            or not rss_ok
+            or bool(self.faults.unexpected_exits)
+            or bool(self.faults.held_up)
         )
         if failed:
             with self.served_lock:
@@ -507,6 +511,7 @@ class Soak:
                 other_problems=[
                     *unsettled,
                     *self.faults.unexpected_exits,
+                    *self.faults.held_up,
                     *([] if rss_ok else ["operator RSS grew beyond the bound"]),
                 ],
                 timelines=timelines,
@@ -573,6 +578,7 @@ class Soak:
             rows.append((name.replace("_", " "), str(getattr(findings, name))))
         rows.append(("watchers without a clean final run", str(len(unsettled))))
         rows.append(("unexpected operator exits", str(len(self.faults.unexpected_exits))))
+        rows.append(("triggers held up by receivers in maintenance", str(len(self.faults.held_up))))
         bound = (
             None
             if rss_start is None
