@@ -245,7 +245,10 @@ class Dispatcher:
             entry, delay = self._next()
             if entry is None:
                 if not self._steps:
-                    self.quiet()
+                    try:
+                        self.quiet()
+                    except Exception as exc:  # a bug there must not stop every watcher
+                        unexpected(exc, "dispatcher (quiet)", log)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

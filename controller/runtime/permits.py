@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import TracebackType
 
 
 @dataclass(eq=False, slots=True)
@@ -149,5 +150,11 @@ class WithoutPermit:
             await stack.enter_async_context(self._gate)
             self._exits.append(stack.pop_all())
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._exits.pop().aclose()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        # The body's exception goes through: a cut attempt must not queue for a permit first.
+        return await self._exits.pop().__aexit__(exc_type, exc, tb)

@@ -105,3 +105,25 @@ async def test_a_waiter_cancelled_as_it_was_granted_passes_the_permit_on() -> No
 
 async def test_sleep_outside_a_permit_just_sleeps() -> None:
     await permits.sleep(0)
+
+
+async def test_an_attempt_cut_inside_the_gate_does_not_queue_for_its_permit() -> None:
+    pool = Permits(1)
+    gate = asyncio.Semaphore(1)
+    entered = asyncio.Event()
+
+    async def attempt() -> None:
+        with pool.holding(await pool.acquire("a")):
+            async with WithoutPermit(gate):
+                entered.set()
+                await asyncio.Event().wait()
+
+    task = asyncio.create_task(attempt())
+    await entered.wait()
+    taker = await pool.acquire("b")  # the permit is elsewhere when the cut comes
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (pool.waiting, gate.locked()) == (0, False)
+    taker.release()
+    assert pool.in_use == 0
