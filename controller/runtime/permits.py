@@ -1,11 +1,12 @@
 """Permits to work (MLCD_MAX_CONCURRENT_RUNS of them), handed out round-robin over namespaces.
 
 A watcher's step (a slot claim, a run, a status write) holds one while it works; while it waits on
-a webhook receiver (an attempt in flight, a backoff, a Retry-After) it gives it back, so receivers
-in maintenance cannot hold up other watchers. What it waits for there has its own bounds (the
-shared pool's connections, the per-attempt timeout). Waiting for a FOGIS turn keeps the permit:
-every due run needs FOGIS, and giving it back there would let a storm claim thousands of slots
-ahead of their runs (cut by a shutdown, each would be a slot claimed but never run).
+a receiver (a webhook attempt in flight, a backoff, a Retry-After, a people's notification send)
+it gives it back, so receivers in maintenance cannot hold up other watchers. What it waits for
+there has its own bounds (the shared pool's connections, the send turns, the timeouts). Waiting
+for a FOGIS turn keeps the permit: every due run needs FOGIS, and giving it back there would let
+a storm claim thousands of slots ahead of their runs (cut by a shutdown, each would be a slot
+claimed but never run).
 
 When a permit is free, the waiters of the namespace whose turn it is get it next, in order of
 arrival within a namespace: one namespace with thousands of due watchers does not hold back

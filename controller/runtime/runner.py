@@ -273,7 +273,8 @@ class WatcherRunner:
             notifier = AppriseNotifier(
                 notify_urls(secret.values, where),
                 where=where,
-                gate=self._notify_gate,
+                # Waiting for a send turn and for the services is not this run's work either.
+                gate=permits.WithoutPermit(self._notify_gate),
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
