@@ -61,6 +61,7 @@ test: lint unit integration soak-short chart-check ## everything: lint, types, u
 bench: setup ## print performance figures (diff speed, operator at scale); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
 	$(BIN)/python -m tests.bench.churn
+	$(BIN)/python -m tests.bench.maintenance
 	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS) --shards $(BENCH_SHARDS) \
 		$(if $(filter 0,$(BENCH_PEER)),--no-peer,--peer)
 

@@ -9,6 +9,7 @@ run in a thread, bounded by a gate and a timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -113,7 +114,7 @@ class AppriseNotifier:
         urls: tuple[str, ...],
         *,
         where: str,
-        gate: asyncio.Semaphore,
+        gate: contextlib.AbstractAsyncContextManager[object],
         timeout_seconds: float,
         resolve: Resolver = system_resolver,
     ) -> None:

@@ -533,7 +533,7 @@ class WebhookSender:
         target: WebhookTarget,
         body: bytes,
         delivery_id: str,
-        gate: asyncio.Semaphore | None = None,
+        gate: contextlib.AbstractAsyncContextManager[object] | None = None,
         *,
         occurred: datetime | None = None,
         watcher: WatcherRef | None = None,
@@ -542,7 +542,8 @@ class WebhookSender:
         `occurred`: when the changes were detected (CloudEvents' ce-time); default now.
 
         `gate` (shared by all watchers) is held only while an attempt is in flight, never
-        through a backoff or Retry-After wait: one failing receiver must not delay the others.
+        through a backoff or Retry-After wait (the injected sleep): one failing receiver must
+        not delay the others.
         """
         await self._check_destination(target)
         occurred = occurred or self._clock()

@@ -72,7 +72,8 @@ class Settings:
     # Largest FOGIS answer read, after decompression (a referee's year is a few MiB): a broken
     # or hostile server cannot make one watcher exhaust the memory every watcher shares.
     fogis_max_response_bytes: int = 32 * 1024 * 1024
-    # How long a run in progress may take to finish when the operator is asked to stop.
+    # How long runs in progress may take to finish when the operator is asked to stop: one
+    # deadline for all of them (the chart's grace period is this plus a margin).
     shutdown_timeout_seconds: float = 60.0
     webhook_backoff_base_seconds: float = 1.0
     webhook_backoff_max_seconds: float = 30.0
@@ -94,8 +95,10 @@ class Settings:
     # SHARDS (controller/core/sharding.py); each shard is its own Deployment with its own Lease.
     shards: int = 1
     shard_index: int = 0
-    # Watcher steps (slot claims, runs, status writes) in flight at once, whatever the watcher
-    # count; FOGIS has its own per-host limits below this.
+    # Watcher steps (slot claims, runs, status writes) working at once, whatever the watcher
+    # count: permits (controller/runtime/permits.py) a run gives back while it waits on a
+    # receiver. The old name stays: an unknown MLCD_* name exits, so a rename breaks upgrades.
+    # FOGIS has its own per-host limits below this.
     max_concurrent_runs: int = 32
     # Empty: kopf's command line decides (INFO; DEBUG with --verbose/--debug; WARNING with -q).
     log_level: str = ""

@@ -95,8 +95,9 @@ class Operator:
             self._tasks.append(asyncio.create_task(self.leadership.serve(), name="leadership"))
 
     async def stop(self) -> None:
-        """Runs in progress finish (bounded by the shutdown timeout), then the Lease is given
-        up so a standby takes over at once."""
+        """Runs in progress finish until the one shutdown deadline (MLCD_SHUTDOWN_TIMEOUT_SECONDS
+        from now; what is left then is cut), then the Lease is given up so a standby takes over
+        at once: all within the pod's grace period, which the chart sets to that plus a margin."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -283,7 +284,7 @@ class WebhookNotifier:
         self,
         sender: WebhookSender,
         target: WebhookTarget,
-        gate: asyncio.Semaphore,
+        gate: AbstractAsyncContextManager[object],
         *,
         watcher: WatcherRef | None = None,  # named in the sender's log lines
     ) -> None:

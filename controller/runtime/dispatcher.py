@@ -1,13 +1,21 @@
-"""One queue for every watcher's next step, served by a few worker tasks.
+"""One queue for every watcher's next step; steps work in tasks of their own, a few at a time.
 
 The shape of the Kubernetes CronJob controller: watch events feed `observe`, each watcher's next
-step waits in a heap keyed by its due time, and a fixed pool of workers takes whatever is due.
-A poked watcher (a trigger, a spec change, a new watcher) goes to a queue that is served before
-the heap, so a `kubectl annotate` is answered ahead of a storm of scheduled slots. An idle
-watcher costs one entry (a trimmed copy of its object and its scheduler's memory), never a task:
-measured at 10,000 watchers, one kopf daemon per watcher cost ~80 KiB and a task each.
+step waits in a heap keyed by its due time, and whatever is due is stepped. A poked watcher (a
+trigger, a spec change, a new watcher) goes to a queue that is served before the heap, so a
+`kubectl annotate` is answered ahead of a storm of scheduled slots. An idle watcher costs one
+entry (a trimmed copy of its object and its scheduler's memory), never a task: measured at
+10,000 watchers, one kopf daemon per watcher cost ~80 KiB and a task each.
 
-A watcher is stepped by one worker at a time; a poke that lands during its step makes it step
+A step (a slot claim, a run, a status write) is a task holding one of `workers` permits
+(MLCD_MAX_CONCURRENT_RUNS, controller/runtime/permits.py); the next due step is taken only once
+a permit is free, so a storm of 10,000 due slots never has more than that many steps working (or
+claimed ahead of their runs). A run waiting on its webhook receiver (an attempt, a backoff, a
+Retry-After) gives its permit back and is taken up again in its namespace's turn: receivers in
+maintenance cannot starve other watchers. Such a run's entry stays busy meanwhile: it keeps
+Reconciling=True, and a trigger for it queues one more run.
+
+A watcher is stepped by one task at a time; a poke that lands during its step makes it step
 again right after. Kept free of kopf: handlers.py feeds it the objects kopf's watch delivers.
 
 A deleted watcher's state is freed at once, by reference counting: the collector's full passes
@@ -32,6 +40,7 @@ from typing import Any, Protocol
 from controller.core.logfields import about
 from controller.core.model import TRIGGER_ANNOTATION, WatcherRef
 from controller.runtime.bugs import unexpected
+from controller.runtime.permits import Permit, Permits
 
 log = logging.getLogger(__name__)
 _BROKEN_RETRY_SECONDS = 60.0
@@ -95,7 +104,7 @@ class _Entry:
     scheduler: Stepper | None = None  # built at its first step while serving
     due: float | None = None  # loop time of its next step in the heap; None: only when poked
     queued: bool = False  # in the poked queue
-    busy: bool = False  # a worker is stepping it
+    busy: bool = False  # a step of it is under way (working, or waiting on its receiver)
     again: bool = False  # poked while busy: step again right after
     gone: bool = False  # deleted: never stepped again
 
@@ -107,23 +116,26 @@ class Dispatcher:
     schedulers are then rebuilt from the latest objects, since the leader wrote their status."""
 
     make: SchedulerFactory
-    workers: int
+    workers: int  # steps working at once (permits; a step waiting on its receiver holds none)
     # A watcher is no longer served here: (ref, deleted). Deleted: drop its session and series;
     # else (leadership lost, or shutting down) only the series this process exports.
     release: Callable[[WatcherRef, bool], Awaitable[None]]
     serving: bool = True
-    # Called when a worker finds nothing to do and no step is under way
-    # (controller/runtime/heap.py).
+    # Called when nothing is due and no step is under way (controller/runtime/heap.py).
     quiet: Callable[[], None] = lambda: None
-    _busy: int = 0  # steps under way
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _poked: deque[_Entry] = field(default_factory=deque)
     # (due, order, uid): an item whose entry is gone, busy or due at another time is stale.
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _permits: Permits = field(init=False)
+    _feeder: asyncio.Task[None] | None = None
+    _steps: set[asyncio.Task[None]] = field(default_factory=set)  # steps under way
     _stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self._permits = Permits(self.workers)
 
     @property
     def served(self) -> int:
@@ -166,22 +178,22 @@ class Dispatcher:
             self._poke(entry)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"dispatcher worker {n}")
-            for n in range(self.workers)
-        ]
+        self._feeder = asyncio.create_task(self._feed(), name="dispatcher")
 
     async def stop(self, grace: float) -> None:
-        """Take no new step; a step under way ends as it would (a claimed slot is run, and its
-        status and Event written), within `grace` seconds; then the workers are cancelled (a run
-        still going gets the shutdown timeout once more, see controller/runtime/scheduler.py)."""
+        """Take no new step; steps under way end as they would (a claimed slot is run, and its
+        status and Event written) until `grace` seconds from now, the one shutdown deadline;
+        then what is left is cut (its changes stay pending: the snapshot did not advance)."""
         self._stopping = True
-        self._changed.set()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace)
-        for task in self._tasks:
+        if self._feeder is not None:
+            self._feeder.cancel()  # it only hands out permits: no claim is ever cut there
+            await asyncio.gather(self._feeder, return_exceptions=True)
+        if self._steps:
+            await asyncio.wait(self._steps, timeout=grace)
+        steps = list(self._steps)
+        for task in steps:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*steps, return_exceptions=True)
         await self._release_all()
 
     async def lead(self, serving: bool) -> None:
@@ -246,16 +258,17 @@ class Dispatcher:
         self._compact()
         self._changed.set()
 
-    def _take(self) -> tuple[_Entry | None, float | None]:
-        """The next entry to step, else how long until one is due (None: until something
-        changes)."""
+    def _next(self) -> tuple[_Entry | None, float | None]:
+        """The next entry to step, left where it is, else how long until one is due (None:
+        until something changes)."""
         if not self.serving or self._stopping:
             return None, None
         while self._poked:
-            entry = self._poked.popleft()
-            entry.queued = False
+            entry = self._poked[0]
             if not entry.gone and not entry.busy:
                 return entry, None
+            self._poked.popleft()
+            entry.queued = False
         now = asyncio.get_running_loop().time()
         while self._heap:
             due = self._heap[0][0]
@@ -263,46 +276,70 @@ class Dispatcher:
             if live is None:  # superseded or deleted since it was pushed
                 heapq.heappop(self._heap)
                 continue
-            if due > now:
-                return None, due - now
-            heapq.heappop(self._heap)
-            return live, None
+            return (live, None) if due <= now else (None, due - now)
         return None, None
 
-    async def _work(self) -> None:
-        while not self._stopping:
-            entry, delay = self._take()
+    def _take(self) -> _Entry | None:
+        entry, _ = self._next()
+        if entry is None:
+            return None
+        if entry.queued:
+            self._poked.popleft()
+            entry.queued = False
+        else:
+            heapq.heappop(self._heap)
+        return entry
+
+    async def _feed(self) -> None:
+        while True:
+            entry, delay = self._next()
             if entry is None:
-                if not self._busy:
-                    self.quiet()
+                if not self._steps:
+                    try:
+                        self.quiet()
+                    except Exception as exc:  # a bug there must not stop every watcher
+                        unexpected(exc, "dispatcher (quiet)", log)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._changed.wait()
                 continue
-            await self._step(entry)
-            # A step with nothing to do (no slot due, no status to write) returns without ever
-            # suspending: without this, one worker could step thousands of poked watchers in one
-            # go (seconds at 10,000, all of them after `kubectl apply` of every schedule), and no
-            # trigger, watch event or other worker would get the loop meanwhile.
+            # Asked in the namespace of what is next: the permit's round-robin is over the
+            # namespaces with work due (their next steps, and runs back from waiting).
+            permit = await self._permits.acquire(entry.ref.namespace)
+            entry = self._take()  # what is next may have changed meanwhile (a trigger)
+            if entry is None:
+                permit.release()
+                continue
+            permit.key = entry.ref.namespace
+            entry.busy, entry.due, entry.again = True, None, False
+            task = asyncio.create_task(self._step(entry, permit), name="dispatcher step")
+            self._steps.add(task)
+            task.add_done_callback(self._ended)
+            # Steps with nothing to do (no slot due, no status to write) end without ever
+            # suspending: without this, thousands of them (after `kubectl apply` of every
+            # schedule) would run in one loop turn, and no trigger or watch event get the loop.
             await asyncio.sleep(0)
 
-    async def _step(self, entry: _Entry) -> None:
-        entry.busy, entry.due, entry.again = True, None, False
-        self._busy += 1
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._steps.discard(task)
+        if not self._steps:
+            self._changed.set()  # the feeder may now find the process quiet
+
+    async def _step(self, entry: _Entry, permit: Permit) -> None:
         try:
-            if entry.scheduler is None:
-                entry.scheduler = self.make(entry.ref, lambda: entry.body)
-                entry.scheduler.poke(entry.body)  # what it starts from needs no second step
-            pause = await entry.scheduler.step(
-                lambda: entry.gone or not self.serving or self._stopping
-            )
-        except Exception as exc:  # building the scheduler failed (a bug): never lose the worker
+            with self._permits.holding(permit):
+                if entry.scheduler is None:
+                    entry.scheduler = self.make(entry.ref, lambda: entry.body)
+                    entry.scheduler.poke(entry.body)  # what it starts from needs no second step
+                pause = await entry.scheduler.step(
+                    lambda: entry.gone or not self.serving or self._stopping
+                )
+        except Exception as exc:  # building the scheduler failed (a bug): never lose the entry
             unexpected(exc, f"{entry.ref.namespace}/{entry.ref.name}", log, entry.ref)
             pause = _BROKEN_RETRY_SECONDS
         finally:
             entry.busy = False
-            self._busy -= 1
         if entry.scheduler is not None and entry.scheduler.gone and not entry.gone:
             log.info(
                 "%s/%s: deleted (the API server no longer has it); no longer served",

@@ -59,6 +59,7 @@ from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
 from controller.core.reasons import Reason
 from controller.core.status import RunRecord, SecretVersion, WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.runtime import permits
 from controller.runtime.bugs import unexpected
 from controller.runtime.detection import (
     Fetched,
@@ -171,6 +172,8 @@ class WatcherRunner:
             ),
             user_agent=USER_AGENT,
             allowed_hosts=settings.allowed_webhook_hosts,
+            # A backoff or Retry-After does not hold the dispatcher's permit (permits.py).
+            sleep=permits.sleep,
         )
         # Per watcher only its cookies and whose they are; the client above is shared.
         self._sessions = Sessions()
@@ -237,7 +240,9 @@ class WatcherRunner:
             secret.values if secret else None,
             source=f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}",
         )
-        notifier = WebhookNotifier(self._sender, target, self._webhook_gate, watcher=ref)
+        # Nor does an attempt: that is waiting on the receiver, within its own bounds.
+        gate = permits.WithoutPermit(self._webhook_gate)
+        notifier = WebhookNotifier(self._sender, target, gate, watcher=ref)
         return notifier, fingerprint
 
     async def _webhook_pass(
@@ -277,7 +282,8 @@ class WatcherRunner:
             notifier = AppriseNotifier(
                 notify_urls(secret.values, where),
                 where=where,
-                gate=self._notify_gate,
+                # Waiting for a send turn and for the services is not this run's work either.
+                gate=permits.WithoutPermit(self._notify_gate),
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")

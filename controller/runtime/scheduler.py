@@ -8,7 +8,6 @@ writer of a watcher's status.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
@@ -196,26 +195,18 @@ class WatcherScheduler:
         self.memory = memory
 
     async def _run(self, order: Run, generation: int | None) -> None:
-        started = self._clock()  # now (after the claim), not when the run's task gets a turn
-        run = asyncio.ensure_future(
-            self._runner.run(
-                self.ref,
-                order.spec,
-                order.trigger,
-                previous=self.memory.status,
-                zone=order.schedule.zone,
-                started=started,
-            )
+        # Not shielded: a stop request lets a run under way finish until the one shutdown
+        # deadline (controller/runtime/dispatcher.py's stop), and a run still going then is cut
+        # there, not given the shutdown timeout once more (the pod's grace period would end
+        # first, and the Lease would never be released).
+        outcome = await self._runner.run(
+            self.ref,
+            order.spec,
+            order.trigger,
+            previous=self.memory.status,
+            zone=order.schedule.zone,
+            started=self._clock(),  # now, after the claim
         )
-        try:
-            # Shielded: a stop request (deletion, SIGTERM) lets a started run finish, bounded
-            # by the shutdown timeout, instead of cutting it between delivery and snapshot.
-            outcome = await asyncio.shield(run)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                outcome = await asyncio.wait_for(run, self._settings.shutdown_timeout_seconds)
-                await self._finish(outcome, order, generation)
-            raise
         await self._finish(outcome, order, generation)
 
     async def _finish(self, outcome: Outcome, order: Run, generation: int | None) -> None:

@@ -776,3 +776,49 @@ def test_an_in_doubt_delivery_is_undone_when_fogis_reverts(
     assert [c["categories"] for c in first.payload["changes"]] == [["cancelled"]]
     assert [c["categories"] for c in second.payload["changes"]] == [["uncancelled"]]
     assert status["webhook"]["pendingChanges"] == 0
+
+
+def _condition(status: dict[str, Any], kind: str) -> str | None:
+    found = next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+    return None if found is None else str(found["status"])
+
+
+def test_a_receiver_in_maintenance_holds_no_worker(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    hook: WebhookReceiver,
+    tmp_path: Path,
+) -> None:
+    """With one permit (MLCD_MAX_CONCURRENT_RUNS=1), a run waiting out its receiver's
+    `503 Retry-After: 120` must not hold back another watcher's trigger (it used to: a run held
+    its worker through every wait). The waiting run stays Reconciling, and a trigger for it
+    queues instead of starting a second run beside it."""
+    settings = {"MLCD_MAX_CONCURRENT_RUNS": "1", "MLCD_SHUTDOWN_TIMEOUT_SECONDS": "2"}
+    operator = Operator(cluster.kubeconfig, [namespace], tmp_path / "op.log", env=settings)
+    try:
+        operator.start()
+        cluster.create_watcher(namespace, "maintained", _spec(fogis, maxAttempts=2))
+        cluster.create_watcher(namespace, "healthy", fogis_spec(fogis.base_url, CREDENTIALS))
+        maintained = ManualRuns(cluster, namespace, "maintained")
+        healthy = ManualRuns(cluster, namespace, "healthy")
+        maintained()  # the baselines
+        healthy()
+        fogis.set_matches(_change_a())
+        hook.enqueue(Reply(503, headers={"Retry-After": "120"}))
+        waiting = maintained.next_value()
+        cluster.trigger(namespace, "maintained", waiting)
+        hook.wait_for(1)  # its run now waits 120 s for the second attempt
+
+        healthy()  # handled meanwhile
+        cluster.trigger(namespace, "maintained", maintained.next_value())
+        status = cluster.status(namespace, "maintained")
+        assert status.get("lastHandledTrigger") != waiting  # still in its wait
+        assert _condition(status, "Reconciling") == "True"
+        assert len(hook.requests) == 1  # no second run beside the waiting one
+        # SIGTERM with the run still waiting: cut at the shutdown deadline, a clean exit.
+        assert operator.stop() == 0
+    finally:
+        operator.stop()
+        for name in ("maintained", "healthy"):
+            cluster.force_delete_watcher(namespace, name)

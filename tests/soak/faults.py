@@ -1,8 +1,8 @@
 """Faults at random times, counted by kind: operator processes (two replicas electing a leader
 on a Lease) killed or stopped and restarted, the API server killed and restarted on its etcd
-data, the leader's Lease renewals hanging, the receiver failing in every way a webhook can, FOGIS
-failing in every way it does, and watchers deleted while the watch is down or created and
-deleted in a hurry."""
+data, the leader's Lease renewals hanging, the receiver failing in every way a webhook can (some
+watchers' receivers in maintenance too), FOGIS failing in every way it does, and watchers deleted
+while the watch is down or created and deleted in a hurry."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ RECEIVER_MODES: Mapping[str, Mapping[str, float]] = {
 }
 # The watchers' webhook maxAttempts: an in-doubt run needs every attempt to time out.
 MAX_ATTEMPTS = 3
+# Watchers whose receivers receivers_maintenance takes down, at least (a quarter if more).
+MAINTAINED = 4
 FOGIS_KINDS = ("500", "garbage", "slow", "timeout", "success_false")
 FAULT_KINDS = (
     "operator_sigkill",
@@ -63,6 +65,7 @@ FAULT_KINDS = (
     "in_doubt_flipflop",
     "deleted_while_watch_down",
     "watcher_churn",
+    "receivers_maintenance",
 )
 # Watchers those two faults create besides the soak's own (never run: @yearly, no trigger).
 EXTRA_PREFIX = "extra-"
@@ -211,6 +214,7 @@ class Faults:
         self.extra_spec = dict(extra_spec or {})
         self._extras = 0
         self.ghosts: list[str] = []  # deleted extra watchers still served after the deadline
+        self.held_up: list[str] = []  # triggers that did not run while receivers were down
         self._killed = threading.Event()
         ledger.on_kill = self._kill_from_receiver
 
@@ -249,6 +253,13 @@ class Faults:
     def inject(self, kind: str) -> None:
         self.counts[kind] += 1
         self.log("*", f"fault {kind}")
+        scenarios: dict[str, Callable[[], None]] = {
+            "lease_hang": self._lease_hang,
+            "in_doubt_flipflop": self._in_doubt_flipflop,
+            "deleted_while_watch_down": self._deleted_while_watch_down,
+            "watcher_churn": self._churn,
+            "receivers_maintenance": self._receivers_in_maintenance,
+        }
         if kind in ("operator_sigkill", "operator_sigterm"):
             replica = self._target()
             sig = signal.SIGKILL if kind == "operator_sigkill" else signal.SIGTERM
@@ -271,14 +282,8 @@ class Faults:
             began = time.monotonic()
             local_cluster.restart_apiserver(self.state_dir, kill=True)
             self.log("*", f"kube-apiserver back after {time.monotonic() - began:.1f}s")
-        elif kind == "lease_hang":
-            self._lease_hang()
-        elif kind == "in_doubt_flipflop":
-            self._in_doubt_flipflop()
-        elif kind == "deleted_while_watch_down":
-            self._deleted_while_watch_down()
-        elif kind == "watcher_churn":
-            self._churn()
+        elif kind in scenarios:
+            scenarios[kind]()
         elif kind in RECEIVER_MODES:
             # Until a few deliveries met it (none come while a failover is under way).
             wanted = len(self.ledger.deliveries) + self.rng.randint(3, 8)
@@ -415,6 +420,36 @@ class Faults:
                 self._delete(name)
         self.log("*", f"churned {len(names)} watchers")
         self._no_ghosts("watcher_churn")
+
+    def _receivers_in_maintenance(self) -> None:
+        """A quarter of the watchers' receivers (at least MAINTAINED) answer 503 with a long
+        Retry-After while the world goes on: their runs wait it out (without holding a permit),
+        and meanwhile another watcher's change must still be delivered."""
+        free = [name for name in self.watchers if name not in self.busy]
+        if len(free) < 2:
+            return
+        maintained = self.rng.sample(free, min(len(free) - 1, max(MAINTAINED, len(free) // 4)))
+        healthy = self.rng.choice([name for name in free if name not in maintained])
+        self.busy.add(healthy)
+        self.log("*", f"receivers in maintenance: {', '.join(sorted(maintained))}")
+        seen = len(self.ledger.deliveries)
+        self.ledger.maintain(maintained)
+        try:
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:  # until some of their runs are waiting
+                waiting = {
+                    d.watcher for d in self.ledger.deliveries[seen:] if d.answer == "maintenance"
+                }
+                if len(waiting) >= min(3, len(maintained)):
+                    break
+                time.sleep(0.2)
+            ran = self.step(healthy, "time")
+            self.log(healthy, f"receivers_maintenance: a change {'ran' if ran else 'did not run'}")
+            if not ran:
+                self.held_up.append(f"{healthy}: not run while receivers were in maintenance")
+        finally:
+            self.ledger.maintain(())
+            self.busy.discard(healthy)
 
     def calm(self) -> None:
         """Stop every fault: a healthy receiver and FOGIS, both replicas running."""

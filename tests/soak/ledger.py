@@ -19,7 +19,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,7 +28,9 @@ from tests.soak.world import BackgroundServer
 
 # Answers a receiver can give; the in-doubt ones leave the operator not knowing what happened.
 # "ackkill" answers 2xx and then kills the operator (between the answer and its snapshot write).
-ANSWERS = ("ok", "5xx", "429", "timeout", "reset", "kill", "ackkill")
+# "maintenance" is a receiver behind a maintenance page: 503 with a long Retry-After.
+ANSWERS = ("ok", "5xx", "429", "timeout", "reset", "kill", "ackkill", "maintenance")
+MAINTENANCE_RETRY_AFTER = 60
 IN_DOUBT = frozenset({"timeout", "reset", "kill"})
 
 
@@ -60,6 +62,7 @@ class Ledger(BackgroundServer):
         # Weights of ANSWERS; "ok" only when no fault runs.
         self._weights: dict[str, float] = {"ok": 1.0}
         self._queued: dict[str, list[str]] = {}
+        self._maintained: frozenset[str] = frozenset()  # watchers whose receiver is down
         self.timeout_hold = timeout_hold  # longer than the watchers' webhook timeoutSeconds
         # Called for "kill" before the answer: SIGKILLs the active operator (mid-delivery).
         self.on_kill: Callable[[], None] = lambda: None
@@ -77,6 +80,12 @@ class Ledger(BackgroundServer):
     def clear_queue(self, watcher: str) -> None:
         with self._lock:
             self._queued.pop(watcher, None)
+
+    def maintain(self, watchers: Iterable[str]) -> None:
+        """These watchers' deliveries are answered "maintenance" (the others as the mode says)
+        until the next call."""
+        with self._lock:
+            self._maintained = frozenset(watchers)
 
     def set_mode(self, weights: Mapping[str, float]) -> None:
         with self._lock:
@@ -119,6 +128,8 @@ class Ledger(BackgroundServer):
             queued = self._queued.get(watcher)
             if queued:  # answers set aside for this watcher: in doubt, and applied
                 answer, applied = queued.pop(0), True
+            elif watcher in self._maintained:
+                answer, applied = "maintenance", False
             if answer in ("kill", "ackkill"):  # one kill per request for it
                 self._weights = {"ok": 1.0}
             delivery = Delivery(
@@ -176,7 +187,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             self.close_connection = True
             return
-        status, extra = {"ok": (204, {}), "429": (429, {"Retry-After": "1"})}.get(answer, (503, {}))
+        status, extra = {
+            "ok": (204, {}),
+            "429": (429, {"Retry-After": "1"}),
+            "maintenance": (503, {"Retry-After": str(MAINTENANCE_RETRY_AFTER)}),
+        }.get(answer, (503, {}))
         self.send_response(status)
         for name, value in extra.items():
             self.send_header(name, value)

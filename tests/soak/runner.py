@@ -521,6 +521,7 @@ class Soak:
             or bool(self.faults.unexpected_exits)
             or bool(self.faults.two_leaders)
             or bool(self.faults.ghosts)
+            or bool(self.faults.held_up)
         )
         if failed:
             with self.served_lock:
@@ -538,6 +539,7 @@ class Soak:
                     *self.faults.unexpected_exits,
                     *self.faults.two_leaders,
                     *self.faults.ghosts,
+                    *self.faults.held_up,
                     *([] if rss_ok else ["operator RSS grew beyond the bound"]),
                 ],
                 timelines=timelines,
@@ -606,6 +608,7 @@ class Soak:
         rows.append(("unexpected operator exits", str(len(self.faults.unexpected_exits))))
         rows.append(("two leaders at a takeover", str(len(self.faults.two_leaders))))
         rows.append(("deleted watchers still served", str(len(self.faults.ghosts))))
+        rows.append(("triggers held up by receivers in maintenance", str(len(self.faults.held_up))))
         bound = (
             None
             if rss_start is None

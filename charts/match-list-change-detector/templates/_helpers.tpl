@@ -134,6 +134,30 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
 {{- fail "metrics.port and operator.healthPort must differ" -}}
 {{- end -}}
+{{- $timeout := int (include "mlcd.shutdownTimeout" .) -}}
+{{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (lt (int .Values.terminationGracePeriodSeconds) (add $timeout 5)) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least operator.shutdownTimeoutSeconds + 5 (%d), or empty for %d: a pod killed before its runs are cut never releases its Lease" .Values.terminationGracePeriodSeconds (add $timeout 5) (add $timeout 15)) -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if eq .name "MLCD_SHUTDOWN_TIMEOUT_SECONDS" -}}
+{{- fail "extraEnv must not set MLCD_SHUTDOWN_TIMEOUT_SECONDS: set operator.shutdownTimeoutSeconds (the pod's grace period follows it)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* MLCD_SHUTDOWN_TIMEOUT_SECONDS; 60 also for `helm upgrade --reuse-values` from a chart that
+   had no operator.shutdownTimeoutSeconds (its reused values lack the key). */}}
+{{- define "mlcd.shutdownTimeout" -}}
+{{- .Values.operator.shutdownTimeoutSeconds | default 60 | int -}}
+{{- end -}}
+
+{{/* The pod's grace period: the shutdown deadline plus time to release the Lease and exit. */}}
+{{- define "mlcd.terminationGracePeriod" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add (include "mlcd.shutdownTimeout" . | int) 15 -}}
+{{- else -}}
+{{- .Values.terminationGracePeriodSeconds | int -}}
+{{- end -}}
 {{- end -}}
 
 {{/* RBAC rules for what the operator does in each namespace it serves. */}}

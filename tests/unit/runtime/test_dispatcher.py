@@ -1,5 +1,6 @@
-"""The one queue of every watcher's next step: order, exclusivity, deletion and leadership,
-with stand-in schedulers that record their steps (real time, pauses of a few milliseconds)."""
+"""The one queue of every watcher's next step: order, exclusivity, deletion, leadership and
+permits, with stand-in schedulers that record their steps (real time, pauses of a few
+milliseconds)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from datetime import datetime
 from typing import Any
 
 from controller.core.model import TRIGGER_ANNOTATION, WatcherRef
+from controller.runtime import permits
 from controller.runtime.dispatcher import Dispatcher, trimmed
 from tests.support.waiting import wait_for_async
 
 
-def body(name: str, generation: int = 1, trigger: str | None = None) -> dict[str, Any]:
+def body(
+    name: str, generation: int = 1, trigger: str | None = None, namespace: str = "ns"
+) -> dict[str, Any]:
     annotations = {TRIGGER_ANNOTATION: trigger} if trigger else {}
     return {
         "metadata": {
-            "namespace": "ns",
+            "namespace": namespace,
             "name": name,
             "uid": f"uid-{name}",
             "generation": generation,
@@ -48,6 +52,11 @@ class World:
         self.hold: asyncio.Event | None = None
         self.suspend = True  # False: a step returns without suspending (nothing was due)
         self.deleted: set[str] = set()  # the API server has none of these (a write said so)
+        # Steps of these watchers wait on their receiver (without their permit) until it is set.
+        self.receivers: dict[str, asyncio.Event] = {}
+        self.waiting: set[str] = set()
+        self.resumed: list[str] = []  # watchers back at work after their wait, in that order
+        self.resumed_before: dict[str, int] = {}  # by watcher: how many were, when it started
 
     def make(self, ref: WatcherRef, view: Callable[[], Mapping[str, Any]]) -> Stub:
         self.built.append((ref.name, view()))
@@ -82,7 +91,15 @@ class Stub:
         world.running.add(self.name)
         world.most_at_once = max(world.most_at_once, len(world.running))
         world.steps.append(self.name)
+        world.resumed_before[self.name] = len(world.resumed)
         try:
+            receiver = world.receivers.get(self.name)
+            if receiver is not None:
+                world.waiting.add(self.name)
+                async with permits.given_back():
+                    await receiver.wait()
+                world.waiting.discard(self.name)
+                world.resumed.append(self.name)
             if world.hold is not None:
                 await world.hold.wait()
             if world.suspend:
@@ -177,6 +194,7 @@ async def test_no_more_steps_at_once_than_workers() -> None:
         await wait_for_async("three held", lambda: len(world.running) == 3, 5)
         await asyncio.sleep(0.05)
         assert world.most_at_once == 3
+        assert _step_tasks() == 3  # the other seven wait as entries, not as tasks
         world.hold.set()
         await wait_for_async("all stepped", lambda: len(world.steps) == 10, 5)
 
@@ -355,3 +373,51 @@ async def test_steps_that_never_suspend_still_let_the_loop_run_between_them() ->
             await asyncio.sleep(0)
         assert 0 < len(world.steps) < 20  # a few steps per loop turn, not all 200 in one
         await wait_for_async("all stepped", lambda: len(world.steps) == 200, 5)
+
+
+def _step_tasks() -> int:
+    return sum(1 for task in asyncio.all_tasks() if task.get_name() == "dispatcher step")
+
+
+async def test_a_step_waiting_on_its_receiver_holds_no_permit() -> None:
+    """Issue: 4 receivers answering 503 Retry-After: 120 held all 4 workers, and a healthy
+    watcher's trigger waited for them. A run waiting on its receiver gives its permit back; its
+    entry stays busy, so a trigger for it queues one more step instead of a second one at once."""
+    world = World(pause=None)
+    world.receivers = {f"maint{n}": asyncio.Event() for n in range(3)}
+    async with dispatching(world, workers=1) as dispatcher:
+        for name in world.receivers:
+            await dispatcher.observe(body(name))
+        await wait_for_async("every receiver waited on", lambda: len(world.waiting) == 3, 5)
+        await dispatcher.observe(body("healthy", trigger="now"))
+        await wait_for_async("the healthy step", lambda: "healthy" in world.steps, 5)
+        await dispatcher.observe(body("maint0", trigger="again"))
+        await asyncio.sleep(0.05)
+        assert world.steps.count("maint0") == 1  # queued behind its own step, not beside it
+        assert world.overlaps == 0
+        for receiver in world.receivers.values():
+            receiver.set()
+        await wait_for_async("the queued step", lambda: world.steps.count("maint0") == 2, 5)
+    assert world.overlaps == 0
+    assert world.most_at_once <= 4  # three waiting (no permit) and one working
+
+
+async def test_runs_back_from_waiting_and_new_work_take_turns_by_namespace() -> None:
+    world = World(pause=None)
+    world.receivers = {f"busy{n}": asyncio.Event() for n in range(4)}
+    world.hold = asyncio.Event()  # back at work, every run holds its permit until released
+    async with dispatching(world, workers=1) as dispatcher:
+        for name in world.receivers:
+            await dispatcher.observe(body(name, namespace="busy"))
+        await wait_for_async("every receiver waited on", lambda: len(world.waiting) == 4, 5)
+        for receiver in world.receivers.values():
+            receiver.set()  # four runs of one namespace want their permit back at once
+        await wait_for_async("one back at work", lambda: len(world.resumed) == 1, 5)
+        await dispatcher.observe(body("lone", namespace="quiet"))
+        await asyncio.sleep(0.01)
+        world.hold.set()
+        await wait_for_async("all done", lambda: "lone" in world.steps and not world.running, 5)
+    # Turns alternate: "busy" waited first, so one more of its runs went first, then "quiet"'s
+    # step, not after all four (first come, first served would make that 4).
+    assert world.resumed_before["lone"] == 2
+    assert len(world.resumed) == 4

@@ -4,6 +4,7 @@ integration suite's; these pin down the races found by the soak.)"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from controller.core.outcome import Outcome
 from controller.core.status import WatcherStatus, timestamp
 from controller.core.trigger import Manual, Scheduled, Trigger
 from controller.runtime.scheduler import WatcherScheduler
+from tests.support.waiting import wait_for_async
 
 REF = WatcherRef("referees", "anna", "uid-1")
 SLOT = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -87,14 +89,40 @@ def watcher_object(
     }
 
 
+class EndlessRunner:
+    """A run that never ends by itself (a receiver in maintenance, a FOGIS that never answers)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cut = asyncio.Event()
+
+    async def run(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        trigger: Trigger,
+        *,
+        previous: WatcherStatus,
+        zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cut.set()
+        raise AssertionError("unreachable")
+
+
 def scheduler(
     api: ApiServer,
-    runner: Runner,
+    runner: Runner | EndlessRunner,
     body_status: Mapping[str, Any],
     version: str | None = None,
     on_status: Callable[[WatcherRef, WatcherStatus], None] = lambda ref, status: None,
     clock: Callable[[], datetime] = lambda: SLOT + timedelta(seconds=0.2),
     body: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> WatcherScheduler:
     """A replica's scheduler of the watcher `body` (its object as last delivered, which the
     test may replace in place), by default one with `body_status` at `version`."""
@@ -104,7 +132,7 @@ def scheduler(
         body=lambda: body,
         runner=runner,
         cluster=api,
-        settings=Settings(),
+        settings=settings or Settings(),
         on_status=on_status,
         clock=clock,
     )
@@ -263,3 +291,20 @@ async def test_a_watcher_the_api_server_no_longer_has_is_gone_not_retried() -> N
     api.patch_status = api.read_status = missing  # type: ignore[method-assign, assignment]
     assert await watcher.step(lambda: False) is None
     assert watcher.gone
+
+
+async def test_a_run_cut_at_the_shutdown_deadline_is_not_given_the_timeout_again() -> None:
+    """The dispatcher's stop waits for a run until the one shutdown deadline, then cancels the
+    step: the run ends there. It used to wait the shutdown timeout a second time (120 s with the
+    defaults against the pod's 75 s grace period: SIGKILLed, the Lease never released)."""
+    runner = EndlessRunner()
+    api = ApiServer(PLANNED_FROM)
+    long = Settings(shutdown_timeout_seconds=3600)
+    step = asyncio.create_task(
+        scheduler(api, runner, PLANNED_FROM, settings=long).step(lambda: False)
+    )
+    await runner.started.wait()
+    step.cancel()
+    await wait_for_async("the run cut with its step", runner.cut.is_set, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await step
