@@ -1,6 +1,6 @@
 """Every reason the operator writes: `Ready` condition reasons and Event reasons, in one place.
 
-README.md's reason table mirrors this enum (a unit test compares them), so a new reason cannot be
+docs/reference.md's reason table mirrors this enum (a unit test compares them), so a new reason cannot be
 added without telling users what it means and what to do about it.
 """
 
