@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the project with its dev tools (idempotent)
 
-lint: setup ## ruff (lint + format check) and mypy --strict
+lint: setup ## ruff (lint + format check), mypy --strict, the Markdown files' relative links
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m hack.check_links
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
