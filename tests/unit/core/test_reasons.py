@@ -1,4 +1,4 @@
-"""docs/reference.md's reason table lists exactly the operator's reasons."""
+"""docs/reference.md's reason table, generated from the `Reason` docstrings, lists every reason."""
 
 from __future__ import annotations
 
