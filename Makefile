@@ -20,7 +20,7 @@ SOAK_SEED ?=
 SOAK_FAULTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lint format unit integration soak-short test bench soak demo demo-down \
+.PHONY: help setup lint reference format unit integration soak-short test bench soak demo demo-down \
 	cluster-up cluster-down tools render chart-check clean image node-up node-down test-e2e \
 	ci-cold
 
@@ -35,11 +35,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the project with its dev tools (idempotent)
 
-lint: setup ## ruff (lint + format check), mypy --strict, the layer contracts (.importlinter)
+lint: setup ## ruff (lint + format check), mypy --strict, layer contracts, Markdown links, docs/reference.md up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m hack.check_links
+	$(BIN)/python -m hack.reference --check
+
+reference: setup ## regenerate docs/reference.md from the CRD, Reason, the metrics and Settings
+	$(BIN)/python -m hack.reference
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

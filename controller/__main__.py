@@ -15,7 +15,7 @@ usage: match-list-change-detector operator [kopf run options...]
        match-list-change-detector --version
 
 operator   run the Kubernetes operator (all namespaces unless -n/--namespace is given);
-           settings come from MLCD_* environment variables (see README)
+           settings come from MLCD_* environment variables (see docs/reference.md)
 run-once   one detection pass without Kubernetes, configured like the old service:
            FOGIS_USERNAME, FOGIS_PASSWORD, FOGIS_BASE_URL, DAYS_BACK, DAYS_AHEAD,
            PREVIOUS_MATCHES_FILE, TIME_ZONE, WEBHOOK_URL, WEBHOOK_HMAC_KEY;

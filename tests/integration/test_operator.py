@@ -98,7 +98,7 @@ def test_manual_trigger_runs_once_per_value_even_when_suspended(
     assert status.get("nextExecutionTime") is None
 
     cluster.trigger(namespace, "manual", "first")
-    # The README's way to wait for the run a trigger caused.
+    # docs/usage.md's way to wait for the run a trigger caused.
     cluster.kubectl(
         "wait", "mw/manual", "-n", namespace, "--timeout=20s",
         "--for=jsonpath={.status.lastHandledTrigger}=first",

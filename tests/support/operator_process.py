@@ -17,7 +17,7 @@ from tests.support.commands import end
 from tests.support.net import http_get
 from tests.support.waiting import wait_for
 
-# Test hooks and short timeouts (documented in the README), so runs come and fail fast.
+# Test hooks and short timeouts (documented in docs/reference.md), so runs come and fail fast.
 FAST = {
     # 6-field cron with seconds, so runs come fast.
     "MLCD_ALLOW_SECONDS_SCHEDULES": "true",

@@ -1,4 +1,4 @@
-"""README.md's reason table lists exactly the operator's reasons."""
+"""docs/reference.md's reason table, generated from the `Reason` docstrings, lists every reason."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 from controller.core.reasons import Reason
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[3] / "docs" / "reference.md"
 
 
-def test_readme_table_mirrors_the_reason_enum() -> None:
-    text = README.read_text()
+def test_reference_table_mirrors_the_reason_enum() -> None:
+    text = REFERENCE.read_text()
     table = text[text.index("| reason | meaning |") :]
     table = table[: table.index("\n\n")]
     # The first column of each row: one or more `Reason` names.
