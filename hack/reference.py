@@ -65,7 +65,9 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     ),
     (
         ("shutdown_timeout_seconds",),
-        "on SIGTERM a run in progress may finish for this long",
+        "on SIGTERM runs in progress may finish until this deadline (one for all of them); what "
+        "is still going then is cut, its changes stay pending. The chart sets it from "
+        "`operator.shutdownTimeoutSeconds` and the pod's grace period to that + 15 s",
     ),
     (("webhook_backoff_base_seconds", "webhook_backoff_max_seconds"), "retry backoff"),
     (("webhook_max_retry_after_seconds",), "cap on a receiver's `Retry-After`"),
@@ -96,8 +98,9 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     ),
     (
         ("max_concurrent_runs",),
-        "watcher steps (slot claims, runs, status writes) in flight at once, whatever the "
-        "watcher count",
+        "watcher steps (slot claims, runs, status writes) working at once, whatever the watcher "
+        "count; a run waiting on its webhook receiver (attempt, backoff, `Retry-After`) or a "
+        "notification send does not count meanwhile (see [Scheduling](usage.md#scheduling))",
     ),
     (
         ("log_level",),
@@ -132,7 +135,10 @@ so on; these are recognised by name *and* value shape and skipped (a typo such a
 """
 
 SETTINGS_OUTRO = """\
-On SIGTERM a run in progress finishes (bounded by the shutdown timeout) and the process exits 0.
+On SIGTERM runs in progress finish until the one shutdown deadline (what is left then is cut),
+the Lease is released (a standby takes over within 2 s) and the process exits 0, inside the pod's
+grace period (the chart: `operator.shutdownTimeoutSeconds` + 15 s, see
+[High availability](install.md#high-availability)).
 """
 
 

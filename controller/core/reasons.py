@@ -23,21 +23,22 @@ class Reason(StrEnum):
     """Ready=True: the last run went well; its Event is `Baseline` or `RunSucceeded`."""
     BASELINE_RESET = "BaselineReset"
     """Ready stays True; Warning Event: a watcher that had a snapshot recorded a new baseline: its
-    ConfigMap was deleted, lost its owner reference, or belongs to an older uid (the watcher was
-    re-created or restored). Changes since the last accepted list, pending ones included (the
-    message counts them), were not reported. Recovery: have the receiver re-read the referee's
-    list once (the next deliveries are relative to the new baseline); to avoid it, back up and
-    restore the snapshot ConfigMap together with its MatchWatcher, and do not delete it by hand
-    unless it is `SnapshotCorrupt`."""
+    ConfigMap (the webhook's, or the people's `-notified` one) was deleted, lost its owner
+    reference, or belongs to an older uid (the watcher was re-created or restored). Changes since
+    the last accepted list, pending ones included (the message counts them), were not reported.
+    Recovery: have the receiver re-read the referee's list once (the next deliveries are relative to
+    the new baseline); to avoid it, back up and restore the snapshot ConfigMap together with its
+    MatchWatcher, and do not delete it by hand unless it is `SnapshotCorrupt`."""
     # Ready=False because of the spec or a Secret's shape: nothing changes until they do.
     INVALID_SPEC = "InvalidSpec"
     """Ready=False: the spec cannot be used (the message names the field); nothing runs until it
-    changes."""
+    changes (a trigger is still recorded in `lastHandledTrigger`, with this reason in Ready)."""
     INVALID_SCHEDULE = "InvalidSchedule"
-    """Ready=False: `spec.schedule` cannot be used; nothing runs until it changes."""
+    """Ready=False: `spec.schedule` cannot be used; nothing runs until it changes (a trigger is
+    still recorded in `lastHandledTrigger`, with this reason in Ready)."""
     UNKNOWN_TIME_ZONE = "UnknownTimeZone"
     """Ready=False: `spec.timeZone` is not a known IANA time zone; nothing runs until it
-    changes."""
+    changes (a trigger is still recorded in `lastHandledTrigger`, with this reason in Ready)."""
     INVALID_WEBHOOK_SECRET = "InvalidWebhookSecret"  # noqa: S105 - a reason, not a secret
     """Ready=False: the webhook Secret's `headers`, `url`, keys (`hmacKey`, `previousHmacKey`) or
     TLS material (`ca.crt`, `tls.crt`/`tls.key`) cannot be used."""
@@ -56,7 +57,9 @@ class Reason(StrEnum):
     LOGIN_FAILED = "LoginFailed"
     """Ready=False: FOGIS rejected the credentials; scheduled runs retry the same credentials
     only after a backoff (15 min, doubling, at most 6 h) so a wrong password cannot lock the
-    account; a changed Secret or a manual trigger retries at once."""
+    account; a changed Secret or a manual trigger retries at once. The backoff is kept in
+    `status.login {secretUid, secretResourceVersion, failures, retryAfter}` (the Secret's version,
+    nothing derived from the password), so a restarted operator or a new leader keeps to it."""
     SOURCE_UNAVAILABLE = "SourceUnavailable"
     """Ready=False: FOGIS unreachable, timed out, answered 5xx, garbage, `success: false` or more
     than `MLCD_FOGIS_MAX_RESPONSE_BYTES`, or refused the login with 403/429 (rate limiting or a
