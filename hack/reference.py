@@ -105,7 +105,8 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (
         ("log_level",),
         "`DEBUG`, `INFO`, `WARNING`, `ERROR`; empty leaves it to kopf's flags (INFO, `--verbose` "
-        "DEBUG, `-q` WARNING)",
+        "DEBUG, `-q` WARNING). The HTTP libraries (httpx, httpcore, urllib3) stay at WARNING "
+        "even at DEBUG: their request lines would show URLs from Secrets",
     ),
     (
         ("allow_seconds_schedules",),
