@@ -36,7 +36,7 @@ from controller.adapters.webhook import (
 )
 from controller.core.config import Settings
 from controller.core.delivery import Attempt, DeliveryFailed
-from controller.core.detection import Detection
+from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import window_for
 from controller.core.errors import (
     DetectorError,
@@ -137,6 +137,15 @@ class _Pass:
             held_back=held_back,
             confirmed=confirmed,
         )
+
+
+def _compared(result: Detection | DetectorError) -> bool:
+    """Whether the webhook's pass compared the fetched list with its snapshot, so a sudden drop
+    was checked: not when it failed before (its Secret, target or snapshot unusable) or recorded
+    a baseline (first run, or a lost snapshot)."""
+    return isinstance(result, ChangesPending) or (
+        isinstance(result, Detection) and not result.baseline
+    )
 
 
 class WatcherRunner:
@@ -269,10 +278,12 @@ class WatcherRunner:
         ), webhook
 
     async def _notify_pass(
-        self, run: _Pass, notify: NotifySpec, previous: WatcherStatus
+        self, run: _Pass, notify: NotifySpec, previous: WatcherStatus, *, confirmed: bool
     ) -> Detection | DetectorError:
         """The people's pass over the list the webhook's pass used, with its own snapshot
-        ("notified"): a failing chat service holds back neither the webhook nor the reverse."""
+        ("notified"): a failing chat service holds back neither the webhook nor the reverse.
+        `confirmed`: the webhook's pass compared this list (a sudden drop was checked there);
+        else this pass checks it itself, and an UnconfirmedDrop is raised as there."""
         ref = run.ref
         where = f"notify Secret {ref.namespace}/{notify.secret_name}"
         try:
@@ -287,10 +298,13 @@ class WatcherRunner:
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
-            result = await run.detect(store, notifier, confirmed=True)
+            held_back = None if confirmed else self._held_back.pop(ref.uid, None)
+            result = await run.detect(store, notifier, confirmed=confirmed, held_back=held_back)
             return _reset_noted(
                 result, store, previous.notify.match_count, previous.notify.pending_changes
             )
+        except UnconfirmedDrop:
+            raise
         except DetectorError as exc:
             return exc
         except Exception as exc:  # a bug in this pass must not cost the webhook's result
@@ -350,7 +364,9 @@ class WatcherRunner:
             passes = _Pass(ref, spec, trigger, zone, started, fetched)
             result, webhook = await self._webhook_pass(passes, previous)
             if spec.notify is not None:
-                notice = await self._notify_pass(passes, spec.notify, previous)
+                notice = await self._notify_pass(
+                    passes, spec.notify, previous, confirmed=_compared(result)
+                )
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             result = exc

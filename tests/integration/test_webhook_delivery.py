@@ -455,6 +455,36 @@ def test_a_failing_chat_service_holds_back_neither_the_webhook_nor_itself(
                        result="delivered") == 1  # fmt: skip
 
 
+def test_people_are_not_told_of_a_drop_the_webhook_pass_never_compared(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    credentials: str,
+    operator: Operator,
+) -> None:
+    """Issue: when the webhook's pass failed before it compared (here its Secret is missing), the
+    people's pass ran as if the list were confirmed: one empty FOGIS answer told the referee
+    that every match was no longer on their list, and the next run that each was new."""
+    with WebhookReceiver() as people:
+        url = people.url.replace("http://", "json://", 1)
+        cluster.create_secret(namespace, "people", {"urls": url})
+        spec = {**_spec(fogis), "notify": {"secretRef": {"name": "people"}}}  # no HOOK_SECRET
+        cluster.create_watcher(namespace, "glitch", spec)
+        run = ManualRuns(cluster, namespace, "glitch")
+        assert _ready(run()) == ("False", "SecretNotFound")  # the people's baseline all the same
+        assert cluster.core.read_namespaced_config_map("glitch-matchlist-notified", namespace)
+
+        fogis.set_matches([])  # a glitch: every match gone at once
+        status = run()
+        assert people.requests == []
+        assert "suddenly answered without 4 of the matches" in status["lastError"]
+
+        fogis.set_matches(sample_matches())  # FOGIS is back to normal: nothing to tell
+        status = run()
+        assert people.requests == []
+        assert status["notify"]["pendingChanges"] == 0
+
+
 def test_retry_after_is_honoured(
     cluster: Cluster,
     namespace: str,
