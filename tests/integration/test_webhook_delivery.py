@@ -542,15 +542,17 @@ def test_an_operator_killed_before_the_snapshot_write_redelivers_the_same_id(
     hook.on_request = None
     (lost,) = hook.requests
     status = cluster.status(namespace, "crash")
-    assert status["executionCount"] == 1  # the killed run wrote nothing
+    assert status["executionCount"] == 1  # the killed run wrote nothing but its claim
+    assert status["lastClaimedTrigger"] == f"run-{run.count}"
+    assert status.get("lastHandledTrigger") == f"run-{run.count - 1}"
     assert _snapshot_version(cluster, namespace, "crash") == baseline
 
     with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op2.log")) as second:
         try:
-            # The new operator runs the trigger the killed one never finished, by itself.
-            status = cluster.wait_status(
-                namespace, "crash", "the interrupted run again", lambda s: s["executionCount"] == 2
-            )
+            # A claimed trigger is not run again (like a slot: a run that killed its process
+            # must not crash-loop); the change stays pending, and the next run delivers it.
+            status = run()
+            assert status["executionCount"] == 2
             assert _ready(status) == ("True", "Succeeded")
             assert len(hook.requests) == 2
             again = hook.requests[1]
