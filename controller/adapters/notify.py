@@ -4,6 +4,11 @@ A watcher's `spec.notify.secretRef` names a Secret whose key `urls` holds one Ap
 line; they carry tokens, so no URL, message or Apprise log line ever reaches our logs, status or
 Events. Apprise is synchronous and imported only here, the first time a watcher uses it: sends
 run in a thread, bounded by a gate and a timeout.
+
+Where a send may go (SSRF): only the schemes in ALLOWED_SCHEMES, with redirects off (refused
+URLs may not turn them back on, nor TLS verification off), and every connection the send opens,
+in whatever library, is checked as it is made (connect_guard.py), also against
+MLCD_NOTIFY_ALLOWED_HOSTS.
 """
 
 from __future__ import annotations
@@ -16,14 +21,10 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from controller.adapters.destinations import (
-    Resolver,
-    api_server_addresses,
-    refusal,
-    system_resolver,
-)
+from controller.adapters.connect_guard import guarded
+from controller.adapters.destinations import api_server_addresses
 from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
 from controller.core.diff import FieldChange, MatchChange
 from controller.core.errors import InvalidSpec
@@ -36,9 +37,21 @@ MAX_URLS = 20
 NOTIFY_TIMEOUT_SECONDS = 15.0
 # Sends in flight at once, operator-wide (each holds a thread while Apprise blocks).
 NOTIFY_THREADS = 4
-# Schemes that post to a host the URL names (Apprise's generic HTTP targets): checked like a
-# webhook URL, so a notification cannot reach a metadata service or the API server.
-_HTTP_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+# The Apprise schemes a Secret may use (docs/usage.md#notifications-to-people): services whose
+# plugins connect over TCP with requests or smtplib, which the connect-time check sees. Others
+# (apprise:// relays, syslog, MQTT, XMPP, desktop, ...) are refused: fewer plugins to trust.
+ALLOWED_SCHEMES = frozenset(
+    {
+        *("json", "jsons", "form", "forms", "xml", "xmls"),  # generic HTTP(S) posts
+        *("ntfy", "ntfys", "gotify", "gotifys", "mmost", "mmosts", "matrix", "matrixs"),
+        *("tgram", "slack", "discord", "msteams", "pover"),
+        *("mailto", "mailtos"),
+    }
+)
+# Apprise's per-URL `redirect=` would follow redirects again (they are off for every send: a
+# redirect to a refused address fails at connect, but to an allowed one it is still an
+# oracle); any `verify=` but a yes turns TLS verification off.
+_VERIFY_ON = frozenset({"yes", "true", "1", "on"})
 
 
 class NotifyFailed(DeliveryFailed):
@@ -62,7 +75,28 @@ def notify_urls(secret: Mapping[str, str], where: str) -> tuple[str, ...]:
             f"{where} key {URLS_KEY} must hold 1 to {MAX_URLS} Apprise URLs, one per line",
             reason=Reason.INVALID_NOTIFY_SECRET,
         )
+    for index, url in enumerate(urls, 1):
+        problem = _url_problem(url)
+        if problem is not None:
+            # Not the URL itself, nor its scheme's tail: it carries a token.
+            raise InvalidSpec(
+                f"{where} key {URLS_KEY}: line {index} {problem}",
+                reason=Reason.INVALID_NOTIFY_SECRET,
+            )
     return urls
+
+
+def _url_problem(url: str) -> str | None:
+    """Why an Apprise URL is refused before anything is sent, or None."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in ALLOWED_SCHEMES:
+        return "has a scheme the operator does not allow (see its documentation)"
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name.lower() == "redirect":
+            return "sets redirect=, which the operator does not allow"
+        if name.lower() == "verify" and value.strip().lower() not in _VERIFY_ON:
+            return "turns TLS verification off (verify=), which the operator does not allow"
+    return None
 
 
 def _quiet_apprise() -> None:
@@ -70,12 +104,21 @@ def _quiet_apprise() -> None:
     logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 
-def _send(urls: tuple[str, ...], title: str, body: str, timeout: float, where: str) -> bool:
+def _send(
+    urls: tuple[str, ...],
+    title: str,
+    body: str,
+    timeout: float,
+    where: str,
+    *,
+    allowed_hosts: frozenset[str],
+) -> bool:
     """In a thread: Apprise does blocking I/O. Returns whether every service accepted it."""
     import apprise  # noqa: PLC0415 - only watchers with spec.notify pay for the import
 
     _quiet_apprise()
-    services = apprise.Apprise()
+    # Sequential: each service is sent from this thread, inside its guard. No redirects.
+    services = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, http_redirects=False))
     for index, url in enumerate(urls, 1):
         if not services.add(url):
             # Not the URL itself: it carries a token.
@@ -83,7 +126,16 @@ def _send(urls: tuple[str, ...], title: str, body: str, timeout: float, where: s
                 f"{where} key {URLS_KEY}: line {index} is not an Apprise URL it knows",
                 reason=Reason.INVALID_NOTIFY_SECRET,
             )
-    return bool(services.notify(body=body, title=title, timeout=timeout))
+    with guarded(allowed_hosts=allowed_hosts, api_server=api_server_addresses()) as scope:
+        accepted = bool(services.notify(body=body, title=title, timeout=timeout))
+    if scope.refused:
+        # The reason names a kind of address, never the URL or the address itself.
+        raise InvalidSpec(
+            f"{where}: a notification service tried to reach {scope.refused[0]}; refused "
+            "before connecting",
+            reason=Reason.NOTIFY_NOT_ALLOWED,
+        )
+    return accepted
 
 
 def _change(document: Mapping[str, Any]) -> MatchChange:
@@ -116,44 +168,32 @@ class AppriseNotifier:
         where: str,
         gate: contextlib.AbstractAsyncContextManager[object],
         timeout_seconds: float,
-        resolve: Resolver = system_resolver,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._urls = urls
         self._where = where
         self._gate = gate
         self._timeout = timeout_seconds
-        self._resolve = resolve
-
-    async def _check_destinations(self) -> None:
-        for index, url in enumerate(self._urls, 1):
-            parts = urlsplit(url)
-            if parts.scheme.lower() not in _HTTP_SCHEMES or not parts.hostname:
-                continue
-            scheme_port = 443 if parts.scheme.lower().endswith("s") else 80
-            try:
-                port = parts.port or scheme_port
-            except ValueError:
-                port = scheme_port
-            if await refusal(
-                parts.hostname, port, resolve=self._resolve, api_server=api_server_addresses()
-            ):
-                raise InvalidSpec(
-                    f"{self._where} key {URLS_KEY}: line {index} names an address that is not "
-                    "allowed (link-local, a metadata service or the API server); nothing was sent",
-                    reason=Reason.INVALID_NOTIFY_SECRET,
-                )
+        self._allowed_hosts = allowed_hosts
 
     async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
         # In a thread: decoding a big report and composing its text is CPU.
         title, text = await asyncio.to_thread(_message, body)
-        await self._check_destinations()
         started = time.perf_counter()
         async with self._gate:
             try:
                 # Apprise's own timeout bounds each service's requests; ours the whole send
                 # (the thread itself cannot be stopped, and finishes on its own).
                 accepted = await asyncio.wait_for(
-                    asyncio.to_thread(_send, self._urls, title, text, self._timeout, self._where),
+                    asyncio.to_thread(
+                        _send,
+                        self._urls,
+                        title,
+                        text,
+                        self._timeout,
+                        self._where,
+                        allowed_hosts=self._allowed_hosts,
+                    ),
                     self._timeout * 2 + 5,
                 )
             except TimeoutError:

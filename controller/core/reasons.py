@@ -44,13 +44,18 @@ class Reason(StrEnum):
     TLS material (`ca.crt`, `tls.crt`/`tls.key`) cannot be used."""
     INVALID_NOTIFY_SECRET = "InvalidNotifySecret"  # noqa: S105 - a reason, not a secret
     """Ready=False: the notify Secret has no usable `urls` (1 to 20 Apprise URLs, one per line),
-    a URL Apprise does not know, or a generic `json://`/`form://`/`xml://` URL to a link-local,
-    metadata or API server address."""
+    a URL Apprise does not know, one whose scheme the operator does not allow, or one that sets
+    `redirect=` or turns TLS verification off (`verify=no`); nothing is sent."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
     """Ready=False: `baseUrl` names a host outside the operator's `MLCD_FOGIS_ALLOWED_HOSTS`."""
     WEBHOOK_NOT_ALLOWED = "WebhookNotAllowed"
     """Ready=False: the webhook host is link-local, a cloud metadata service or the API server,
     or not in `MLCD_WEBHOOK_ALLOWED_HOSTS`; nothing is sent and the changes stay pending."""
+    NOTIFY_NOT_ALLOWED = "NotifyNotAllowed"
+    """Ready=False: a notification send tried to connect to a link-local, cloud metadata or API
+    server address (checked at connect time, whatever the URL's scheme), or to look up a host not
+    in `MLCD_NOTIFY_ALLOWED_HOSTS`; that connection was refused before it was made and the
+    changes stay pending."""
     # Ready=False because a run failed: the next run retries.
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
     """Ready=False: a Secret or one of its keys is missing, or the operator may not read it."""

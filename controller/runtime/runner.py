@@ -296,6 +296,7 @@ class WatcherRunner:
                 # Waiting for a send turn and for the services is not this run's work either.
                 gate=permits.WithoutPermit(self._notify_gate),
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
+                allowed_hosts=self._settings.allowed_notify_hosts,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
             held_back = None if confirmed else self._held_back.pop(ref.uid, None)

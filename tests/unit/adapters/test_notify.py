@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from controller.core.diff import MatchChange
 from controller.core.errors import InvalidSpec
 from controller.core.message import compose
 from controller.core.report import encode_report
-from tests.fakes.receiver import WebhookReceiver
+from tests.fakes.receiver import Reply, WebhookReceiver
 
 MATCH = {
     "matchId": "1", "matchNumber": "101", "date": "2026-12-06", "time": "19:45",
@@ -44,9 +45,31 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield hook
 
 
-def _notifier(*urls: str) -> AppriseNotifier:
+@pytest.fixture
+def canary() -> Iterator[socket.socket]:
+    """A loopback listener nothing may connect to: `_connected` says whether anything did."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        yield listener
+
+
+def _connected(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _notifier(*urls: str, allowed_hosts: frozenset[str] = frozenset()) -> AppriseNotifier:
     return AppriseNotifier(
-        urls, where="notify Secret ns/n", gate=asyncio.Semaphore(2), timeout_seconds=5
+        urls,
+        where="notify Secret ns/n",
+        gate=asyncio.Semaphore(2),
+        timeout_seconds=5,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -95,20 +118,95 @@ async def test_a_refusing_service_fails_without_naming_its_url(
     assert TOKEN not in caplog.text  # Apprise's own log lines name the URL: kept quiet
 
 
+async def test_unknown_urls_send_nothing() -> None:
+    with pytest.raises(InvalidSpec, match="line 1 is not an Apprise URL") as caught:
+        await _notifier("json://").notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "InvalidNotifySecret"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "ntfy://127.0.0.1:{port}/topic",
+        "gotify://127.0.0.1:{port}/abcdefghijklmno",
+        "mmost://127.0.0.1:{port}/abcdefghijklmnop",
+        "json://[::ffff:7f00:1]:{port}/x",  # IPv4-mapped
+        "json://localhost:{port}/x",  # a name: its address is checked
+    ],
+)
+async def test_every_connection_is_checked_before_it_is_made(
+    path: str, canary: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The canary stands for the API server: an address that is refused whatever the scheme.
+    monkeypatch.setattr(notify, "api_server_addresses", lambda: frozenset({"127.0.0.1"}))
+    url = path.format(port=canary.getsockname()[1])
+    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
+        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert not _connected(canary)
+    assert str(canary.getsockname()[1]) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://169.254.169.254/latest",
+        "ntfy://169.254.169.254/topic",
+        "json://[64:ff9b::a9fe:a9fe]/latest",  # NAT64
+        "jsons://[::a9fe:a9fe]/latest",  # IPv4-compatible
+        "json://[::ffff:a9fe:a9fe]/latest",  # IPv4-mapped
+    ],
+)
+async def test_metadata_addresses_are_refused(url: str) -> None:
+    # Refused before the connect call (as the canary test above shows), so nothing leaves.
+    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
+        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert "169.254" not in str(caught.value)
+    assert "a9fe" not in str(caught.value)
+
+
+async def test_redirects_are_not_followed(receiver: WebhookReceiver, canary: socket.socket) -> None:
+    elsewhere = f"http://127.0.0.1:{canary.getsockname()[1]}/latest/meta-data"
+    receiver.enqueue(Reply(302, headers={"Location": elsewhere}))
+    with pytest.raises(NotifyFailed):
+        await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
+    assert len(receiver.requests) == 1
+    assert not _connected(canary)
+
+
+async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookReceiver) -> None:
+    with pytest.raises(InvalidSpec, match="MLCD_NOTIFY_ALLOWED_HOSTS") as caught:
+        await _notifier(_json_url(receiver), allowed_hosts=frozenset({"ntfy.sh"})).notify(
+            encode_report(REPORT), "d-1", WHEN
+        )
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert not receiver.requests
+    receiver.enqueue(200)
+    await _notifier(_json_url(receiver), allowed_hosts=frozenset({"127.0.0.1"})).notify(
+        encode_report(REPORT), "d-1", WHEN
+    )
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("nosuchscheme://x", "line 1 is not an Apprise URL"),
-        ("json://169.254.169.254/latest", "not allowed"),
-        ("json://[64:ff9b::a9fe:a9fe]/latest", "not allowed"),  # NAT64
-        ("jsons://[::a9fe:a9fe]/latest", "not allowed"),  # IPv4-compatible
-        ("json://[::ffff:a9fe:a9fe]/latest", "not allowed"),  # IPv4-mapped
+        ("apprise://127.0.0.1/token", "scheme the operator does not allow"),
+        ("https://discord.com/api/webhooks/1/token", "scheme the operator does not allow"),
+        ("mqtt://127.0.0.1/topic", "scheme the operator does not allow"),
+        ("no scheme", "scheme the operator does not allow"),
+        ("json://h/x?redirect=yes", "redirect="),
+        ("json://h/x?Redirect=no", "redirect="),
+        ("jsons://h/x?verify=no", "TLS verification off"),
+        ("ntfys://topic?verify=False", "TLS verification off"),
     ],
 )
-async def test_unusable_urls_send_nothing(url: str, problem: str) -> None:
+def test_refused_urls(url: str, problem: str) -> None:
     with pytest.raises(InvalidSpec, match=problem) as caught:
-        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+        notify_urls({"urls": f"json://ok/x\n{url}"}, "Secret n")
     assert caught.value.reason == "InvalidNotifySecret"
+    assert "line 2" in str(caught.value)
     assert url not in str(caught.value)
 
 
@@ -116,6 +214,7 @@ async def test_unusable_urls_send_nothing(url: str, problem: str) -> None:
     ("secret", "expected"),
     [
         ({"urls": "json://a/x\n\n# a comment\n  ntfy://topic  \n"}, ("json://a/x", "ntfy://topic")),
+        ({"urls": "jsons://a/x?verify=yes"}, ("jsons://a/x?verify=yes",)),
         ({"urls": "\n# only comments\n"}, None),
         ({}, None),
         ({"urls": "\n".join(f"json://h/{i}" for i in range(21))}, None),
