@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -12,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.adapters import notify
+from controller.adapters.connect_guard import guarded
 from controller.adapters.notify import AppriseNotifier, NotifyFailed, notify_urls
 from controller.core.diff import MatchChange
 from controller.core.errors import InvalidSpec
@@ -37,6 +41,42 @@ REPORT = {
 }  # fmt: skip
 WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TOKEN = "tok3n-in-a-notify-url"
+
+
+# Connections beyond loopback this module's tests attempted (see the fixture below).
+_BEYOND_LOOPBACK: list[object] = []
+_SAFETY_ON: list[bool] = []
+_SAFETY_INSTALLED: list[bool] = []
+
+
+def _safety_net(event: str, args: tuple[object, ...]) -> None:
+    if event != "socket.connect" or not _SAFETY_ON or not isinstance(args[1], tuple):
+        return
+    host = str(args[1][0]).split("%", 1)[0]
+    with contextlib.suppress(ValueError):
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback:
+            return
+    _BEYOND_LOOPBACK.append(args[1])
+    raise OSError("test safety net: no traffic beyond loopback")
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_beyond_loopback() -> Iterator[None]:
+    """Tests here send to 127.0.0.1 only, also should the guard under test break: this hook runs
+    after the guard's (installed first), so it only sees what the guard let through."""
+    if not _SAFETY_INSTALLED:
+        with guarded():  # installs the guard's hook, so it runs first
+            pass
+        sys.addaudithook(_safety_net)
+        _SAFETY_INSTALLED.append(True)
+    _SAFETY_ON[:] = [True]
+    _BEYOND_LOOPBACK.clear()
+    yield
+    _SAFETY_ON.clear()
+    assert not _BEYOND_LOOPBACK, "a test tried to connect beyond loopback"
 
 
 @pytest.fixture
