@@ -11,7 +11,12 @@ context), refuses before the connection is made:
   server; IPv4 embedded in IPv6 unwrapped), checked on the address actually connected to, so a
   DNS answer that changes after a check (rebinding) is caught too;
 - a connection by name or to a non-IP socket family (nothing to check: not made);
-- with an allow-list, a name looked up that is not in it.
+- with an allow-list, a name looked up that is not in it;
+- once the scope is cut off (its deadline passed), any new connection.
+
+The sockets a scope lets connect are recorded, so whoever set its deadline can `cut()` it from
+another thread: a thread cannot be cancelled, but its blocked reads fail once their sockets are
+shut down.
 
 The refused call raises `ConnectRefused` (a ConnectionRefusedError, which libraries treat as an
 unreachable service); the scope records why (the kind of address, never the address), for the
@@ -41,11 +46,33 @@ class ConnectRefused(ConnectionRefusedError):
 
 @dataclass
 class Scope:
-    """What a guarded block may reach, and what it was refused."""
+    """What a guarded block may reach, what it was refused, and the sockets it opened."""
 
     allowed_hosts: frozenset[str] = frozenset()
     api_server: frozenset[str] = frozenset()
     refused: list[str] = field(default_factory=list)
+    _sockets: list[socket.socket] = field(default_factory=list)
+    _cut: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def opened(self, sock: socket.socket) -> str | None:
+        """Record a socket about to connect; why not, once the block is cut off."""
+        with self._lock:
+            if self._cut:
+                return "a new connection after its deadline"
+            self._sockets.append(sock)
+        return None
+
+    def cut(self) -> None:
+        """From any thread: shut down every socket the block opened (a read blocked on one,
+        however slowly its peer drips, fails at once) and refuse it new ones. Only shut down:
+        closing is the owner's, which may still be using the descriptor."""
+        with self._lock:
+            self._cut = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # not connected yet, or closed already
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("connect_scope", default=None)
@@ -88,6 +115,8 @@ def _hook(event: str, args: tuple[object, ...]) -> None:
         reason = _host_refusal(args[0], scope)
     else:
         reason = _address_refusal(args[0], args[1], scope)
+        if reason is None and isinstance(args[0], socket.socket):
+            reason = scope.opened(args[0])
     if reason is not None:
         scope.refused.append(reason)
         raise ConnectRefused(f"connection refused by the operator: {reason}")
@@ -102,13 +131,10 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def guarded(
-    *, allowed_hosts: frozenset[str] = frozenset(), api_server: frozenset[str] = frozenset()
-) -> Iterator[Scope]:
+def guarded(scope: Scope) -> Iterator[Scope]:
     """Check every connection made in this context (this thread, and work it hands on with
-    its context) until the block ends."""
+    its context) against `scope` until the block ends."""
     _install()
-    scope = Scope(allowed_hosts=allowed_hosts, api_server=api_server)
     token = _SCOPE.set(scope)
     try:
         yield scope

@@ -2,8 +2,16 @@
 
 A watcher's `spec.notify.secretRef` names a Secret whose key `urls` holds one Apprise URL per
 line; they carry tokens, so no URL, message or Apprise log line ever reaches our logs, status or
-Events. Apprise is synchronous and imported only here, the first time a watcher uses it: sends
-run in a thread, bounded by a gate and a timeout.
+Events. Apprise is synchronous and imported only here, the first time a watcher uses it.
+
+Concurrency: sends run in a pool of NOTIFY_THREADS threads of their own (not the event loop's
+default executor), one send a thread, at most NOTIFY_THREADS at once operator-wide (the gate is
+held until the thread has ended, not only until we stop waiting). Apprise's timeout bounds each
+read, which a server dripping a byte at a time defeats, so a send also has a hard deadline
+(NOTIFY_DEADLINE_SECONDS): then its sockets are shut down, its thread's blocked reads fail and it
+ends. A watcher whose previous send is still running gets no new one (NotifyFailing, its changes
+stay pending): one watcher holds at most one thread, for at most the deadline (plus a connect
+or name lookup under way, each bounded by Apprise's timeout or the resolver's).
 
 Where a send may go (SSRF): only the schemes in ALLOWED_SCHEMES, with redirects off (refused
 URLs may not turn them back on, nor TLS verification off), and every connection the send opens,
@@ -15,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from controller.adapters.connect_guard import guarded
+from controller.adapters.connect_guard import Scope, guarded
 from controller.adapters.destinations import api_server_addresses
 from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
 from controller.core.diff import FieldChange, MatchChange
@@ -33,10 +43,12 @@ from controller.core.reasons import Reason
 
 URLS_KEY = "urls"
 MAX_URLS = 20
-# Per send: Apprise's connect/read timeout per service (the whole send gets twice that and 5 s).
+# Per send: Apprise's connect/read timeout per service; the hard deadline of the whole send.
 NOTIFY_TIMEOUT_SECONDS = 15.0
+NOTIFY_DEADLINE_SECONDS = NOTIFY_TIMEOUT_SECONDS * 2 + 5
 # Sends in flight at once, operator-wide (each holds a thread while Apprise blocks).
 NOTIFY_THREADS = 4
+_THREADS = ThreadPoolExecutor(max_workers=NOTIFY_THREADS, thread_name_prefix="notify")
 # The Apprise schemes a Secret may use (docs/usage.md#notifications-to-people): services whose
 # plugins connect over TCP with requests or smtplib, which the connect-time check sees. Others
 # (apprise:// relays, syslog, MQTT, XMPP, desktop, ...) are refused: fewer plugins to trust.
@@ -111,7 +123,7 @@ def _send(
     timeout: float,
     where: str,
     *,
-    allowed_hosts: frozenset[str],
+    scope: Scope,
 ) -> bool:
     """In a thread: Apprise does blocking I/O. Returns whether every service accepted it."""
     import apprise  # noqa: PLC0415 - only watchers with spec.notify pay for the import
@@ -126,7 +138,7 @@ def _send(
                 f"{where} key {URLS_KEY}: line {index} is not an Apprise URL it knows",
                 reason=Reason.INVALID_NOTIFY_SECRET,
             )
-    with guarded(allowed_hosts=allowed_hosts, api_server=api_server_addresses()) as scope:
+    with guarded(scope):
         accepted = bool(services.notify(body=body, title=title, timeout=timeout))
     if scope.refused:
         # The reason names a kind of address, never the URL or the address itself.
@@ -166,38 +178,54 @@ class AppriseNotifier:
         urls: tuple[str, ...],
         *,
         where: str,
+        key: str,
+        in_flight: set[str],
         gate: contextlib.AbstractAsyncContextManager[object],
         timeout_seconds: float,
+        deadline_seconds: float,
         allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._urls = urls
         self._where = where
+        # The watcher's key in `in_flight`, the keys whose send's thread still runs.
+        self._key = key
+        self._in_flight = in_flight
         self._gate = gate
         self._timeout = timeout_seconds
+        self._deadline = deadline_seconds
         self._allowed_hosts = allowed_hosts
 
     async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
         # In a thread: decoding a big report and composing its text is CPU.
         title, text = await asyncio.to_thread(_message, body)
         started = time.perf_counter()
+        scope = Scope(allowed_hosts=self._allowed_hosts, api_server=api_server_addresses())
         async with self._gate:
-            try:
-                # Apprise's own timeout bounds each service's requests; ours the whole send
-                # (the thread itself cannot be stopped, and finishes on its own).
-                accepted = await asyncio.wait_for(
-                    asyncio.to_thread(
-                        _send,
-                        self._urls,
-                        title,
-                        text,
-                        self._timeout,
-                        self._where,
-                        allowed_hosts=self._allowed_hosts,
-                    ),
-                    self._timeout * 2 + 5,
+            if self._key in self._in_flight:
+                raise NotifyFailed(
+                    f"{self._where}: the previous notification is still being sent",
+                    attempts=(),
+                    last_status_code=None,
                 )
+            self._in_flight.add(self._key)
+            send = asyncio.get_running_loop().run_in_executor(
+                _THREADS,
+                functools.partial(
+                    _send, self._urls, title, text, self._timeout, self._where, scope=scope
+                ),
+            )
+            send.add_done_callback(self._ended)
+            try:
+                accepted = await asyncio.wait_for(asyncio.shield(send), self._deadline)
             except TimeoutError:
+                # Its reads fail once its sockets are shut; what it says then is no answer.
+                scope.cut()
+                with contextlib.suppress(Exception):
+                    await send
                 accepted = False
+            except asyncio.CancelledError:
+                scope.cut()  # the thread ends soon; its key goes when it has
+                raise
         # Apprise says only "accepted" or not: an accepted send is recorded as a 200.
         attempt = Attempt(200 if accepted else None, None, time.perf_counter() - started)
         if not accepted:
@@ -207,3 +235,8 @@ class AppriseNotifier:
                 last_status_code=None,
             )
         return DeliveryResult(200, (attempt,))
+
+    def _ended(self, send: asyncio.Future[bool]) -> None:
+        self._in_flight.discard(self._key)
+        if not send.cancelled():
+            send.exception()  # retrieved: after a cut-off nobody awaits it

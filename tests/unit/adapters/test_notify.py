@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.adapters import notify
-from controller.adapters.connect_guard import guarded
+from controller.adapters.connect_guard import Scope, guarded
 from controller.adapters.notify import AppriseNotifier, NotifyFailed, notify_urls
 from controller.core.diff import MatchChange
 from controller.core.errors import InvalidSpec
@@ -68,7 +68,7 @@ def _no_traffic_beyond_loopback() -> Iterator[None]:
     """Tests here send to 127.0.0.1 only, also should the guard under test break: this hook runs
     after the guard's (installed first), so it only sees what the guard let through."""
     if not _SAFETY_INSTALLED:
-        with guarded():  # installs the guard's hook, so it runs first
+        with guarded(Scope()):  # installs the guard's hook, so it runs first
             pass
         sys.addaudithook(_safety_net)
         _SAFETY_INSTALLED.append(True)
@@ -103,12 +103,22 @@ def _connected(listener: socket.socket) -> bool:
     return True
 
 
-def _notifier(*urls: str, allowed_hosts: frozenset[str] = frozenset()) -> AppriseNotifier:
+def _notifier(
+    *urls: str,
+    allowed_hosts: frozenset[str] = frozenset(),
+    key: str = "uid-1",
+    in_flight: set[str] | None = None,
+    gate: asyncio.Semaphore | None = None,
+    deadline_seconds: float = 15,
+) -> AppriseNotifier:
     return AppriseNotifier(
         urls,
         where="notify Secret ns/n",
-        gate=asyncio.Semaphore(2),
+        key=key,
+        in_flight=set() if in_flight is None else in_flight,
+        gate=asyncio.Semaphore(2) if gate is None else gate,
         timeout_seconds=5,
+        deadline_seconds=deadline_seconds,
         allowed_hosts=allowed_hosts,
     )
 
