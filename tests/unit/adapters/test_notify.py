@@ -277,3 +277,84 @@ def test_notify_urls(secret: dict[str, str], expected: tuple[str, ...] | None) -
         assert caught.value.reason == "InvalidNotifySecret"
     else:
         assert notify_urls(secret, "Secret n") == expected
+
+
+class _Drip:
+    """A loopback server that answers a byte a second, forever (20 s at most): no read times
+    out. `accepted` counts connections; `closed` is set when the client shut its end."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"json://127.0.0.1:{self.listener.getsockname()[1]}/x"
+        self.accepted = 0
+        self.connected = threading.Event()
+        self.closed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1)
+            self.connected.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            for _ in range(20):
+                if self._stop.is_set():
+                    return
+                try:
+                    if conn.recv(65536) == b"":  # the request read; b"": the client shut down
+                        self.closed.set()
+                        return
+                except TimeoutError:
+                    pass
+                except OSError:
+                    self.closed.set()
+                    return
+                conn.sendall(b"a")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def drip() -> Iterator[_Drip]:
+    server = _Drip()
+    yield server
+    server.stop()
+
+
+async def test_a_dripping_service_holds_up_only_its_own_watcher(
+    drip: _Drip, receiver: WebhookReceiver
+) -> None:
+    # Before: the dripping send, abandoned at its timeout, kept its thread and socket, and its
+    # watcher's next send took another thread onto the same drip.
+    gate, in_flight = asyncio.Semaphore(2), set[str]()
+    stuck = _notifier(drip.url, key="a", in_flight=in_flight, gate=gate, deadline_seconds=3)
+    healthy = _notifier(_json_url(receiver), key="b", in_flight=in_flight, gate=gate)
+    first = asyncio.create_task(stuck.notify(encode_report(REPORT), "d-1", WHEN))
+    assert await asyncio.to_thread(drip.connected.wait, 10)
+    # While its send runs, watcher a gets no second one; watcher b is delivered meanwhile.
+    with pytest.raises(NotifyFailed, match="still being sent"):
+        await stuck.notify(encode_report(REPORT), "d-2", WHEN)
+    receiver.enqueue(200)
+    await healthy.notify(encode_report(REPORT), "d-1", WHEN)
+    assert len(receiver.requests) == 1
+    assert not drip.closed.is_set()
+    # At its deadline the dripping send's socket is shut down, and its thread has ended.
+    with pytest.raises(NotifyFailed, match="did not accept"):
+        await first
+    assert await asyncio.to_thread(drip.closed.wait, 5)
+    assert drip.accepted == 1
+    assert not in_flight
