@@ -75,7 +75,8 @@ class Reason(StrEnum):
     """Ready=False: the receiver answered 410 Gone: nothing is sent to it until `spec.webhook` or
     its Secret changes; the changes stay pending."""
     NOTIFY_FAILING = "NotifyFailing"
-    """Ready=False: a notification service (`spec.notify`) did not accept the message; its
+    """Ready=False: a notification service (`spec.notify`) did not accept the message, did not
+    answer within the send's 35 s deadline, or the watcher's previous send is still running; its
     changes stay pending for it, the webhook's deliveries go on regardless."""
     KUBERNETES_ERROR = "KubernetesError"
     """Ready=False: the API server refused or failed a call the run needed (reading the snapshot
