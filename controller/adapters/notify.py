@@ -56,7 +56,8 @@ ALLOWED_SCHEMES = frozenset(
     {
         *("json", "jsons", "form", "forms", "xml", "xmls"),  # generic HTTP(S) posts
         *("ntfy", "ntfys", "gotify", "gotifys", "mmost", "mmosts", "matrix", "matrixs"),
-        *("tgram", "slack", "discord", "msteams", "pover"),
+        *("tgram", "slack", "discord", "pover"),
+        *("workflow", "workflows"),  # Microsoft Teams (Power Automate; 2.x has no msteams://)
         *("mailto", "mailtos"),
     }
 )

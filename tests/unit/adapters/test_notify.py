@@ -358,3 +358,13 @@ async def test_a_dripping_service_holds_up_only_its_own_watcher(
     assert await asyncio.to_thread(drip.closed.wait, 5)
     assert drip.accepted == 1
     assert not in_flight
+
+
+def test_every_allowed_scheme_is_one_apprise_knows() -> None:
+    import apprise  # noqa: PLC0415 - as notify.py: imported where used
+
+    known: set[str] = set()
+    for plugin in apprise.Apprise().details()["schemas"]:
+        for schemes in (plugin["protocols"], plugin["secure_protocols"]):
+            known.update((schemes,) if isinstance(schemes, str) else schemes or ())
+    assert not notify.ALLOWED_SCHEMES - known
