@@ -82,6 +82,12 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
         "[Security notes](install.md#security-notes))",
     ),
     (
+        ("notify_allowed_hosts",),
+        "comma-separated host names notification sends may look up (`api.telegram.org`, "
+        "`ntfy.sh`, an SMTP server, ...), checked for every connection a send opens; empty: any "
+        "(see [Notifications to people](usage.md#notifications-to-people))",
+    ),
+    (
         ("lease_name",),
         "HA: replicas sharing this `coordination.k8s.io` Lease elect one leader that serves the "
         "watchers; empty: no election (one replica). The chart sets it to the Deployment's name",

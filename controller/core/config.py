@@ -86,6 +86,10 @@ class Settings:
     # Comma-separated webhook host names watchers may send to; empty allows any. Link-local and
     # cloud metadata addresses and the API server are refused either way (controller/destinations).
     webhook_allowed_hosts: str = ""
+    # Comma-separated host names notification sends may look up (api.telegram.org, ntfy.sh,
+    # an SMTP server, ...); empty allows any. Refused addresses are refused either way, at
+    # connect time (controller/adapters/connect_guard.py).
+    notify_allowed_hosts: str = ""
     # HA: replicas sharing this coordination.k8s.io Lease elect one leader that runs watchers;
     # the others follow the watch, ready to take over. Empty: no election (one replica).
     lease_name: str = ""
@@ -113,6 +117,10 @@ class Settings:
     @property
     def allowed_webhook_hosts(self) -> frozenset[str]:
         return _host_set(self.webhook_allowed_hosts)
+
+    @property
+    def allowed_notify_hosts(self) -> frozenset[str]:
+        return _host_set(self.notify_allowed_hosts)
 
 
 def _host_set(text: str) -> frozenset[str]:

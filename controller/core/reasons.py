@@ -44,13 +44,18 @@ class Reason(StrEnum):
     TLS material (`ca.crt`, `tls.crt`/`tls.key`) cannot be used."""
     INVALID_NOTIFY_SECRET = "InvalidNotifySecret"  # noqa: S105 - a reason, not a secret
     """Ready=False: the notify Secret has no usable `urls` (1 to 20 Apprise URLs, one per line),
-    a URL Apprise does not know, or a generic `json://`/`form://`/`xml://` URL to a link-local,
-    metadata or API server address."""
+    a URL Apprise does not know, one whose scheme the operator does not allow, or one that sets
+    `redirect=` or turns TLS verification off (`verify=no`); nothing is sent."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
     """Ready=False: `baseUrl` names a host outside the operator's `MLCD_FOGIS_ALLOWED_HOSTS`."""
     WEBHOOK_NOT_ALLOWED = "WebhookNotAllowed"
     """Ready=False: the webhook host is link-local, a cloud metadata service or the API server,
     or not in `MLCD_WEBHOOK_ALLOWED_HOSTS`; nothing is sent and the changes stay pending."""
+    NOTIFY_NOT_ALLOWED = "NotifyNotAllowed"
+    """Ready=False: a notification send tried to connect to a link-local, cloud metadata or API
+    server address (checked at connect time, whatever the URL's scheme), or to look up a host not
+    in `MLCD_NOTIFY_ALLOWED_HOSTS`; that connection was refused before it was made and the
+    changes stay pending."""
     # Ready=False because a run failed: the next run retries.
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
     """Ready=False: a Secret or one of its keys is missing, or the operator may not read it."""
@@ -70,7 +75,8 @@ class Reason(StrEnum):
     """Ready=False: the receiver answered 410 Gone: nothing is sent to it until `spec.webhook` or
     its Secret changes; the changes stay pending."""
     NOTIFY_FAILING = "NotifyFailing"
-    """Ready=False: a notification service (`spec.notify`) did not accept the message; its
+    """Ready=False: a notification service (`spec.notify`) did not accept the message, did not
+    answer within the send's 35 s deadline, or the watcher's previous send is still running; its
     changes stay pending for it, the webhook's deliveries go on regardless."""
     KUBERNETES_ERROR = "KubernetesError"
     """Ready=False: the API server refused or failed a call the run needed (reading the snapshot

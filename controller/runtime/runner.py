@@ -21,6 +21,7 @@ from controller.adapters.fogis import FogisClient
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
 from controller.adapters.notify import (
+    NOTIFY_DEADLINE_SECONDS,
     NOTIFY_THREADS,
     NOTIFY_TIMEOUT_SECONDS,
     AppriseNotifier,
@@ -204,6 +205,8 @@ class WatcherRunner:
         self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
         # Apprise sends block a thread each: a few at a time, whatever the watcher count.
         self._notify_gate = asyncio.Semaphore(NOTIFY_THREADS)
+        # Watcher uids whose notify send's thread still runs: they get no new one meanwhile.
+        self._notify_sending: set[str] = set()
 
     async def aclose(self) -> None:
         await self._fogis.aclose()  # leaves the transport open: it is ours
@@ -293,9 +296,13 @@ class WatcherRunner:
             notifier = AppriseNotifier(
                 notify_urls(secret.values, where),
                 where=where,
+                key=ref.uid,
+                in_flight=self._notify_sending,
                 # Waiting for a send turn and for the services is not this run's work either.
                 gate=permits.WithoutPermit(self._notify_gate),
                 timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
+                deadline_seconds=NOTIFY_DEADLINE_SECONDS,
+                allowed_hosts=self._settings.allowed_notify_hosts,
             )
             store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
             held_back = None if confirmed else self._held_back.pop(ref.uid, None)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import socket
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -11,12 +15,13 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.adapters import notify
+from controller.adapters.connect_guard import Scope, guarded
 from controller.adapters.notify import AppriseNotifier, NotifyFailed, notify_urls
 from controller.core.diff import MatchChange
 from controller.core.errors import InvalidSpec
 from controller.core.message import compose
 from controller.core.report import encode_report
-from tests.fakes.receiver import WebhookReceiver
+from tests.fakes.receiver import Reply, WebhookReceiver
 
 MATCH = {
     "matchId": "1", "matchNumber": "101", "date": "2026-12-06", "time": "19:45",
@@ -38,15 +43,83 @@ WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TOKEN = "tok3n-in-a-notify-url"
 
 
+# Connections beyond loopback this module's tests attempted (see the fixture below).
+_BEYOND_LOOPBACK: list[object] = []
+_SAFETY_ON: list[bool] = []
+_SAFETY_INSTALLED: list[bool] = []
+
+
+def _safety_net(event: str, args: tuple[object, ...]) -> None:
+    if event != "socket.connect" or not _SAFETY_ON or not isinstance(args[1], tuple):
+        return
+    host = str(args[1][0]).split("%", 1)[0]
+    with contextlib.suppress(ValueError):
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback:
+            return
+    _BEYOND_LOOPBACK.append(args[1])
+    raise OSError("test safety net: no traffic beyond loopback")
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_beyond_loopback() -> Iterator[None]:
+    """Tests here send to 127.0.0.1 only, also should the guard under test break: this hook runs
+    after the guard's (installed first), so it only sees what the guard let through."""
+    if not _SAFETY_INSTALLED:
+        with guarded(Scope()):  # installs the guard's hook, so it runs first
+            pass
+        sys.addaudithook(_safety_net)
+        _SAFETY_INSTALLED.append(True)
+    _SAFETY_ON[:] = [True]
+    _BEYOND_LOOPBACK.clear()
+    yield
+    _SAFETY_ON.clear()
+    assert not _BEYOND_LOOPBACK, "a test tried to connect beyond loopback"
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as hook:
         yield hook
 
 
-def _notifier(*urls: str) -> AppriseNotifier:
+@pytest.fixture
+def canary() -> Iterator[socket.socket]:
+    """A loopback listener nothing may connect to: `_connected` says whether anything did."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        yield listener
+
+
+def _connected(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _notifier(
+    *urls: str,
+    allowed_hosts: frozenset[str] = frozenset(),
+    key: str = "uid-1",
+    in_flight: set[str] | None = None,
+    gate: asyncio.Semaphore | None = None,
+    deadline_seconds: float = 15,
+) -> AppriseNotifier:
     return AppriseNotifier(
-        urls, where="notify Secret ns/n", gate=asyncio.Semaphore(2), timeout_seconds=5
+        urls,
+        where="notify Secret ns/n",
+        key=key,
+        in_flight=set() if in_flight is None else in_flight,
+        gate=asyncio.Semaphore(2) if gate is None else gate,
+        timeout_seconds=5,
+        deadline_seconds=deadline_seconds,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -95,20 +168,95 @@ async def test_a_refusing_service_fails_without_naming_its_url(
     assert TOKEN not in caplog.text  # Apprise's own log lines name the URL: kept quiet
 
 
+async def test_unknown_urls_send_nothing() -> None:
+    with pytest.raises(InvalidSpec, match="line 1 is not an Apprise URL") as caught:
+        await _notifier("json://").notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "InvalidNotifySecret"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "ntfy://127.0.0.1:{port}/topic",
+        "gotify://127.0.0.1:{port}/abcdefghijklmno",
+        "mmost://127.0.0.1:{port}/abcdefghijklmnop",
+        "json://[::ffff:7f00:1]:{port}/x",  # IPv4-mapped
+        "json://localhost:{port}/x",  # a name: its address is checked
+    ],
+)
+async def test_every_connection_is_checked_before_it_is_made(
+    path: str, canary: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The canary stands for the API server: an address that is refused whatever the scheme.
+    monkeypatch.setattr(notify, "api_server_addresses", lambda: frozenset({"127.0.0.1"}))
+    url = path.format(port=canary.getsockname()[1])
+    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
+        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert not _connected(canary)
+    assert str(canary.getsockname()[1]) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://169.254.169.254/latest",
+        "ntfy://169.254.169.254/topic",
+        "json://[64:ff9b::a9fe:a9fe]/latest",  # NAT64
+        "jsons://[::a9fe:a9fe]/latest",  # IPv4-compatible
+        "json://[::ffff:a9fe:a9fe]/latest",  # IPv4-mapped
+    ],
+)
+async def test_metadata_addresses_are_refused(url: str) -> None:
+    # Refused before the connect call (as the canary test above shows), so nothing leaves.
+    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
+        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert "169.254" not in str(caught.value)
+    assert "a9fe" not in str(caught.value)
+
+
+async def test_redirects_are_not_followed(receiver: WebhookReceiver, canary: socket.socket) -> None:
+    elsewhere = f"http://127.0.0.1:{canary.getsockname()[1]}/latest/meta-data"
+    receiver.enqueue(Reply(302, headers={"Location": elsewhere}))
+    with pytest.raises(NotifyFailed):
+        await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
+    assert len(receiver.requests) == 1
+    assert not _connected(canary)
+
+
+async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookReceiver) -> None:
+    with pytest.raises(InvalidSpec, match="MLCD_NOTIFY_ALLOWED_HOSTS") as caught:
+        await _notifier(_json_url(receiver), allowed_hosts=frozenset({"ntfy.sh"})).notify(
+            encode_report(REPORT), "d-1", WHEN
+        )
+    assert caught.value.reason == "NotifyNotAllowed"
+    assert not receiver.requests
+    receiver.enqueue(200)
+    await _notifier(_json_url(receiver), allowed_hosts=frozenset({"127.0.0.1"})).notify(
+        encode_report(REPORT), "d-1", WHEN
+    )
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("nosuchscheme://x", "line 1 is not an Apprise URL"),
-        ("json://169.254.169.254/latest", "not allowed"),
-        ("json://[64:ff9b::a9fe:a9fe]/latest", "not allowed"),  # NAT64
-        ("jsons://[::a9fe:a9fe]/latest", "not allowed"),  # IPv4-compatible
-        ("json://[::ffff:a9fe:a9fe]/latest", "not allowed"),  # IPv4-mapped
+        ("apprise://127.0.0.1/token", "scheme the operator does not allow"),
+        ("https://discord.com/api/webhooks/1/token", "scheme the operator does not allow"),
+        ("mqtt://127.0.0.1/topic", "scheme the operator does not allow"),
+        ("no scheme", "scheme the operator does not allow"),
+        ("json://h/x?redirect=yes", "redirect="),
+        ("json://h/x?Redirect=no", "redirect="),
+        ("jsons://h/x?verify=no", "TLS verification off"),
+        ("ntfys://topic?verify=False", "TLS verification off"),
     ],
 )
-async def test_unusable_urls_send_nothing(url: str, problem: str) -> None:
+def test_refused_urls(url: str, problem: str) -> None:
     with pytest.raises(InvalidSpec, match=problem) as caught:
-        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
+        notify_urls({"urls": f"json://ok/x\n{url}"}, "Secret n")
     assert caught.value.reason == "InvalidNotifySecret"
+    assert "line 2" in str(caught.value)
     assert url not in str(caught.value)
 
 
@@ -116,6 +264,7 @@ async def test_unusable_urls_send_nothing(url: str, problem: str) -> None:
     ("secret", "expected"),
     [
         ({"urls": "json://a/x\n\n# a comment\n  ntfy://topic  \n"}, ("json://a/x", "ntfy://topic")),
+        ({"urls": "jsons://a/x?verify=yes"}, ("jsons://a/x?verify=yes",)),
         ({"urls": "\n# only comments\n"}, None),
         ({}, None),
         ({"urls": "\n".join(f"json://h/{i}" for i in range(21))}, None),
@@ -128,3 +277,94 @@ def test_notify_urls(secret: dict[str, str], expected: tuple[str, ...] | None) -
         assert caught.value.reason == "InvalidNotifySecret"
     else:
         assert notify_urls(secret, "Secret n") == expected
+
+
+class _Drip:
+    """A loopback server that answers a byte a second, forever (20 s at most): no read times
+    out. `accepted` counts connections; `closed` is set when the client shut its end."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"json://127.0.0.1:{self.listener.getsockname()[1]}/x"
+        self.accepted = 0
+        self.connected = threading.Event()
+        self.closed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1)
+            self.connected.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            for _ in range(20):
+                if self._stop.is_set():
+                    return
+                try:
+                    if conn.recv(65536) == b"":  # the request read; b"": the client shut down
+                        self.closed.set()
+                        return
+                except TimeoutError:
+                    pass
+                except OSError:
+                    self.closed.set()
+                    return
+                conn.sendall(b"a")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def drip() -> Iterator[_Drip]:
+    server = _Drip()
+    yield server
+    server.stop()
+
+
+async def test_a_dripping_service_holds_up_only_its_own_watcher(
+    drip: _Drip, receiver: WebhookReceiver
+) -> None:
+    # Before: the dripping send, abandoned at its timeout, kept its thread and socket, and its
+    # watcher's next send took another thread onto the same drip.
+    gate, in_flight = asyncio.Semaphore(2), set[str]()
+    stuck = _notifier(drip.url, key="a", in_flight=in_flight, gate=gate, deadline_seconds=3)
+    healthy = _notifier(_json_url(receiver), key="b", in_flight=in_flight, gate=gate)
+    first = asyncio.create_task(stuck.notify(encode_report(REPORT), "d-1", WHEN))
+    assert await asyncio.to_thread(drip.connected.wait, 10)
+    # While its send runs, watcher a gets no second one; watcher b is delivered meanwhile.
+    with pytest.raises(NotifyFailed, match="still being sent"):
+        await stuck.notify(encode_report(REPORT), "d-2", WHEN)
+    receiver.enqueue(200)
+    await healthy.notify(encode_report(REPORT), "d-1", WHEN)
+    assert len(receiver.requests) == 1
+    assert not drip.closed.is_set()
+    # At its deadline the dripping send's socket is shut down, and its thread has ended.
+    with pytest.raises(NotifyFailed, match="did not accept"):
+        await first
+    assert await asyncio.to_thread(drip.closed.wait, 5)
+    assert drip.accepted == 1
+    assert not in_flight
+
+
+def test_every_allowed_scheme_is_one_apprise_knows() -> None:
+    import apprise  # noqa: PLC0415 - as notify.py: imported where used
+
+    known: set[str] = set()
+    for plugin in apprise.Apprise().details()["schemas"]:
+        for schemes in (plugin["protocols"], plugin["secure_protocols"]):
+            known.update((schemes,) if isinstance(schemes, str) else schemes or ())
+    assert not notify.ALLOWED_SCHEMES - known
