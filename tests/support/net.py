@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from typing import Any
@@ -27,3 +28,12 @@ def http_get(url: str, timeout: float = 2.0) -> str | None:
     """The body of a successful GET, or None (no answer, or an error status)."""
     status, body = http("GET", url, timeout=timeout)
     return body.decode() if 200 <= status < 300 else None
+
+
+def connected(listener: socket.socket) -> bool:
+    """Whether a connection reached a non-blocking listener (a canary) since the last look."""
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from controller.adapters.connect_guard import ConnectRefused, Scope, guarded
-
-
-@pytest.fixture
-def canary() -> Iterator[socket.socket]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        yield listener
-
-
-def _connected(listener: socket.socket) -> bool:
-    try:
-        listener.accept()[0].close()
-    except BlockingIOError:
-        return False
-    return True
+from tests.support.net import connected
 
 
 def test_a_refused_address_is_never_connected_to(canary: socket.socket) -> None:
@@ -32,7 +15,7 @@ def test_a_refused_address_is_never_connected_to(canary: socket.socket) -> None:
     with refusing as scope, socket.socket() as sock, pytest.raises(ConnectRefused):
         sock.connect(canary.getsockname())
     assert scope.refused == ["a link-local, cloud metadata or API server address"]
-    assert not _connected(canary)
+    assert not connected(canary)
 
 
 def test_a_connection_by_name_is_not_made(canary: socket.socket) -> None:
@@ -40,7 +23,7 @@ def test_a_connection_by_name_is_not_made(canary: socket.socket) -> None:
     with guarded(Scope()) as scope, socket.socket() as sock, pytest.raises(ConnectRefused):
         sock.connect(("localhost", canary.getsockname()[1]))
     assert scope.refused == ["a host by name (not looked up first)"]
-    assert not _connected(canary)
+    assert not connected(canary)
 
 
 def test_names_outside_the_allow_list_are_not_looked_up() -> None:
@@ -56,7 +39,7 @@ def test_outside_a_guard_nothing_is_checked(canary: socket.socket) -> None:
         pass
     with socket.create_connection(canary.getsockname(), timeout=5):
         pass
-    assert _connected(canary)
+    assert connected(canary)
 
 
 def test_a_cut_scope_shuts_its_sockets_and_opens_no_more(canary: socket.socket) -> None:
@@ -70,4 +53,4 @@ def test_a_cut_scope_shuts_its_sockets_and_opens_no_more(canary: socket.socket) 
         with pytest.raises(ConnectRefused):
             socket.create_connection(canary.getsockname())
     assert scope.refused == ["a new connection after its deadline"]
-    assert not _connected(canary)
+    assert not connected(canary)

@@ -22,6 +22,7 @@ from controller.core.errors import InvalidSpec
 from controller.core.message import compose
 from controller.core.report import encode_report
 from tests.fakes.receiver import Reply, WebhookReceiver
+from tests.support.net import connected
 
 MATCH = {
     "matchId": "1", "matchNumber": "101", "date": "2026-12-06", "time": "19:45",
@@ -83,24 +84,6 @@ def _no_traffic_beyond_loopback() -> Iterator[None]:
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as hook:
         yield hook
-
-
-@pytest.fixture
-def canary() -> Iterator[socket.socket]:
-    """A loopback listener nothing may connect to: `_connected` says whether anything did."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        yield listener
-
-
-def _connected(listener: socket.socket) -> bool:
-    try:
-        listener.accept()[0].close()
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _notifier(
@@ -193,7 +176,7 @@ async def test_every_connection_is_checked_before_it_is_made(
     with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
         await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
     assert caught.value.reason == "NotifyNotAllowed"
-    assert not _connected(canary)
+    assert not connected(canary)
     assert str(canary.getsockname()[1]) not in str(caught.value)
 
 
@@ -222,7 +205,7 @@ async def test_redirects_are_not_followed(receiver: WebhookReceiver, canary: soc
     with pytest.raises(NotifyFailed):
         await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
     assert len(receiver.requests) == 1
-    assert not _connected(canary)
+    assert not connected(canary)
 
 
 async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookReceiver) -> None:
