@@ -24,21 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 from controller.adapters.connect_guard import Scope, guarded
 from controller.adapters.destinations import api_server_addresses
-from controller.core.delivery import Attempt, DeliveryFailed, DeliveryResult
-from controller.core.diff import FieldChange, MatchChange
+from controller.core.delivery import DeliveryFailed
 from controller.core.errors import InvalidSpec
-from controller.core.message import compose
 from controller.core.reasons import Reason
 
 URLS_KEY = "urls"
@@ -117,68 +112,57 @@ def _quiet_apprise() -> None:
     logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 
-def _send(
-    urls: tuple[str, ...],
-    title: str,
-    body: str,
-    timeout: float,
-    where: str,
-    *,
-    scope: Scope,
-) -> bool:
-    """In a thread: Apprise does blocking I/O. Returns whether every service accepted it."""
+@dataclass(frozen=True)
+class Message:
+    """One message for one Apprise URL of a watcher."""
+
+    url: str = field(repr=False)  # a capability: never in a repr, a log line or an error
+    title: str
+    body: str
+
+
+# What became of one message: the service accepted it; it did not, or its answer was lost
+# (it may still have arrived: in doubt); it was refused before anything was sent (a connection
+# the guard refused, or the watcher's previous send still runs); Apprise does not know the URL.
+ACCEPTED, FAILED, NOT_SENT, UNKNOWN_URL = "accepted", "failed", "not sent", "unknown URL"
+
+
+def _send(messages: tuple[Message, ...], timeout: float, *, scope: Scope) -> list[str]:
+    """In a thread: Apprise does blocking I/O. Each message's fate, in order; once the scope is
+    cut at the deadline, what was not sent yet counts as failed."""
     import apprise  # noqa: PLC0415 - only watchers with spec.notify pay for the import
 
     _quiet_apprise()
-    # Sequential: each service is sent from this thread, inside its guard. No redirects.
-    services = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, http_redirects=False))
-    for index, url in enumerate(urls, 1):
-        if not services.add(url):
-            # Not the URL itself: it carries a token.
-            raise InvalidSpec(
-                f"{where} key {URLS_KEY}: line {index} is not an Apprise URL it knows",
-                reason=Reason.INVALID_NOTIFY_SECRET,
-            )
-    with guarded(scope):
-        accepted = bool(services.notify(body=body, title=title, timeout=timeout))
-    if scope.refused:
-        # The reason names a kind of address, never the URL or the address itself.
-        raise InvalidSpec(
-            f"{where}: a notification service tried to reach {scope.refused[0]}; refused "
-            "before connecting",
-            reason=Reason.NOTIFY_NOT_ALLOWED,
+    results: list[str] = []
+    for message in messages:
+        # One Apprise object per URL, each sent from this thread inside the guard. No redirects.
+        services = apprise.Apprise(
+            asset=apprise.AppriseAsset(async_mode=False, http_redirects=False)
         )
-    return accepted
-
-
-def _change(document: Mapping[str, Any]) -> MatchChange:
-    """A change as the webhook document carries it, back into the diff's type."""
-    return MatchChange(
-        type=str(document["type"]),
-        match_id=str(document["matchId"]),
-        match_number=document.get("matchNumber"),
-        categories=tuple(document.get("categories") or ()),
-        fields={
-            name: FieldChange(value.get("old"), value.get("new"))
-            for name, value in (document.get("fields") or {}).items()
-        },
-        match=document.get("match") or {},
-    )
-
-
-def _message(body: bytes) -> tuple[str, str]:
-    """The title and text of a webhook report's changes."""
-    return compose([_change(change) for change in json.loads(body)["changes"]])
+        if not services.add(message.url):
+            results.append(UNKNOWN_URL)
+            continue
+        refused_before = len(scope.refused)
+        try:
+            with guarded(scope):
+                accepted = bool(
+                    services.notify(body=message.body, title=message.title, timeout=timeout)
+                )
+        except Exception:  # a plugin's bug is this message's failure only
+            accepted = False
+        if len(scope.refused) > refused_before:
+            results.append(NOT_SENT)
+        else:
+            results.append(ACCEPTED if accepted else FAILED)
+    return results
 
 
 class AppriseNotifier:
-    """A Notifier (see detection.py) for people: the change set as a short text."""
+    """Sends a watcher's messages (one per Apprise URL) from the notify thread pool."""
 
     def __init__(
         self,
-        urls: tuple[str, ...],
         *,
-        where: str,
         key: str,
         in_flight: set[str],
         gate: contextlib.AbstractAsyncContextManager[object],
@@ -186,8 +170,6 @@ class AppriseNotifier:
         deadline_seconds: float,
         allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
-        self._urls = urls
-        self._where = where
         # The watcher's key in `in_flight`, the keys whose send's thread still runs.
         self._key = key
         self._in_flight = in_flight
@@ -196,48 +178,33 @@ class AppriseNotifier:
         self._deadline = deadline_seconds
         self._allowed_hosts = allowed_hosts
 
-    async def notify(self, body: bytes, delivery_id: str, occurred: datetime) -> DeliveryResult:
-        # In a thread: decoding a big report and composing its text is CPU.
-        title, text = await asyncio.to_thread(_message, body)
-        started = time.perf_counter()
+    async def send(self, messages: tuple[Message, ...]) -> tuple[list[str], str | None]:
+        """Each message's fate, and the kind of address the guard refused first (None: none;
+        never the URL or the address itself)."""
         scope = Scope(allowed_hosts=self._allowed_hosts, api_server=api_server_addresses())
         async with self._gate:
-            if self._key in self._in_flight:
-                raise NotifyFailed(
-                    f"{self._where}: the previous notification is still being sent",
-                    attempts=(),
-                    last_status_code=None,
-                )
+            if self._key in self._in_flight:  # its thread still runs: nothing new meanwhile
+                return [NOT_SENT] * len(messages), None
             self._in_flight.add(self._key)
             send = asyncio.get_running_loop().run_in_executor(
                 _THREADS,
-                functools.partial(
-                    _send, self._urls, title, text, self._timeout, self._where, scope=scope
-                ),
+                functools.partial(_send, messages, self._timeout, scope=scope),
             )
             send.add_done_callback(self._ended)
             try:
-                accepted = await asyncio.wait_for(asyncio.shield(send), self._deadline)
+                results = await asyncio.wait_for(asyncio.shield(send), self._deadline)
             except TimeoutError:
                 # Its reads fail once its sockets are shut; what it says then is no answer.
                 scope.cut()
                 with contextlib.suppress(Exception):
                     await send
-                accepted = False
+                results = [FAILED] * len(messages)
             except asyncio.CancelledError:
                 scope.cut()  # the thread ends soon; its key goes when it has
                 raise
-        # Apprise says only "accepted" or not: an accepted send is recorded as a 200.
-        attempt = Attempt(200 if accepted else None, None, time.perf_counter() - started)
-        if not accepted:
-            raise NotifyFailed(
-                f"{self._where}: a notification service did not accept the message",
-                attempts=(attempt,),
-                last_status_code=None,
-            )
-        return DeliveryResult(200, (attempt,))
+        return results, (scope.refused[0] if scope.refused else None)
 
-    def _ended(self, send: asyncio.Future[bool]) -> None:
+    def _ended(self, send: asyncio.Future[list[str]]) -> None:
         self._in_flight.discard(self._key)
         if not send.cancelled():
             send.exception()  # retrieved: after a cut-off nobody awaits it

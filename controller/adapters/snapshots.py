@@ -68,6 +68,11 @@ def _short(value: str, limit: int) -> str:
     return f"{value[: limit - 11]}-{digest}"
 
 
+def short_label(value: str) -> str:
+    """`value` as a label value (at most 63 characters)."""
+    return _short(value, 63)
+
+
 def config_map_name(watcher_name: str, cursor: str = "snapshot") -> str:
     return _short(f"{watcher_name}-matchlist-{cursor}", 253)
 
@@ -76,7 +81,7 @@ def _encode(snapshot: Snapshot) -> bytes:
     return gzip.compress(snapshot.to_json().encode(), mtime=0)
 
 
-def _gunzip(data: bytes, limit: int = MAX_SNAPSHOT_JSON_BYTES) -> bytes:
+def gunzip(data: bytes, limit: int = MAX_SNAPSHOT_JSON_BYTES) -> bytes:
     """gzip-decompress at most `limit` bytes; OSError for anything that is not that."""
     decompressor = zlib.decompressobj(wbits=31)  # 31: gzip framing
     try:
@@ -90,10 +95,10 @@ def _gunzip(data: bytes, limit: int = MAX_SNAPSHOT_JSON_BYTES) -> bytes:
     return out
 
 
-def _decode(data: bytes, where: str) -> Snapshot:
+def decode_snapshot(data: bytes, where: str) -> Snapshot:
     """The stored bytes to a Snapshot (CPU-heavy for big lists: called off the event loop)."""
     try:
-        text = _gunzip(data).decode("utf-8")
+        text = gunzip(data).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SnapshotCorrupt(
             f"snapshot in {where} is not gzip-compressed JSON ({exc}); delete it to record a "
@@ -137,13 +142,13 @@ class ConfigMapSnapshots:
         if stored is None or DATA_KEY not in stored.data or self._ref.uid not in stored.owner_uids:
             return None
         where = f"ConfigMap {self._ref.namespace}/{self.name}"
-        return await asyncio.to_thread(_decode, stored.data[DATA_KEY], where)
+        return await asyncio.to_thread(decode_snapshot, stored.data[DATA_KEY], where)
 
     async def check(self, snapshot: Snapshot) -> None:
         await self._encoded(snapshot)
 
     async def save(self, snapshot: Snapshot) -> None:
-        labels = {**MANAGED_BY, WATCHER_LABEL: _short(self._ref.name, 63)}
+        labels = {**MANAGED_BY, WATCHER_LABEL: short_label(self._ref.name)}
         data = await self._encoded(snapshot)
         try:
             # The version written becomes ours: a write-ahead then its final save chain.

@@ -90,6 +90,10 @@ class Settings:
     # an SMTP server, ...); empty allows any. Refused addresses are refused either way, at
     # connect time (controller/adapters/connect_guard.py).
     notify_allowed_hosts: str = ""
+    # The key people's cursors are kept under: an HMAC of each Apprise URL with it, so whoever
+    # reads the notified ConfigMaps cannot test guesses of a URL (a URL is a capability). The
+    # chart generates one into a Secret; empty: a built-in key, no better than a plain hash.
+    notify_key: str = field(default="", repr=False)
     # HA: replicas sharing this coordination.k8s.io Lease elect one leader that runs watchers;
     # the others follow the watch, ready to take over. Empty: no election (one replica).
     lease_name: str = ""

@@ -20,6 +20,7 @@ from controller.core.reasons import SPEC_REASONS, Reason
 from controller.core.schedule import Schedule, parse_schedule, plan
 from controller.core.status import (
     RECONCILING,
+    digest_claim,
     STALLED,
     Readiness,
     WatcherStatus,
@@ -29,7 +30,7 @@ from controller.core.status import (
     timestamp,
     trigger_claim,
 )
-from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.core.trigger import Digest, Manual, Scheduled, Trigger
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,13 @@ def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) ->
             # process.
             patch=trigger_claim(memory.status, view.trigger, now=now, generation=view.generation),
         )
+    held = memory.status.people.held_until
+    if held is not None and held <= now:
+        return Decision(
+            Run(Digest(held), spec, schedule),
+            memory,
+            patch=digest_claim(memory.status, now=now, generation=view.generation),
+        )
     p = plan(
         schedule,
         now=now,
@@ -192,12 +200,14 @@ def decide(memory: Memory, view: View, now: datetime, *, allow_seconds: bool) ->
     if p.skipped_through is not None:
         memory = replace(memory, not_before=max(memory.not_before, p.skipped_through))
     memory = replace(memory, awaited=p.next)
+    # Woken for the next slot, or for quiet hours' end when messages are held for it.
+    until = p.next if held is None or (p.next is not None and p.next < held) else held
     shown = _readiness_shown(memory, spec, p.next, view.generation)
     if shown is None:
-        return Decision(Wait(p.next), memory, events=events)
+        return Decision(Wait(until), memory, events=events)
     readiness, from_spec = shown
     return Decision(
-        Wait(p.next),
+        Wait(until),
         replace(memory, ready_from_spec=from_spec),
         patch=status_seen(
             memory.status, readiness, now=now, next_time=p.next, generation=view.generation

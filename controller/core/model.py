@@ -13,11 +13,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import idna
 
+from controller.core.diff import CATEGORIES
 from controller.core.errors import InvalidSpec
 from controller.core.reasons import Reason
 
@@ -37,6 +39,11 @@ _FINGERPRINT_SALT = os.urandom(16)
 # How a delivery is framed: our JSON document with our headers, or the same document as a
 # CloudEvents binary-mode request (ce-* headers) for Knative/Argo Events.
 WEBHOOK_FORMATS = ("plain", "cloudevents")
+# What a person reads (messages, the calendar feed) is in one of these; Swedish first: FOGIS is.
+LANGUAGES = ("sv", "en")
+DEFAULT_URGENT_WITHIN_HOURS = 48
+DEFAULT_FAILURE_AFTER = 3
+_CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,24 @@ class WebhookSpec:
 
 
 @dataclass(frozen=True)
+class QuietHours:
+    """Nothing but urgent changes is sent from `start` until `end` (wall clock in
+    spec.timeZone); a window may cross midnight."""
+
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
 class NotifySpec:
     secret_name: str  # a Secret whose key `urls` holds one Apprise URL per line
+    categories: frozenset[str] | None = None  # the change categories people are told; None: all
+    quiet_hours: QuietHours | None = None
+    # A change to a match kicking off (before or after it) within this many hours is sent even in
+    # quiet hours; 0: nothing is urgent.
+    urgent_within_hours: int = DEFAULT_URGENT_WITHIN_HOURS
+    # Tell people after this many runs in a row failed for a reason they can act on; 0: never.
+    failure_after: int = DEFAULT_FAILURE_AFTER
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,7 @@ class WatcherSpec:
     fogis: FogisSpec
     webhook: WebhookSpec | None
     notify: NotifySpec | None = None
+    language: str = LANGUAGES[0]
 
 
 @dataclass(frozen=True)
@@ -228,13 +252,10 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
             raise InvalidSpec("spec.webhook needs url, or secretRef whose Secret has a url key")
     notify: NotifySpec | None = None
     if spec.get("notify") is not None:
-        notify_ref = _mapping(
-            _mapping(spec.get("notify"), "spec.notify").get("secretRef"), "spec.notify.secretRef"
-        )
-        notify_secret = _str(notify_ref.get("name"), "spec.notify.secretRef.name")
-        if notify_secret is None:
-            raise InvalidSpec("spec.notify.secretRef.name is required")
-        notify = NotifySpec(notify_secret)
+        notify = _notify(_mapping(spec.get("notify"), "spec.notify"))
+    language = spec.get("language", LANGUAGES[0])
+    if language not in LANGUAGES:
+        raise InvalidSpec(f"spec.language must be one of {', '.join(LANGUAGES)}")
     suspend = spec.get("suspend", False)
     if not isinstance(suspend, bool):
         raise InvalidSpec("spec.suspend must be true or false")
@@ -248,4 +269,49 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         fogis=fogis,
         webhook=webhook,
         notify=notify,
+        language=language,
     )
+
+
+def _notify(raw: Mapping[str, Any]) -> NotifySpec:
+    notify_ref = _mapping(raw.get("secretRef"), "spec.notify.secretRef")
+    notify_secret = _str(notify_ref.get("name"), "spec.notify.secretRef.name")
+    if notify_secret is None:
+        raise InvalidSpec("spec.notify.secretRef.name is required")
+    categories = raw.get("categories")
+    if categories is not None and (
+        not isinstance(categories, list) or not all(c in CATEGORIES for c in categories)
+    ):
+        raise InvalidSpec(f"spec.notify.categories must be a list of: {', '.join(CATEGORIES)}")
+    return NotifySpec(
+        notify_secret,
+        categories=None if categories is None else frozenset(categories),
+        quiet_hours=_quiet_hours(raw.get("quietHours")),
+        urgent_within_hours=_int(
+            raw.get("urgentWithinHours"),
+            "spec.notify.urgentWithinHours",
+            DEFAULT_URGENT_WITHIN_HOURS,
+            0,
+        )
+        or 0,
+        failure_after=_int(
+            raw.get("failureAfter"), "spec.notify.failureAfter", DEFAULT_FAILURE_AFTER, 0
+        )
+        or 0,
+    )
+
+
+def _quiet_hours(value: Any) -> QuietHours | None:
+    if value is None:
+        return None
+    raw = _mapping(value, "spec.notify.quietHours")
+    times = []
+    for key in ("start", "end"):
+        text = raw.get(key)
+        found = _CLOCK_TIME.fullmatch(text) if isinstance(text, str) else None
+        if found is None:
+            raise InvalidSpec(f"spec.notify.quietHours.{key} must be a time as HH:MM (00:00-23:59)")
+        times.append(time(int(found[1]), int(found[2])))
+    if times[0] == times[1]:
+        raise InvalidSpec("spec.notify.quietHours.start and end must differ")
+    return QuietHours(times[0], times[1])

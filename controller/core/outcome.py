@@ -18,6 +18,7 @@ from controller.core.reasons import Reason
 from controller.core.status import (
     HistoryEntry,
     LoginBackoff,
+    PeopleStatus,
     Readiness,
     RunRecord,
     WatcherStatus,
@@ -98,6 +99,7 @@ def record_of(
     webhook: str | None = None,
     notice: Detection | DetectorError | None = None,
     login: LoginBackoff | None = None,
+    people: PeopleStatus | None = None,
 ) -> RunRecord:
     """`webhook` is the fingerprint of the watcher's webhook configuration (None: none, or the
     run failed before reading it); a 410 Gone holds while it stays the same. `notice` is the
@@ -157,6 +159,7 @@ def record_of(
             notify=notify,
             history=found,
             login=login,
+            people=people,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -172,6 +175,7 @@ def record_of(
         notify=notify,
         history=found,
         login=login,
+        people=people,
     )
 
 

@@ -102,6 +102,9 @@ class Reason(StrEnum):
     """Normal Event: a run went well (and was not a first run's baseline)."""
     MISSED_SCHEDULE = "MissedSchedule"
     """Warning Event: slots that did not run (see [Scheduling](usage.md#scheduling))."""
+    DIGEST_SENT = "DigestSent"
+    """Normal Event: quiet hours ended and what was held for people went out as one message
+    (see [Notifications to people](usage.md#notifications-to-people))."""
 
 
 # Ready reasons that describe the spec rather than a run: they are replaced whenever the spec is

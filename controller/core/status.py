@@ -12,7 +12,7 @@ from controller.core.diff import Summary
 from controller.core.errors import clip
 from controller.core.reasons import Reason
 from controller.core.report import rfc3339
-from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.core.trigger import Digest, Manual, Scheduled, Trigger
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -140,6 +140,62 @@ class LoginBackoff:
         }
 
 
+# The runs whose failure people are told about (spec.notify.failureAfter): what a referee can
+# fix (a password, a Secret) or should know (FOGIS down). The webhook's, the chat services' and
+# the Kubernetes API's troubles are the operator's, not theirs.
+TOLD_FAILURES = frozenset({Reason.LOGIN_FAILED, Reason.SOURCE_UNAVAILABLE, Reason.SECRET_NOT_FOUND})
+
+
+@dataclass(frozen=True)
+class PeopleStatus:
+    """status.notify's quiet-hours hold and failure streak (controller/core/people.py)."""
+
+    held_changes: int = 0  # changes waiting for quiet hours' end
+    held_until: datetime | None = None  # when the digest (or a held streak message) is sent
+    failures: int = 0  # runs in a row failing for a reason in TOLD_FAILURES
+    told_reason: str | None = None  # failureNotified.reason: people were told it fails
+    told_since: datetime | None = None  # failureNotified.since: when they were told
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any]) -> PeopleStatus:
+        told = raw.get("failureNotified")
+        told = told if isinstance(told, Mapping) else {}
+        return cls(
+            held_changes=_count(raw.get("heldChanges")) or 0,
+            held_until=parse_timestamp(raw.get("heldUntil")),
+            failures=_count(raw.get("failures")) or 0,
+            told_reason=_text(told.get("reason")),
+            told_since=parse_timestamp(told.get("since")),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "heldChanges": self.held_changes,
+            "heldUntil": timestamp(self.held_until),
+            "failures": self.failures,
+            "failureNotified": None
+            if self.told_reason is None
+            else {"reason": self.told_reason, "since": timestamp(self.told_since)},
+        }
+
+    def after_run(self, reason: str | None, succeeded: bool) -> PeopleStatus:
+        """The streak after a run that failed for `reason` (None: it did not fail). Failures
+        people are not told about neither count nor end it."""
+        if reason in TOLD_FAILURES:
+            return replace(self, failures=self.failures + 1)
+        if succeeded:
+            return replace(self, failures=0)
+        return self
+
+    def owed(self, failure_after: int) -> str | None:
+        """`failure` or `recovered` while a message about the streak is owed, else None."""
+        if failure_after > 0 and self.failures >= failure_after and self.told_reason is None:
+            return "failure"
+        if self.failures == 0 and self.told_reason is not None:
+            return "recovered"
+        return None
+
+
 # Change sets kept in status.history, newest last: enough to see last week's, small enough that
 # the status (written on every run) stays a few KiB.
 MAX_HISTORY = 10
@@ -234,6 +290,7 @@ class WatcherStatus:
     match_count: int | None = None
     webhook: WebhookState = field(default_factory=WebhookState)
     notify: WebhookState = field(default_factory=WebhookState)  # the people's deliveries
+    people: PeopleStatus = field(default_factory=PeopleStatus)  # the rest of status.notify
     history: tuple[HistoryEntry, ...] = ()
     login: LoginBackoff | None = None
 
@@ -269,6 +326,7 @@ class WatcherStatus:
             match_count=_count(raw.get("matchCount")),
             webhook=WebhookState.from_status(webhook if isinstance(webhook, Mapping) else {}),
             notify=WebhookState.from_status(notify if isinstance(notify, Mapping) else {}),
+            people=PeopleStatus.from_status(notify if isinstance(notify, Mapping) else {}),
             history=tuple(
                 entry
                 for entry in map(HistoryEntry.from_status, _list(raw.get("history")))
@@ -285,6 +343,8 @@ class WatcherStatus:
                 return self.last_schedule_time is not None and self.last_schedule_time >= slot
             case Manual(value):
                 return value in (self.last_claimed_trigger, self.last_handled_trigger)
+            case Digest(due):
+                return self.people.held_until != due
 
 
 # kstatus' abnormal-true conditions beside Ready: present (status True) while they apply, removed
@@ -360,6 +420,22 @@ class RunRecord:
     notify: WebhookState | None = None
     history: HistoryEntry | None = None  # the change set this run found, if any
     login: LoginBackoff | None = None  # the login backoff after this run (None: none)
+    people: PeopleStatus | None = None  # status.notify's hold and streak (None: unchanged)
+
+
+def _notify_patch(record: RunRecord) -> dict[str, Any] | None:
+    patch: dict[str, Any] = {}
+    if record.notify is not None:
+        notify = record.notify
+        patch.update(
+            lastDeliveryTime=timestamp(notify.last_delivery_time),
+            consecutiveFailures=notify.consecutive_failures,
+            pendingChanges=notify.pending_changes,
+            matchCount=notify.match_count,
+        )
+    if record.people is not None:
+        patch.update(record.people.to_status())
+    return patch or None
 
 
 def status_after_run(
@@ -369,7 +445,13 @@ def status_after_run(
     next_time: datetime | None,
     generation: int | None,
 ) -> dict[str, Any]:
-    """The one merge patch a run ends with."""
+    """The one merge patch a run ends with. A digest is no run: only status.notify, and
+    Reconciling removed."""
+    if isinstance(record.trigger, Digest):
+        return {
+            "conditions": conditions_with(previous, record.readiness, record.finished, generation),
+            "notify": _notify_patch(record),
+        }
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions_with(previous, record.readiness, record.finished, generation),
@@ -403,14 +485,9 @@ def status_after_run(
         ]
     if record.login != previous.login:  # null removes it
         patch["login"] = None if record.login is None else record.login.to_status()
-    if record.notify is not None:
-        notify = record.notify
-        patch["notify"] = {
-            "lastDeliveryTime": timestamp(notify.last_delivery_time),
-            "consecutiveFailures": notify.consecutive_failures,
-            "pendingChanges": notify.pending_changes,
-            "matchCount": notify.match_count,
-        }
+    notify = _notify_patch(record)
+    if notify is not None:
+        patch["notify"] = notify
     return patch
 
 
@@ -460,6 +537,18 @@ def slot_claim(
         **run_started(
             previous, f"schedule run ({timestamp(slot)})", now=now, generation=generation
         ),
+    }
+
+
+def digest_claim(
+    previous: WatcherStatus, *, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    """Written before the quiet-hours digest is sent: heldUntil cleared (by one replica), and
+    Reconciling. A digest whose process died is not sent again: its changes go out with the
+    next run."""
+    return {
+        "notify": {"heldUntil": None},
+        **run_started(previous, "quiet hours' digest", now=now, generation=generation),
     }
 
 

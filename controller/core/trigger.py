@@ -1,4 +1,5 @@
-"""Why a run happens: a schedule slot came, or someone set the trigger annotation."""
+"""Why a run happens: a schedule slot came, someone set the trigger annotation, or quiet hours
+ended with messages held for people."""
 
 from __future__ import annotations
 
@@ -21,4 +22,14 @@ class Manual:
     kind: ClassVar[str] = "manual"
 
 
-Trigger = Scheduled | Manual
+@dataclass(frozen=True)
+class Digest:
+    """Quiet hours ended with changes held for people (status.notify.heldUntil): they are sent
+    as one message, from the stored list, without fetching FOGIS. Claimed like a slot."""
+
+    due: datetime
+
+    kind: ClassVar[str] = "digest"
+
+
+Trigger = Scheduled | Manual | Digest

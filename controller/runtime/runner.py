@@ -10,6 +10,7 @@ import functools
 import http
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -24,8 +25,6 @@ from controller.adapters.notify import (
     NOTIFY_DEADLINE_SECONDS,
     NOTIFY_THREADS,
     NOTIFY_TIMEOUT_SECONDS,
-    AppriseNotifier,
-    notify_urls,
 )
 from controller.adapters.sessions import Sessions
 from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
@@ -38,7 +37,7 @@ from controller.adapters.webhook import (
 from controller.core.config import Settings
 from controller.core.delivery import Attempt, DeliveryFailed
 from controller.core.detection import ChangesPending, Detection
-from controller.core.diff import window_for
+from controller.core.diff import summarise, window_for
 from controller.core.errors import (
     DetectorError,
     InvalidSpec,
@@ -52,14 +51,21 @@ from controller.core.model import (
     PLURAL,
     VERSION,
     Credentials,
-    NotifySpec,
     WatcherRef,
     WatcherSpec,
 )
-from controller.core.outcome import Outcome, baseline_reset, note_of, record_of
+from controller.core.events import Note
+from controller.core.outcome import Outcome, baseline_reset, note_of, notify_state, record_of
 from controller.core.reasons import Reason
-from controller.core.status import RunRecord, SecretVersion, WatcherStatus, timestamp
-from controller.core.trigger import Manual, Scheduled, Trigger
+from controller.core.status import (
+    PeopleStatus,
+    Readiness,
+    RunRecord,
+    SecretVersion,
+    WatcherStatus,
+    timestamp,
+)
+from controller.core.trigger import Digest, Manual, Scheduled, Trigger
 from controller.runtime import permits
 from controller.runtime.bugs import unexpected
 from controller.runtime.detection import (
@@ -71,6 +77,7 @@ from controller.runtime.detection import (
     WebhookNotifier,
     detect,
 )
+from controller.runtime.people import People, Tell, Told, UnconfirmedPeopleDrop
 from controller.runtime.politeness import EXCHANGE, LOGIN, Politeness
 
 log = logging.getLogger(__name__)
@@ -204,9 +211,17 @@ class WatcherRunner:
         # event loop starves, requests time out) and can strand connections in it for good.
         self._webhook_gate = asyncio.Semaphore(settings.http_max_connections)
         # Apprise sends block a thread each: a few at a time, whatever the watcher count.
-        self._notify_gate = asyncio.Semaphore(NOTIFY_THREADS)
-        # Watcher uids whose notify send's thread still runs: they get no new one meanwhile.
-        self._notify_sending: set[str] = set()
+        # Waiting for a send turn and for the services is not a run's work either (permits).
+        self._people = People(
+            kube=kube,
+            key=settings.notify_key.encode(),
+            # Watcher uids whose notify send's thread still runs: they get no new one meanwhile.
+            in_flight=set(),
+            gate=permits.WithoutPermit(asyncio.Semaphore(NOTIFY_THREADS)),
+            timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
+            deadline_seconds=NOTIFY_DEADLINE_SECONDS,
+            allowed_hosts=settings.allowed_notify_hosts,
+        )
 
     async def aclose(self) -> None:
         await self._fogis.aclose()  # leaves the transport open: it is ours
@@ -280,42 +295,99 @@ class WatcherRunner:
             result, store, previous.match_count, previous.webhook.pending_changes
         ), webhook
 
-    async def _notify_pass(
-        self, run: _Pass, notify: NotifySpec, previous: WatcherStatus, *, confirmed: bool
-    ) -> Detection | DetectorError:
-        """The people's pass over the list the webhook's pass used, with its own snapshot
-        ("notified"): a failing chat service holds back neither the webhook nor the reverse.
-        `confirmed`: the webhook's pass compared this list (a sudden drop was checked there);
-        else this pass checks it itself, and an UnconfirmedDrop is raised as there."""
-        ref = run.ref
-        where = f"notify Secret {ref.namespace}/{notify.secret_name}"
+    async def _people_pass(
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        previous: WatcherStatus,
+        *,
+        zone: ZoneInfo,
+        now: datetime,
+        fetched: list[Any] | None,
+        confirmed: bool,
+        result: Detection | DetectorError | None,
+    ) -> Told | DetectorError:
+        """The people's pass after a run (`result`: how the run went; None for quiet hours'
+        digest), with its own state ("notified"): a failing chat service holds back neither
+        the webhook nor the reverse. `confirmed`: the webhook's pass compared this list (a
+        sudden drop was checked there); else this pass checks it itself, and an
+        UnconfirmedPeopleDrop is raised as there."""
+        notify = spec.notify
+        assert notify is not None  # noqa: S101 - called for watchers with spec.notify only
+        today = now.astimezone(zone).date()
+        if result is None:  # a digest: the reason a streak message names is the run's last
+            ready = previous.ready
+            reason = None if ready is None or ready.ready else ready.reason
+            streak = previous.people
+        else:
+            # Only a failed fetch counts (credentials, login, FOGIS): the webhook's own Secret
+            # missing is no reason to tell the referee.
+            reason = result.reason if isinstance(result, DetectorError) and fetched is None else None
+            streak = previous.people.after_run(reason, isinstance(result, Detection))
+        job = Tell(
+            ref=ref,
+            notify=notify,
+            language=spec.language,
+            window=window_for(today, spec.fogis.days_back, spec.fogis.days_ahead),
+            now=now,
+            zone=zone,
+            previous=previous,
+            streak=streak,
+            reason=reason,
+            digest=result is None,
+        )
         try:
-            secret = await self._kube.read_secret(
-                ref.namespace, notify.secret_name, purpose="notify"
+            return await self._people.tell(
+                job,
+                fetched=fetched,
+                confirmed=confirmed,
+                held_back=None if confirmed else self._held_back.pop(ref.uid, None),
             )
-            notifier = AppriseNotifier(
-                notify_urls(secret.values, where),
-                where=where,
-                key=ref.uid,
-                in_flight=self._notify_sending,
-                # Waiting for a send turn and for the services is not this run's work either.
-                gate=permits.WithoutPermit(self._notify_gate),
-                timeout_seconds=NOTIFY_TIMEOUT_SECONDS,
-                deadline_seconds=NOTIFY_DEADLINE_SECONDS,
-                allowed_hosts=self._settings.allowed_notify_hosts,
-            )
-            store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
-            held_back = None if confirmed else self._held_back.pop(ref.uid, None)
-            result = await run.detect(store, notifier, confirmed=confirmed, held_back=held_back)
-            return _reset_noted(
-                result, store, previous.notify.match_count, previous.notify.pending_changes
-            )
-        except UnconfirmedDrop:
+        except UnconfirmedPeopleDrop:
             raise
         except DetectorError as exc:
             return exc
         except Exception as exc:  # a bug in this pass must not cost the webhook's result
             return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log, ref)
+
+    async def _digest(
+        self, ref: WatcherRef, spec: WatcherSpec, previous: WatcherStatus, *, zone: ZoneInfo,
+        started: datetime,
+    ) -> Outcome:
+        """Quiet hours ended: what was held goes out as one message, from the stored list."""
+        told: Told | DetectorError
+        if spec.notify is None:
+            told = Told(None, replace(previous.people, held_changes=0, held_until=None))
+        else:
+            told = await self._people_pass(
+                ref, spec, previous, zone=zone, now=started, fetched=None, confirmed=True,
+                result=None,
+            )
+        finished = self._clock()
+        notice = told.notice if isinstance(told, Told) else told
+        ready = previous.ready
+        record = RunRecord(
+            trigger=Digest(started),
+            started=started,
+            finished=finished,
+            readiness=ready.readiness()
+            if ready is not None
+            else Readiness(True, Reason.SUCCEEDED, "quiet hours' digest"),
+            error=None,
+            match_count=None,
+            summary=None,
+            delivered=False,
+            webhook=None,
+            notify=notify_state(previous.notify, notice, finished),
+            people=told.people if isinstance(told, Told) else previous.people,
+        )
+        self._count_notifications(ref, told)
+        if isinstance(notice, DetectorError):
+            note = Note("Warning", notice.reason, f"quiet hours' digest failed: {notice.message}")
+        else:
+            count = len(notice.changes) if notice is not None else 0
+            note = Note("Normal", Reason.DIGEST_SENT, f"quiet hours' digest: {count} changes told")
+        return Outcome(record, note)
 
     async def run(
         self,
@@ -328,6 +400,8 @@ class WatcherRunner:
         started: datetime,
     ) -> Outcome:
         """One run of one watcher. Never raises for a failed run: the error is its outcome."""
+        if isinstance(trigger, Digest):
+            return await self._digest(ref, spec, previous, zone=zone, started=started)
         if isinstance(trigger, Scheduled):
             self._metrics.schedule_lag.observe(max(0.0, (started - trigger.slot).total_seconds()))
         key = ref.uid
@@ -348,9 +422,10 @@ class WatcherRunner:
             return credentials
 
         result: Detection | DetectorError
-        notice: Detection | DetectorError | None = None
+        told: Told | DetectorError | None = None
         source: FogisSource | None = None
         webhook: str | None = None  # the webhook's fingerprint, once known
+        confirmed = False
         try:
             self._check_host(spec.fogis.base_url)
             source = FogisSource(
@@ -370,10 +445,7 @@ class WatcherRunner:
             )
             passes = _Pass(ref, spec, trigger, zone, started, fetched)
             result, webhook = await self._webhook_pass(passes, previous)
-            if spec.notify is not None:
-                notice = await self._notify_pass(
-                    passes, spec.notify, previous, confirmed=_compared(result)
-                )
+            confirmed = _compared(result)
         except UnconfirmedDrop as exc:
             self._held_back[key] = exc.digest
             result = exc
@@ -381,11 +453,27 @@ class WatcherRunner:
             result = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
             result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log, ref)
+        if spec.notify is not None and not isinstance(result, UnconfirmedDrop):
+            try:
+                told = await self._people_pass(
+                    ref,
+                    spec,
+                    previous,
+                    zone=zone,
+                    now=started,
+                    fetched=None if source is None else source.fetched,
+                    confirmed=confirmed,
+                    result=result,
+                )
+            except UnconfirmedPeopleDrop as exc:
+                self._held_back[key] = exc.digest
+                result = exc
         login = previous.login
         if tried and isinstance(result, LoginFailed):
             login = rejected(previous.login, tried[-1], started)
         elif source is not None and source.fetched is not None:  # FOGIS accepted them
             login = None
+        notice = told.notice if isinstance(told, Told) else told
         record = record_of(
             trigger=trigger,
             started=started,
@@ -395,22 +483,27 @@ class WatcherRunner:
             webhook=webhook,
             notice=notice,
             login=login,
+            people=told.people if isinstance(told, Told) else None,
         )
-        self._observe(ref, record, result, notice)
+        self._observe(ref, record, result, told)
         return Outcome(record, note_of(trigger, result, notice))
+
+    def _count_notifications(self, ref: WatcherRef, told: Told | DetectorError | None) -> None:
+        if told is None:
+            return
+        results = told.results if isinstance(told, Told) else frozenset({"failed"})
+        for result in results or ("nothing",):
+            self._metrics.notifications.inc(ref, result)
 
     def _observe(
         self,
         ref: WatcherRef,
         record: RunRecord,
         result: Detection | DetectorError,
-        notice: Detection | DetectorError | None,
+        told: Told | DetectorError | None,
     ) -> None:
         m = self._metrics
-        if isinstance(notice, DetectorError):
-            m.notifications.inc(ref, "failed")
-        elif notice is not None:
-            m.notifications.inc(ref, "delivered" if notice.delivery is not None else "nothing")
+        self._count_notifications(ref, told)
         trigger = record.trigger.kind
         m.runs.inc(ref, trigger, "success" if record.error is None else "failure")
         m.run_duration.labels(trigger=trigger).observe(

@@ -9,38 +9,27 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator
 
 import pytest
 
 from controller.adapters import notify
 from controller.adapters.connect_guard import Scope, guarded
-from controller.adapters.notify import AppriseNotifier, NotifyFailed, notify_urls
-from controller.core.diff import MatchChange
+from controller.adapters.notify import (
+    ACCEPTED,
+    FAILED,
+    NOT_SENT,
+    UNKNOWN_URL,
+    AppriseNotifier,
+    Message,
+    notify_urls,
+)
 from controller.core.errors import InvalidSpec
-from controller.core.message import compose
-from controller.core.report import encode_report
 from tests.fakes.receiver import Reply, WebhookReceiver
 from tests.support.net import connected
 
-MATCH = {
-    "matchId": "1", "matchNumber": "101", "date": "2026-12-06", "time": "19:45",
-    "venue": {"id": "v1", "name": "Valhalla IP"},
-    "homeTeam": {"id": "t1", "name": "IFK Göteborg"}, "awayTeam": {"id": "t2", "name": "BK Häcken"},
-    "competition": {"id": "c1", "name": "Allsvenskan"},
-    "cancelled": False, "postponed": False, "interrupted": False, "referees": [],
-}  # fmt: skip
-REPORT = {
-    "id": "d-1",
-    "changes": [
-        {"type": "changed", "matchId": "1", "matchNumber": "101", "categories": ["time_change"],
-         "fields": {"time": {"old": "18:30", "new": "19:45"}}, "match": MATCH},
-        {"type": "new", "matchId": "1", "matchNumber": "101", "categories": ["new_assignment"],
-         "fields": {}, "match": MATCH},
-    ],
-}  # fmt: skip
-WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+TITLE = "Matchlistan: 2 ändringar"
+BODY = "IFK Göteborg – BK Häcken flyttad 18:30 → 19:45 (sön 6 dec, Valhalla IP)"  # noqa: RUF001
 TOKEN = "tok3n-in-a-notify-url"
 
 
@@ -87,7 +76,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def _notifier(
-    *urls: str,
+    *,
     allowed_hosts: frozenset[str] = frozenset(),
     key: str = "uid-1",
     in_flight: set[str] | None = None,
@@ -95,8 +84,6 @@ def _notifier(
     deadline_seconds: float = 15,
 ) -> AppriseNotifier:
     return AppriseNotifier(
-        urls,
-        where="notify Secret ns/n",
         key=key,
         in_flight=set() if in_flight is None else in_flight,
         gate=asyncio.Semaphore(2) if gate is None else gate,
@@ -106,37 +93,31 @@ def _notifier(
     )
 
 
+async def _send(
+    *urls: str, notifier: AppriseNotifier | None = None
+) -> tuple[list[str], str | None]:
+    sender = _notifier() if notifier is None else notifier
+    return await sender.send(tuple(Message(url, TITLE, BODY) for url in urls))
+
+
 def _json_url(receiver: WebhookReceiver) -> str:
     return receiver.url.replace("http://", "json://", 1) + f"?token={TOKEN}"
 
 
-async def test_the_text_is_composed_off_the_event_loop(
-    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Structural, not timed: decoding a big report and composing its text is CPU.
-    threads: list[int] = []
-
-    def recorded(changes: Sequence[MatchChange]) -> tuple[str, str]:
-        threads.append(threading.get_ident())
-        return compose(changes)
-
-    monkeypatch.setattr(notify, "compose", recorded)
+async def test_a_message_arrives_with_its_title_and_text(receiver: WebhookReceiver) -> None:
     receiver.enqueue(200)
-    await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
-    assert len(receiver.requests) == 1
-    assert threads
-    assert threading.get_ident() not in threads
-
-
-async def test_the_change_set_arrives_as_one_short_text(receiver: WebhookReceiver) -> None:
-    receiver.enqueue(200)
-    await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
+    assert await _send(_json_url(receiver)) == ([ACCEPTED], None)
     (got,) = receiver.requests
-    assert got.payload["title"] == "Match list: 2 changes"
-    assert got.payload["message"].splitlines() == [
-        "IFK Göteborg – BK Häcken moved 18:30 → 19:45 (Sun 6 Dec, Valhalla IP)",  # noqa: RUF001
-        "IFK Göteborg – BK Häcken new assignment at 19:45 (Sun 6 Dec, Valhalla IP)",  # noqa: RUF001
-    ]
+    assert got.payload["title"] == TITLE
+    assert got.payload["message"] == BODY
+
+
+async def test_each_url_has_its_own_fate(receiver: WebhookReceiver) -> None:
+    receiver.enqueue(500)
+    receiver.enqueue(200)
+    url = _json_url(receiver)
+    assert await _send(url, "json://", url) == ([FAILED, UNKNOWN_URL, ACCEPTED], None)
+    assert len(receiver.requests) == 2
 
 
 async def test_a_refusing_service_fails_without_naming_its_url(
@@ -144,17 +125,9 @@ async def test_a_refusing_service_fails_without_naming_its_url(
 ) -> None:
     receiver.enqueue(500)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(NotifyFailed) as caught:
-        await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
-    assert caught.value.reason == "NotifyFailing"
-    assert TOKEN not in str(caught.value)
+    assert await _send(_json_url(receiver)) == ([FAILED], None)
     assert TOKEN not in caplog.text  # Apprise's own log lines name the URL: kept quiet
-
-
-async def test_unknown_urls_send_nothing() -> None:
-    with pytest.raises(InvalidSpec, match="line 1 is not an Apprise URL") as caught:
-        await _notifier("json://").notify(encode_report(REPORT), "d-1", WHEN)
-    assert caught.value.reason == "InvalidNotifySecret"
+    assert TOKEN not in repr(Message(_json_url(receiver), TITLE, BODY))
 
 
 @pytest.mark.parametrize(
@@ -173,11 +146,11 @@ async def test_every_connection_is_checked_before_it_is_made(
     # The canary stands for the API server: an address that is refused whatever the scheme.
     monkeypatch.setattr(notify, "api_server_addresses", lambda: frozenset({"127.0.0.1"}))
     url = path.format(port=canary.getsockname()[1])
-    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
-        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
-    assert caught.value.reason == "NotifyNotAllowed"
+    fates, refused = await _send(url)
+    assert fates == [NOT_SENT]
+    assert refused is not None
     assert not connected(canary)
-    assert str(canary.getsockname()[1]) not in str(caught.value)
+    assert str(canary.getsockname()[1]) not in refused
 
 
 @pytest.mark.parametrize(
@@ -192,33 +165,34 @@ async def test_every_connection_is_checked_before_it_is_made(
 )
 async def test_metadata_addresses_are_refused(url: str) -> None:
     # Refused before the connect call (as the canary test above shows), so nothing leaves.
-    with pytest.raises(InvalidSpec, match="refused before connecting") as caught:
-        await _notifier(url).notify(encode_report(REPORT), "d-1", WHEN)
-    assert caught.value.reason == "NotifyNotAllowed"
-    assert "169.254" not in str(caught.value)
-    assert "a9fe" not in str(caught.value)
+    fates, refused = await _send(url)
+    assert fates == [NOT_SENT]
+    assert refused is not None
+    assert "169.254" not in refused
+    assert "a9fe" not in refused
 
 
 async def test_redirects_are_not_followed(receiver: WebhookReceiver, canary: socket.socket) -> None:
     elsewhere = f"http://127.0.0.1:{canary.getsockname()[1]}/latest/meta-data"
     receiver.enqueue(Reply(302, headers={"Location": elsewhere}))
-    with pytest.raises(NotifyFailed):
-        await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
+    assert await _send(_json_url(receiver)) == ([FAILED], None)
     assert len(receiver.requests) == 1
     assert not connected(canary)
 
 
 async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookReceiver) -> None:
-    with pytest.raises(InvalidSpec, match="MLCD_NOTIFY_ALLOWED_HOSTS") as caught:
-        await _notifier(_json_url(receiver), allowed_hosts=frozenset({"ntfy.sh"})).notify(
-            encode_report(REPORT), "d-1", WHEN
-        )
-    assert caught.value.reason == "NotifyNotAllowed"
+    fates, refused = await _send(
+        _json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"ntfy.sh"}))
+    )
+    assert fates == [NOT_SENT]
+    assert refused is not None
+    assert "MLCD_NOTIFY_ALLOWED_HOSTS" in refused
     assert not receiver.requests
     receiver.enqueue(200)
-    await _notifier(_json_url(receiver), allowed_hosts=frozenset({"127.0.0.1"})).notify(
-        encode_report(REPORT), "d-1", WHEN
+    fates, _ = await _send(
+        _json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"127.0.0.1"}))
     )
+    assert fates == [ACCEPTED]
     assert len(receiver.requests) == 1
 
 
@@ -324,20 +298,18 @@ async def test_a_dripping_service_holds_up_only_its_own_watcher(
     # Before: the dripping send, abandoned at its timeout, kept its thread and socket, and its
     # watcher's next send took another thread onto the same drip.
     gate, in_flight = asyncio.Semaphore(2), set[str]()
-    stuck = _notifier(drip.url, key="a", in_flight=in_flight, gate=gate, deadline_seconds=3)
-    healthy = _notifier(_json_url(receiver), key="b", in_flight=in_flight, gate=gate)
-    first = asyncio.create_task(stuck.notify(encode_report(REPORT), "d-1", WHEN))
+    stuck = _notifier(key="a", in_flight=in_flight, gate=gate, deadline_seconds=3)
+    healthy = _notifier(key="b", in_flight=in_flight, gate=gate)
+    first = asyncio.create_task(_send(drip.url, notifier=stuck))
     assert await asyncio.to_thread(drip.connected.wait, 10)
     # While its send runs, watcher a gets no second one; watcher b is delivered meanwhile.
-    with pytest.raises(NotifyFailed, match="still being sent"):
-        await stuck.notify(encode_report(REPORT), "d-2", WHEN)
+    assert await _send(drip.url, notifier=stuck) == ([NOT_SENT], None)
     receiver.enqueue(200)
-    await healthy.notify(encode_report(REPORT), "d-1", WHEN)
+    assert await _send(_json_url(receiver), notifier=healthy) == ([ACCEPTED], None)
     assert len(receiver.requests) == 1
     assert not drip.closed.is_set()
     # At its deadline the dripping send's socket is shut down, and its thread has ended.
-    with pytest.raises(NotifyFailed, match="did not accept"):
-        await first
+    assert await first == ([FAILED], None)
     assert await asyncio.to_thread(drip.closed.wait, 5)
     assert drip.accepted == 1
     assert not in_flight

@@ -1,0 +1,337 @@
+"""The people's pass (spec.notify): what each Apprise URL is told after a run, or when quiet
+hours end, from the latest confirmed list and that URL's cursor (controller/core/people.py).
+
+A failing chat service holds back neither the webhook nor another URL: each URL's cursor
+advances only when that URL accepted its message, and a message whose answer was lost is
+recorded before it is sent (in doubt), so a later revert is told to whoever may have heard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from controller.adapters.notify import (
+    ACCEPTED,
+    FAILED,
+    UNKNOWN_URL,
+    AppriseNotifier,
+    Message,
+    NotifyFailed,
+    notify_urls,
+)
+from controller.adapters.peoplestore import ConfigMapPeople
+from controller.core.delivery import DeliveryResult
+from controller.core.detection import ChangesPending, Detection
+from controller.core.diff import (
+    MatchChange,
+    Snapshot,
+    Window,
+    compare,
+    normalise_all,
+    sudden_drop,
+    summarise,
+)
+from controller.core.errors import DetectorError, InvalidSpec, SourceUnavailable
+from controller.core.message import compose, failure, recovered
+from controller.core.model import NotifySpec, WatcherRef
+from controller.core.outcome import baseline_reset
+from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
+from controller.core.reasons import Reason
+from controller.core.status import PeopleStatus, WatcherStatus
+
+
+@dataclass(frozen=True)
+class Told:
+    """What the people's pass did: the notice status.notify and the run's Ready are judged by
+    (as for the webhook: a Detection, ChangesPending, or the error), the hold and streak after
+    it, and the metric results it counts (delivered, failed, held, filtered; none: nothing)."""
+
+    notice: Detection | DetectorError | None  # None: no list was told (the fetch failed)
+    people: PeopleStatus
+    results: frozenset[str] = frozenset()
+
+
+class UnconfirmedPeopleDrop(SourceUnavailable):
+    """The list lost most of its matches at once and no other pass of this run confirmed it."""
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+def _normalised(raw: list[Any], revision: int) -> Snapshot:
+    snapshot = Snapshot(normalise_all(raw), revision=revision)
+    if raw and not snapshot.matches:
+        raise SourceUnavailable(
+            f"FOGIS returned {len(raw)} records but none with a match id; the answer was not used"
+        )
+    return snapshot
+
+
+def _drop(old: Snapshot, new: Snapshot, window: Window) -> str | None:
+    """The message of an unconfirmed sudden drop from `old` to `new`, or None."""
+    changes = compare(old, new, window)
+    if not sudden_drop(old, changes, window):
+        return None
+    removed = sum(1 for change in changes if change.type == "removed")
+    return (
+        f"FOGIS suddenly answered without {removed} of the matches in the window; not told "
+        "until the next run's fetch confirms it"
+    )
+
+
+@dataclass(frozen=True)
+class Tell:
+    """One pass's inputs."""
+
+    ref: WatcherRef
+    notify: NotifySpec
+    language: str
+    window: Window
+    now: datetime
+    zone: ZoneInfo
+    previous: WatcherStatus
+    streak: PeopleStatus  # status.notify's streak after this run (before anyone was told)
+    reason: str | None  # why the run failed, for a streak message (None: it did not)
+    digest: bool = False  # quiet hours ended: tell what was held, from the stored list
+
+
+class People:
+    """The people's passes of every watcher (one per WatcherRunner)."""
+
+    def __init__(self, *, kube: Any, key: bytes, **send: Any) -> None:
+        self._kube = kube
+        self._key = key
+        self._send = send  # AppriseNotifier's arguments but `key`
+
+    async def tell(
+        self,
+        job: Tell,
+        *,
+        fetched: list[Any] | None,
+        confirmed: bool = True,
+        held_back: str | None = None,
+    ) -> Told:
+        """After a run, `fetched` its list (None when the fetch failed: then only a streak
+        message, if owed); for quiet hours' digest, `job.digest`: the stored latest list."""
+        ref, notify = job.ref, job.notify
+        where = f"notify Secret {ref.namespace}/{notify.secret_name}"
+        try:
+            secret = await self._kube.read_secret(
+                ref.namespace, notify.secret_name, purpose="notify"
+            )
+            urls = notify_urls(secret.values, where)
+        except DetectorError as exc:
+            return Told(exc, job.streak, frozenset({"failed"}))
+        keys = [url_key(url, self._key) for url in urls]
+        store = ConfigMapPeople(self._kube, ref)
+        state = await store.load() if fetched is not None or job.digest else None
+        if fetched is not None:
+            revision = (state.latest.revision if state else 0) + 1
+            new = await asyncio.to_thread(_normalised, fetched, revision)
+            if state is None:
+                # Everyone's baseline: nobody is told what was there all along.
+                await store.save(PeopleState(latest=new, cursors=dict.fromkeys(keys, new)))
+                reset = baseline_reset(
+                    job.previous.notify.match_count,
+                    job.previous.notify.pending_changes,
+                    store.name,
+                    store.foreign_owner,
+                )
+                notice = Detection(True, len(new.matches), [], summarise([]), {}, None, reset)
+                return await self._streak_only(job, urls, notice)
+            if not confirmed and new.digest != held_back:
+                problem = await asyncio.to_thread(_drop, state.latest, new, job.window)
+                if problem is not None:
+                    raise UnconfirmedPeopleDrop(problem, new.digest)
+            if new.digest != state.latest.digest:
+                state = replace(state, latest=new)
+        if state is None:  # the fetch failed, or a digest with nothing stored
+            return await self._streak_only(job, urls, None)
+        return await self._tell(job, urls, keys, state, store)
+
+    async def _tell(
+        self,
+        job: Tell,
+        urls: Sequence[str],
+        keys: Sequence[str],
+        state: PeopleState,
+        store: ConfigMapPeople,
+    ) -> Told:
+        cursors = state.for_urls(keys)
+        latest = state.latest
+
+        def plans_of() -> dict[str, Plan]:  # in a thread: comparing big lists is CPU
+            return {
+                key: plan(
+                    cursor, latest, job.window, notify=job.notify, now=job.now, zone=job.zone
+                )
+                for key, cursor in cursors.items()
+            }
+
+        plans = await asyncio.to_thread(plans_of)
+        wanted = allowed(job.notify.categories)
+        sending = [(url, key) for url, key in zip(urls, keys, strict=True) if plans[key].send]
+        messages = [
+            Message(
+                url,
+                *compose(
+                    plans[key].send,
+                    language=job.language,
+                    allowed=wanted,
+                    urgent=plans[key].urgent,
+                    digest=job.digest,
+                ),
+            )
+            for url, key in sending
+        ]
+        owed = self._streak_message(job)
+        if owed is not None:
+            messages += [Message(url, *owed[1]) for url in urls]
+        ahead = {key: plans[key].written_ahead or cursor for key, cursor in cursors.items()}
+        if ahead != cursors:
+            # Written ahead: a service may take the message and the answer (or this process)
+            # be lost; until its cursor advances, what was sent counts as in doubt.
+            await store.save(PeopleState(latest=latest, cursors=ahead))
+        fates, refused = await self._deliver(job, messages)
+        fate_of = {key: fate for (_, key), fate in zip(sending, fates, strict=False)}
+        told = {key: _cursor(plans[key], cursors[key], fate_of.get(key)) for key in keys}
+        final = PeopleState(latest=latest, cursors=told)
+        if final != state:
+            await store.save(final)
+        streak = job.streak
+        if owed is not None:
+            streak = _streak_told(job, owed[0], ACCEPTED in fates[len(sending) :])
+        return _outcome(
+            job,
+            keys=keys,
+            plans=plans,
+            fate_of=fate_of,
+            fates=fates,
+            refused=refused,
+            streak=streak,
+            match_count=len(latest.matches),
+        )
+
+    def _streak_message(self, job: Tell) -> tuple[str, tuple[str, str]] | None:
+        """("failure" | "recovered", (title, body)) when one is owed and may go out now."""
+        owed = job.streak.owed(job.notify.failure_after)
+        if owed is None or quiet_until(job.now, job.zone, job.notify.quiet_hours) is not None:
+            return None
+        if owed == "failure":
+            return owed, failure(job.reason or Reason.SOURCE_UNAVAILABLE, job.language)
+        return owed, recovered(job.streak.told_reason or "", job.language)
+
+    async def _deliver(
+        self, job: Tell, messages: list[Message]
+    ) -> tuple[list[str], str | None]:
+        if not messages:
+            return [], None
+        sender = AppriseNotifier(key=job.ref.uid, **self._send)
+        return await sender.send(tuple(messages))
+
+    async def _streak_only(
+        self, job: Tell, urls: Sequence[str], notice: Detection | None
+    ) -> Told:
+        """No list to tell (the fetch failed, or a baseline): a streak message if owed."""
+        streak, results = job.streak, frozenset[str]()
+        owed = self._streak_message(job)
+        if owed is not None:
+            fates, _ = await self._deliver(job, [Message(url, *owed[1]) for url in urls])
+            streak = _streak_told(job, owed[0], ACCEPTED in fates)
+            results = frozenset({"delivered" if ACCEPTED in fates else "failed"})
+        people = replace(streak, held_changes=0, held_until=_held_until(job, streak, 0))
+        if notice is None:
+            return Told(None, people, results)
+        return Told(notice, people, results)
+
+
+def _cursor(p: Plan, cursor: Snapshot, fate: str | None) -> Snapshot:
+    """A URL's cursor after its send: told when it took the changes (or had none to take), in
+    doubt when the answer was lost, as it was when nothing was sent."""
+    if not p.send or fate == ACCEPTED:
+        return p.told
+    if fate == FAILED and p.written_ahead is not None:
+        return p.written_ahead
+    return cursor
+
+
+def _held_until(job: Tell, streak: PeopleStatus, held: int) -> datetime | None:
+    """Quiet hours' end when something waits for it (changes, or a streak message)."""
+    if not held and streak.owed(job.notify.failure_after) is None:
+        return None
+    return quiet_until(job.now, job.zone, job.notify.quiet_hours)
+
+
+def _streak_told(job: Tell, owed: str, accepted: bool) -> PeopleStatus:
+    """The streak once its message was sent: told when any URL took it (else still owed)."""
+    if not accepted:
+        return job.streak
+    if owed == "failure":
+        return replace(job.streak, told_reason=job.reason, told_since=job.now)
+    return replace(job.streak, told_reason=None, told_since=None)
+
+
+def _outcome(
+    job: Tell,
+    *,
+    keys: Sequence[str],
+    plans: dict[str, Plan],
+    fate_of: dict[str, str],
+    fates: list[str],
+    refused: str | None,
+    streak: PeopleStatus,
+    match_count: int,
+) -> Told:
+    held = max((len(p.held) for p in plans.values()), default=0)
+    people = replace(streak, held_changes=held, held_until=_held_until(job, streak, held))
+    results = {
+        result
+        for result, happened in (
+            ("delivered", ACCEPTED in fates),
+            ("failed", any(fate != ACCEPTED for fate in fates)),
+            ("held", held > 0),
+            ("filtered", any(p.filtered for p in plans.values())),
+        )
+        if happened
+    }
+    sent: dict[str, MatchChange] = {}
+    pending: dict[str, MatchChange] = {}
+    for key in keys:
+        target = sent if fate_of.get(key) == ACCEPTED else pending
+        for change in plans[key].send:
+            target.setdefault(change.match_id, change)
+    where = f"notify Secret {job.ref.namespace}/{job.notify.secret_name}"
+    lines = [i for i, key in enumerate(keys, 1) if fate_of.get(key) == UNKNOWN_URL]
+    error: DetectorError | None = None
+    if lines:
+        error = InvalidSpec(
+            f"{where} key urls: line {lines[0]} is not an Apprise URL it knows",
+            reason=Reason.INVALID_NOTIFY_SECRET,
+        )
+    elif refused is not None:
+        # The reason names a kind of address, never the URL or the address itself.
+        error = InvalidSpec(
+            f"{where}: a notification service tried to reach {refused}; refused before "
+            "connecting",
+            reason=Reason.NOTIFY_NOT_ALLOWED,
+        )
+    elif pending:
+        failed = NotifyFailed(
+            f"{where}: a notification service did not accept the message, its answer was "
+            "lost, or the previous send is still running",
+            attempts=(),
+            last_status_code=None,
+        )
+        error = ChangesPending(failed, list(pending.values()), match_count)
+    if error is not None:
+        return Told(error, people, frozenset(results))
+    changes = list(sent.values())
+    delivery = DeliveryResult(200, ()) if sent else None
+    notice = Detection(False, match_count, changes, summarise(changes), {}, delivery)
+    return Told(notice, people, frozenset(results))
