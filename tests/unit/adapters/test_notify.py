@@ -132,10 +132,10 @@ async def test_the_change_set_arrives_as_one_short_text(receiver: WebhookReceive
     receiver.enqueue(200)
     await _notifier(_json_url(receiver)).notify(encode_report(REPORT), "d-1", WHEN)
     (got,) = receiver.requests
-    assert got.payload["title"] == "Match list: 2 changes"
+    assert got.payload["title"] == "Matchlistan: 2 ändringar"
     assert got.payload["message"].splitlines() == [
-        "IFK Göteborg – BK Häcken moved 18:30 → 19:45 (Sun 6 Dec, Valhalla IP)",  # noqa: RUF001
-        "IFK Göteborg – BK Häcken new assignment at 19:45 (Sun 6 Dec, Valhalla IP)",  # noqa: RUF001
+        "IFK Göteborg – BK Häcken flyttad 18:30 → 19:45 (sön 6 dec, Valhalla IP)",  # noqa: RUF001
+        "IFK Göteborg – BK Häcken ny tillsättning kl. 19:45 (sön 6 dec, Valhalla IP)",  # noqa: RUF001
     ]
 
 
