@@ -448,9 +448,9 @@ def test_a_failing_chat_service_holds_back_neither_the_webhook_nor_itself(
         assert len(hook.requests) == 1
         assert status["notify"]["pendingChanges"] == 0
         told = people.requests[-1].payload
-        assert told["title"] == "Match list: 2 changes"
-        assert "moved" in told["message"]
-        assert "new assignment" in told["message"]
+        assert told["title"] == "Matchlistan: 2 ändringar"
+        assert "flyttad" in told["message"]
+        assert "ny tillsättning" in told["message"]
         assert _metric(operator, "matchwatcher_notifications_total", namespace, "told",
                        result="delivered") == 1  # fmt: skip
 
