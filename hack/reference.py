@@ -88,6 +88,13 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
         "(see [Notifications to people](usage.md#notifications-to-people))",
     ),
     (
+        ("notify_key",),
+        "the key people's cursors are kept under (an HMAC of each Apprise URL), so whoever reads "
+        "the `-notified` ConfigMaps cannot test guesses of a URL; the chart generates one into a "
+        "Secret; empty: a built-in key, no better than a plain hash (see "
+        "[Notifications to people](usage.md#notifications-to-people))",
+    ),
+    (
         ("lease_name",),
         "HA: replicas sharing this `coordination.k8s.io` Lease elect one leader that serves the "
         "watchers; empty: no election (one replica). The chart sets it to the Deployment's name",
