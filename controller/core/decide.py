@@ -20,10 +20,10 @@ from controller.core.reasons import SPEC_REASONS, Reason
 from controller.core.schedule import Schedule, parse_schedule, plan
 from controller.core.status import (
     RECONCILING,
-    digest_claim,
     STALLED,
     Readiness,
     WatcherStatus,
+    digest_claim,
     parse_timestamp,
     slot_claim,
     status_seen,

@@ -40,6 +40,8 @@ _REVERSALS = {
     "postponed": "unpostponed",
     "interrupted": "uninterrupted",
 }
+
+
 def url_key(url: str, key: bytes) -> str:
     """The cursor key of one Apprise URL: HMAC-SHA256 with the operator's key, 128 bits hex."""
     return hmac.new(key, url.encode(), hashlib.sha256).hexdigest()[:32]

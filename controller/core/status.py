@@ -448,9 +448,10 @@ def status_after_run(
     """The one merge patch a run ends with. A digest is no run: only status.notify, and
     Reconciling removed."""
     if isinstance(record.trigger, Digest):
+        notify = _notify_patch(record)
         return {
             "conditions": conditions_with(previous, record.readiness, record.finished, generation),
-            "notify": _notify_patch(record),
+            **({} if notify is None else {"notify": notify}),  # null would delete it
         }
     patch: dict[str, Any] = {
         "observedGeneration": generation,

@@ -10,9 +10,9 @@ import functools
 import http
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -37,7 +37,7 @@ from controller.adapters.webhook import (
 from controller.core.config import Settings
 from controller.core.delivery import Attempt, DeliveryFailed
 from controller.core.detection import ChangesPending, Detection
-from controller.core.diff import summarise, window_for
+from controller.core.diff import window_for
 from controller.core.errors import (
     DetectorError,
     InvalidSpec,
@@ -45,6 +45,7 @@ from controller.core.errors import (
     SecretNotFound,
     SourceUnavailable,
 )
+from controller.core.events import Note
 from controller.core.loginguard import blocked_until, rejected
 from controller.core.model import (
     GROUP,
@@ -54,11 +55,9 @@ from controller.core.model import (
     WatcherRef,
     WatcherSpec,
 )
-from controller.core.events import Note
 from controller.core.outcome import Outcome, baseline_reset, note_of, notify_state, record_of
 from controller.core.reasons import Reason
 from controller.core.status import (
-    PeopleStatus,
     Readiness,
     RunRecord,
     SecretVersion,
@@ -322,7 +321,9 @@ class WatcherRunner:
         else:
             # Only a failed fetch counts (credentials, login, FOGIS): the webhook's own Secret
             # missing is no reason to tell the referee.
-            reason = result.reason if isinstance(result, DetectorError) and fetched is None else None
+            reason = (
+                result.reason if isinstance(result, DetectorError) and fetched is None else None
+            )
             streak = previous.people.after_run(reason, isinstance(result, Detection))
         job = Tell(
             ref=ref,
@@ -351,7 +352,12 @@ class WatcherRunner:
             return unexpected(exc, f"notify pass of {ref.namespace}/{ref.name}", log, ref)
 
     async def _digest(
-        self, ref: WatcherRef, spec: WatcherSpec, previous: WatcherStatus, *, zone: ZoneInfo,
+        self,
+        ref: WatcherRef,
+        spec: WatcherSpec,
+        previous: WatcherStatus,
+        *,
+        zone: ZoneInfo,
         started: datetime,
     ) -> Outcome:
         """Quiet hours ended: what was held goes out as one message, from the stored list."""
@@ -360,7 +366,13 @@ class WatcherRunner:
             told = Told(None, replace(previous.people, held_changes=0, held_until=None))
         else:
             told = await self._people_pass(
-                ref, spec, previous, zone=zone, now=started, fetched=None, confirmed=True,
+                ref,
+                spec,
+                previous,
+                zone=zone,
+                now=started,
+                fetched=None,
+                confirmed=True,
                 result=None,
             )
         finished = self._clock()
