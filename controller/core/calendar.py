@@ -356,6 +356,26 @@ def location(match: NormalisedMatch) -> str | None:
     return _name(match["venue"])
 
 
+# FOGIS's roles, short and long names, in the order its own lists show a crew; others follow.
+_ROLE_RANK = {
+    role: rank
+    for rank, names in enumerate(
+        (
+            ("Dom", "Huvuddomare"),
+            ("AD1", "Assisterande domare 1"),
+            ("AD2", "Assisterande domare 2"),
+            ("4:e dom", "Fjärdedomare"),
+        )
+    )
+    for role in names
+}
+
+
+def _crew_order(referee: Mapping[str, Any]) -> tuple[int, str, str]:
+    role = referee["role"] or ""
+    return (_ROLE_RANK.get(role, len(_ROLE_RANK)), role, referee["id"])
+
+
 def description(entry: CalendarEntry, language: str, *, include_contacts: bool) -> str:
     """The event's text: what is wrong with the match first, then competition, match number,
     the watcher's role and the crew (with phone and e-mail only when contacts are included)."""
@@ -373,7 +393,7 @@ def description(entry: CalendarEntry, language: str, *, include_contacts: bool) 
     reach = {c.referee_id: c for c in entry.contacts} if include_contacts else {}
     if match["referees"]:
         lines.append(f"{words['crew']}:")
-    for referee in match["referees"]:
+    for referee in sorted(match["referees"], key=_crew_order):
         contact = reach.get(referee["id"])
         details = [] if contact is None else [d for d in (contact.phone, contact.email) if d]
         name = referee["name"] or "?"
