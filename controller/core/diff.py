@@ -95,7 +95,8 @@ def _valid_unicode(text: str) -> str:
     return text
 
 
-def _first_text(raw: Mapping[str, Any], *keys: str) -> str | None:
+def first_text(raw: Mapping[str, Any], *keys: str) -> str | None:
+    """The first of `keys` in `raw` that holds text (trimmed, numbers as decimals), or None."""
     for key in keys:
         value = _text(raw.get(key))
         if value is not None:
@@ -152,6 +153,11 @@ def _entity(raw: Mapping[str, Any], id_key: str, name_key: str) -> dict[str, str
     return {"id": _text(raw.get(id_key)), "name": _text(raw.get(name_key))}
 
 
+def referee_identity(item: Mapping[str, Any]) -> str | None:
+    """A `domaruppdraglista` entry's referee: `domareid`, else `personid`, else the name."""
+    return first_text(item, "domareid", "personid") or first_text(item, "personnamn", "namn")
+
+
 def _referees(value: Any) -> list[dict[str, str | None]]:
     if not isinstance(value, list):
         return []
@@ -159,11 +165,11 @@ def _referees(value: Any) -> list[dict[str, str | None]]:
     for item in value:
         if not isinstance(item, Mapping):
             continue
-        name = _first_text(item, "personnamn", "namn")
-        ident = _first_text(item, "domareid", "personid") or name
+        name = first_text(item, "personnamn", "namn")
+        ident = referee_identity(item)
         if ident is None:  # an assignment slot that names nobody identifies no referee
             continue
-        role = _first_text(item, "domarrollkortnamn", "domarrollnamn", "roll")
+        role = first_text(item, "domarrollkortnamn", "domarrollnamn", "roll")
         referees.append({"id": ident, "name": name, "role": role})
     referees.sort(key=lambda r: (r["role"] or "", r["id"] or "", r["name"] or ""))
     return referees
@@ -226,8 +232,9 @@ _ENTITY_KEYS = frozenset({"id", "name"})
 _REFEREE_KEYS = frozenset({"id", "name", "role"})
 
 
-def _match_problem(key: str, match: Any) -> str | None:
-    """Why a stored match is unusable, or None; keeps compare() free of shape checks."""
+def match_problem(key: str, match: Any) -> str | None:
+    """Why a stored match is unusable, or None; keeps compare() (and the calendar state, which
+    stores the same matches) free of shape checks."""
     if not isinstance(match, dict) or match.keys() != set(MATCH_FIELDS):
         return f"fields must be exactly {', '.join(MATCH_FIELDS)}"
     referees = match["referees"]
@@ -333,7 +340,7 @@ class Snapshot:
         if not isinstance(matches, dict):
             raise ValueError("snapshot has no matches object")
         for key, match in matches.items():
-            problem = _match_problem(key, match)
+            problem = match_problem(key, match)
             if problem is not None:
                 raise ValueError(f"snapshot match {key!r} is corrupt: {problem}")
         revision = document.get("revision", 0)
@@ -360,7 +367,7 @@ def _in_doubt(first: Any, more: Any) -> dict[str, tuple[NormalisedMatch | None, 
         if not isinstance(later, list):
             raise ValueError(f"snapshot inDoubtAlso of {key!r} must be a list")
         for value in (match, *later):
-            problem = None if value is None else _match_problem(key, value)
+            problem = None if value is None else match_problem(key, value)
             if problem is not None:
                 raise ValueError(f"snapshot inDoubt match {key!r} is corrupt: {problem}")
         recorded[key] = (match, *later)
