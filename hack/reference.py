@@ -88,6 +88,16 @@ SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
         "(see [Notifications to people](usage.md#notifications-to-people))",
     ),
     (
+        ("calendar_host", "calendar_port"),
+        "the calendar feeds (`spec.calendar`), served by every replica; port 0 disables (see "
+        "[Calendar feed](usage.md#calendar-feed))",
+    ),
+    (
+        ("calendar_public_url",),
+        "where the feeds are reached from outside (an Ingress), without a token: shown in "
+        "`status.calendar.publicUrl` for `kubectl matchlist calendar`; empty: not known",
+    ),
+    (
         ("notify_key",),
         "the key people's cursors are kept under (an HMAC of each Apprise URL), so whoever reads "
         "the `-notified` ConfigMaps cannot test guesses of a URL; the chart generates one into a "

@@ -94,6 +94,12 @@ class Settings:
     # reads the notified ConfigMaps cannot test guesses of a URL (a URL is a capability). The
     # chart generates one into a Secret; empty: a built-in key, no better than a plain hash.
     notify_key: str = field(default="", repr=False)
+    # The calendar feeds (spec.calendar), served by every replica; 0 disables the server.
+    calendar_host: str = "0.0.0.0"  # noqa: S104 - subscribed to from outside the pod
+    calendar_port: int = 8082
+    # Where the feeds are reached from outside (an Ingress), without a token: written into
+    # status.calendar.publicUrl for `kubectl matchlist calendar`. Empty: not known.
+    calendar_public_url: str = ""
     # HA: replicas sharing this coordination.k8s.io Lease elect one leader that runs watchers;
     # the others follow the watch, ready to take over. Empty: no election (one replica).
     lease_name: str = ""
@@ -161,7 +167,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def _check(settings: Settings) -> None:
-    for name in ("health_port", "metrics_port"):
+    for name in ("health_port", "metrics_port", "calendar_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{PREFIX}{name.upper()} must be a port number (0-65535)")
@@ -189,6 +195,9 @@ def _check(settings: Settings) -> None:
             f"{PREFIX}SHARD_INDEX must be at least 0 and less than {PREFIX}SHARDS "
             f"({settings.shards})"
         )
+    public = settings.calendar_public_url
+    if public and not public.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{PREFIX}CALENDAR_PUBLIC_URL must be an http(s) URL")
     if settings.log_level.upper() not in ("", "DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
 

@@ -43,6 +43,7 @@ WEBHOOK_FORMATS = ("plain", "cloudevents")
 LANGUAGES = ("sv", "en")
 DEFAULT_URGENT_WITHIN_HOURS = 48
 DEFAULT_FAILURE_AFTER = 3
+DEFAULT_CALENDAR_DURATION_MINUTES = 120
 _CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
@@ -94,6 +95,15 @@ class NotifySpec:
 
 
 @dataclass(frozen=True)
+class CalendarSpec:
+    """spec.calendar: the watcher's match list as an ICS feed the operator serves."""
+
+    enabled: bool = False
+    duration_minutes: int = DEFAULT_CALENDAR_DURATION_MINUTES
+    include_contacts: bool = False  # referees' phone numbers and e-mail in the feed
+
+
+@dataclass(frozen=True)
 class WatcherSpec:
     schedule: str
     time_zone: str
@@ -103,6 +113,7 @@ class WatcherSpec:
     webhook: WebhookSpec | None
     notify: NotifySpec | None = None
     language: str = LANGUAGES[0]
+    calendar: CalendarSpec | None = None  # None: no feed
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,32 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         webhook=webhook,
         notify=notify,
         language=language,
+        calendar=_calendar(spec.get("calendar")),
+    )
+
+
+def _calendar(value: Any) -> CalendarSpec | None:
+    if value is None:
+        return None
+    raw = _mapping(value, "spec.calendar")
+    flags = {}
+    for key, default in (("enabled", True), ("includeContacts", False)):
+        flag = raw.get(key, default)
+        if not isinstance(flag, bool):
+            raise InvalidSpec(f"spec.calendar.{key} must be true or false")
+        flags[key] = flag
+    duration = _int(
+        raw.get("durationMinutes"),
+        "spec.calendar.durationMinutes",
+        DEFAULT_CALENDAR_DURATION_MINUTES,
+        1,
+    )
+    if not flags["enabled"]:
+        return None
+    return CalendarSpec(
+        enabled=True,
+        duration_minutes=duration or DEFAULT_CALENDAR_DURATION_MINUTES,
+        include_contacts=flags["includeContacts"],
     )
 
 
