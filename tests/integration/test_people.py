@@ -50,6 +50,7 @@ def _watcher(
     name: str,
     fogis: FakeFogis,
     urls: list[str],
+    language: str = "sv",
     **notify: Any,
 ) -> ManualRuns:
     cluster.create_secret(namespace, f"{name}-people", {"urls": "\n".join(urls)})
@@ -57,6 +58,7 @@ def _watcher(
         fogis.base_url,
         "fogis",
         timeZone="UTC",
+        language=language,
         notify={"secretRef": {"name": f"{name}-people"}, **notify},
     )
     cluster.create_watcher(namespace, name, spec)
@@ -199,7 +201,9 @@ def test_a_revert_reaches_every_url_also_the_one_that_failed(
     other, the run restored the old "notified" snapshot, and when FOGIS reverted nobody was told
     the match was on again."""
     with WebhookReceiver() as flaky:
-        run = _watcher(cluster, namespace, "revert", fogis, [_json(flaky), _json(people)])
+        # In English: this test also runs against releases before spec.language.
+        urls = [_json(flaky), _json(people)]
+        run = _watcher(cluster, namespace, "revert", fogis, urls, language="en")
         run()
         matches = sample_matches()
         matches[1]["installd"] = True
@@ -212,7 +216,7 @@ def test_a_revert_reaches_every_url_also_the_one_that_failed(
         status = run()
         assert ready(status)["reason"] == "Succeeded"  # type: ignore[index]
         for receiver in (people, flaky):
-            assert "inte längre inställd" in _texts(receiver)[-1][1]
+            assert "no longer cancelled" in _texts(receiver)[-1][1]
         run()
         assert len(people.requests) == 2
 
@@ -231,12 +235,16 @@ def test_a_dead_url_never_repeats_messages_to_a_working_one(
     run = _watcher(cluster, namespace, "spam", fogis, [dead, _json(people)])
     run()
     matches = sample_matches()
-    for kickoff in ("19:01", "19:02", "19:03", "19:04"):
-        _moved(matches, 0, kickoff)
+    for change in ("move", None, "cancel", None):  # runs with a change, and without
+        if change == "move":
+            _moved(matches, 0, "19:01")
+        elif change == "cancel":
+            matches[1]["installd"] = True
         fogis.set_matches(matches)
         status = run()
         assert ready(status)["reason"] == "NotifyFailing"  # type: ignore[index]
     lines = [message for _, message in _texts(people)]
-    assert len(lines) == 4
-    assert all(message.count("\n") == 0 for message in lines)
-    assert [line.split("→ ")[1][:5] for line in lines] == ["19:01", "19:02", "19:03", "19:04"]
+    assert len(lines) == 2  # each change once; before: 4 messages, the last two with both
+    assert "flyttad 18:30 → 19:01" in lines[0]
+    assert "\n" not in lines[1]
+    assert "inställd" in lines[1]
