@@ -89,6 +89,12 @@ class Operator:
             self.metrics.forget(ref)
 
     def start(self) -> None:
+        if not SETTINGS.notify_key:
+            log.warning(
+                "MLCD_NOTIFY_KEY is not set: people's cursors are keyed with a built-in key, "
+                "which hides an Apprise URL no better than a plain hash from whoever reads the "
+                "-notified ConfigMaps (the chart generates a key; see docs/reference.md)"
+            )
         self.dispatcher.start()
         self._tasks.append(asyncio.create_task(self.reconciler.serve(), name="reconcile"))
         if self.leadership is not None:
