@@ -498,7 +498,7 @@ class WatcherRunner:
             people=told.people if isinstance(told, Told) and spec.notify is not None else None,
             calendar=self._calendar_status(told),
         )
-        self._observe(ref, record, result, told)
+        self._observe(ref, record, result, told if spec.notify is not None else None)
         return Outcome(record, note_of(trigger, result, notice))
 
     def _calendar_status(self, told: Told | DetectorError | None) -> CalendarStatus | None:

@@ -248,3 +248,34 @@ def test_a_dead_url_never_repeats_messages_to_a_working_one(
     assert "flyttad 18:30 → 19:01" in lines[0]
     assert "\n" not in lines[1]
     assert "inställd" in lines[1]
+
+
+def test_a_notified_config_map_of_an_earlier_release_is_every_urls_cursor(
+    cluster: Cluster,
+    namespace: str,
+    fogis: FakeFogis,
+    credentials: str,
+    people: WebhookReceiver,
+    operator: Operator,
+) -> None:
+    """An upgrade from a release with one "notified" snapshot for all URLs: nothing is lost or
+    repeated. (The same ConfigMap shape is what a downgraded operator leaves behind.)"""
+    run = _watcher(cluster, namespace, "upgraded", fogis, [_json(people)])
+    run()
+    name = "upgraded-matchlist-notified"
+    stored = cluster.core.read_namespaced_config_map(name, namespace)
+    assert set(stored.binary_data) == {"people.json.gz", "snapshot.json.gz"}
+    # As an earlier release wrote it: the one snapshot only (a replace, as it writes).
+    stored.binary_data = {"snapshot.json.gz": stored.binary_data["snapshot.json.gz"]}
+    cluster.core.replace_namespaced_config_map(name, namespace, stored)
+    matches = sample_matches()
+    _moved(matches, 0, "20:45")
+    fogis.set_matches(matches)
+    status = run()
+    assert ready(status)["reason"] == "Succeeded"  # type: ignore[index]
+    ((_, message),) = _texts(people)
+    assert "flyttad 18:30 → 20:45" in message
+    run()
+    assert len(people.requests) == 1
+    stored = cluster.core.read_namespaced_config_map(name, namespace)
+    assert set(stored.binary_data) == {"people.json.gz", "snapshot.json.gz"}
