@@ -288,7 +288,13 @@ class People:
             results = frozenset({"delivered" if ACCEPTED in fates else "failed"})
         if problem is not None:
             results = frozenset({"failed"})
-        people = replace(streak, held_changes=0, held_until=_held_until(job, streak, 0))
+        # What is held stays held (this pass did not look at it), unless this is a baseline.
+        before = job.previous.people
+        held = 0 if notice is not None and notice.baseline else before.held_changes
+        until = _held_until(job, streak, held)
+        if held and before.held_until is not None and not job.digest:
+            until = before.held_until
+        people = replace(streak, held_changes=held, held_until=until)
         return Told(problem or notice, people, results, calendar)
 
 
