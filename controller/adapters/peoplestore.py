@@ -76,7 +76,9 @@ def _decode_state(data: dict[str, bytes], where: str) -> PeopleState | None:
         return PeopleState(latest=notified, cursors={}, fresh=notified)
     try:
         document = load_json(gunzip(data[PEOPLE_KEY]).decode("utf-8"))
-        if not isinstance(document, dict) or document.get("format") != PEOPLE_FORMAT:
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        if document.get("format") != PEOPLE_FORMAT:
             raise ValueError(f"format {document.get('format')!r} is not {PEOPLE_FORMAT}")
         told = [Snapshot.from_json(_text(text)) for text in _list(document.get("told"))]
         cursors = {}
