@@ -448,10 +448,12 @@ def status_after_run(
     """The one merge patch a run ends with. A digest is no run: only status.notify, and
     Reconciling removed."""
     if isinstance(record.trigger, Digest):
-        return {
-            "conditions": conditions_with(previous, record.readiness, record.finished, generation),
-            "notify": _notify_patch(record),
+        digest = {
+            "conditions": conditions_with(previous, record.readiness, record.finished, generation)
         }
+        notify = _notify_patch(record)
+        # Only when set: a merge patch's null would delete the whole of status.notify.
+        return digest if notify is None else {**digest, "notify": notify}
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions_with(previous, record.readiness, record.finished, generation),
