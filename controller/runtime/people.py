@@ -245,7 +245,12 @@ class People:
             fates, _ = await self._deliver(job, [Message(url, *owed[1]) for url in urls])
             streak = _streak_told(job, owed[0], ACCEPTED in fates)
             results = frozenset({"delivered" if ACCEPTED in fates else "failed"})
-        people = replace(streak, held_changes=0, held_until=_held_until(job, streak, 0))
+        held, until = 0, None
+        if notice is None and not job.digest:  # the fetch failed: what was held stays held
+            held, until = streak.held_changes, streak.held_until
+        people = replace(
+            streak, held_changes=held, held_until=until or _held_until(job, streak, held)
+        )
         if notice is None:
             return Told(None, people, results)
         return Told(notice, people, results)
