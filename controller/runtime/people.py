@@ -168,9 +168,7 @@ class People:
 
         def plans_of() -> dict[str, Plan]:  # in a thread: comparing big lists is CPU
             return {
-                key: plan(
-                    cursor, latest, job.window, notify=job.notify, now=job.now, zone=job.zone
-                )
+                key: plan(cursor, latest, job.window, notify=job.notify, now=job.now, zone=job.zone)
                 for key, cursor in cursors.items()
             }
 
@@ -227,17 +225,13 @@ class People:
             return owed, failure(job.reason or Reason.SOURCE_UNAVAILABLE, job.language)
         return owed, recovered(job.streak.told_reason or "", job.language)
 
-    async def _deliver(
-        self, job: Tell, messages: list[Message]
-    ) -> tuple[list[str], str | None]:
+    async def _deliver(self, job: Tell, messages: list[Message]) -> tuple[list[str], str | None]:
         if not messages:
             return [], None
         sender = AppriseNotifier(key=job.ref.uid, **self._send)
         return await sender.send(tuple(messages))
 
-    async def _streak_only(
-        self, job: Tell, urls: Sequence[str], notice: Detection | None
-    ) -> Told:
+    async def _streak_only(self, job: Tell, urls: Sequence[str], notice: Detection | None) -> Told:
         """No list to tell (the fetch failed, or a baseline): a streak message if owed."""
         streak, results = job.streak, frozenset[str]()
         owed = self._streak_message(job)
@@ -322,8 +316,7 @@ def _outcome(
     elif refused is not None:
         # The reason names a kind of address, never the URL or the address itself.
         error = InvalidSpec(
-            f"{where}: a notification service tried to reach {refused}; refused before "
-            "connecting",
+            f"{where}: a notification service tried to reach {refused}; refused before connecting",
             reason=Reason.NOTIFY_NOT_ALLOWED,
         )
     elif pending:
