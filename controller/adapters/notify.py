@@ -68,30 +68,40 @@ class NotifyFailed(DeliveryFailed):
     reason = Reason.NOTIFY_FAILING
 
 
+def _entries(secret: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(line number, URL) of each line of the Secret's urls holding one: blank lines and
+    #-comments skipped, but counted, as whoever edits the Secret counts them."""
+    return [
+        (number, line.strip())
+        for number, line in enumerate(secret.get(URLS_KEY, "").splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def url_lines(secret: Mapping[str, str]) -> tuple[int, ...]:
+    """The line of each URL notify_urls returns, in order: errors name a URL by its line."""
+    return tuple(number for number, _ in _entries(secret))
+
+
 def notify_urls(secret: Mapping[str, str], where: str) -> tuple[str, ...]:
     """The Apprise URLs of a notify Secret: one per line, blank lines and #-comments skipped."""
-    raw = secret.get(URLS_KEY)
-    if raw is None:
+    if URLS_KEY not in secret:
         raise InvalidSpec(f"{where} has no {URLS_KEY} key", reason=Reason.INVALID_NOTIFY_SECRET)
-    urls = tuple(
-        line.strip()
-        for line in raw.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    )
-    if not urls or len(urls) > MAX_URLS:
+    entries = _entries(secret)
+    if not entries or len(entries) > MAX_URLS:
         raise InvalidSpec(
             f"{where} key {URLS_KEY} must hold 1 to {MAX_URLS} Apprise URLs, one per line",
             reason=Reason.INVALID_NOTIFY_SECRET,
         )
-    for index, url in enumerate(urls, 1):
+    for number, url in entries:
         problem = _url_problem(url)
         if problem is not None:
             # Not the URL itself, nor its scheme's tail: it carries a token.
             raise InvalidSpec(
-                f"{where} key {URLS_KEY}: line {index} {problem}",
+                f"{where} key {URLS_KEY}: line {number} {problem}",
                 reason=Reason.INVALID_NOTIFY_SECRET,
             )
-    return urls
+    return tuple(url for _, url in entries)
 
 
 def _url_problem(url: str) -> str | None:

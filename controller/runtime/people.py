@@ -23,6 +23,7 @@ from controller.adapters.notify import (
     Message,
     NotifyFailed,
     notify_urls,
+    url_lines,
 )
 from controller.adapters.peoplestore import ConfigMapPeople
 from controller.core.delivery import DeliveryResult
@@ -129,6 +130,7 @@ class People:
         except DetectorError as exc:
             return Told(exc, job.streak, frozenset({"failed"}))
         keys = [url_key(url, self._key) for url in urls]
+        lines = url_lines(secret.values)
         store = ConfigMapPeople(self._kube, ref)
         state = await store.load() if fetched is not None or job.digest else None
         if fetched is not None:
@@ -153,7 +155,7 @@ class People:
                 state = replace(state, latest=new)
         if state is None:  # the fetch failed, or a digest with nothing stored
             return await self._streak_only(job, urls, None)
-        return await self._tell(job, urls, keys, state, store)
+        return await self._tell(job, urls, keys, state, store, lines=lines)
 
     async def _tell(
         self,
@@ -162,6 +164,8 @@ class People:
         keys: Sequence[str],
         state: PeopleState,
         store: ConfigMapPeople,
+        *,
+        lines: Sequence[int],  # each URL's line in the Secret
     ) -> Told:
         cursors = state.for_urls(keys)
         latest = state.latest
@@ -208,6 +212,7 @@ class People:
         return _outcome(
             job,
             keys=keys,
+            lines=lines,
             plans=plans,
             fate_of=fate_of,
             fates=fates,
@@ -280,6 +285,7 @@ def _outcome(
     job: Tell,
     *,
     keys: Sequence[str],
+    lines: Sequence[int],  # each key's URL's line in the Secret
     plans: dict[str, Plan],
     fate_of: dict[str, str],
     fates: list[str],
@@ -306,11 +312,11 @@ def _outcome(
         for change in plans[key].send:
             target.setdefault(change.match_id, change)
     where = f"notify Secret {job.ref.namespace}/{job.notify.secret_name}"
-    lines = [i for i, key in enumerate(keys, 1) if fate_of.get(key) == UNKNOWN_URL]
+    unknown = [n for n, key in zip(lines, keys, strict=True) if fate_of.get(key) == UNKNOWN_URL]
     error: DetectorError | None = None
-    if lines:
+    if unknown:
         error = InvalidSpec(
-            f"{where} key urls: line {lines[0]} is not an Apprise URL it knows",
+            f"{where} key urls: line {unknown[0]} is not an Apprise URL it knows",
             reason=Reason.INVALID_NOTIFY_SECRET,
         )
     elif refused is not None:
