@@ -19,6 +19,7 @@ from controller.adapters.notify import (
     AppriseNotifier,
     Message,
     notify_urls,
+    url_lines,
 )
 from controller.core.errors import InvalidSpec
 from tests.fakes.receiver import Reply, WebhookReceiver
@@ -177,6 +178,15 @@ def test_refused_urls(url: str, problem: str) -> None:
     assert caught.value.reason == "InvalidNotifySecret"
     assert "line 2" in str(caught.value)
     assert url not in str(caught.value)
+
+
+def test_a_refused_url_is_named_by_its_line_in_the_secret() -> None:
+    """Counted as the person editing the Secret counts: blank and comment lines too."""
+    secret = {"urls": "# Annas telefon\njson://ok/x\n\n  \n# gamla\nmqtt://h/tok3n"}
+    with pytest.raises(InvalidSpec, match="line 6 has a scheme") as caught:
+        notify_urls(secret, "Secret n")
+    assert "tok3n" not in str(caught.value)
+    assert url_lines(secret) == (2, 6)
 
 
 @pytest.mark.parametrize(

@@ -359,6 +359,8 @@ async def test_a_failure_message_waits_for_quiet_hours_end(
     [
         (["{good}", "json://?token=" + TOKEN], 2),
         (["json://", "{good}"], 1),
+        # As the person editing the Secret counts: blank and comment lines too.
+        (["# Annas telefon", "{good}", "", "# gamla", "json://?token=" + TOKEN], 5),
     ],
 )
 async def test_an_unknown_url_is_named_by_its_line_never_itself(
