@@ -147,6 +147,45 @@ async def test_what_no_url_is_ahead_of_is_kept_in_the_old_format(
     assert decode_snapshot(data[DATA_KEY], "here") == expected
 
 
+# What a cursor may hold for each of LATEST's matches (and one LATEST lacks): nothing, the
+# latest value, or another one.
+_VALUES = {
+    str(i): [None, *snapshot(i, avsparkstid="20:00").matches.values(),
+             *snapshot(i, installd=True).matches.values()]
+    for i in (1, 2, 3, 4)
+}  # fmt: skip
+for _i in ("1", "2", "3"):
+    _VALUES[_i].append(LATEST.matches[_i])
+
+
+@st.composite
+def cursors(draw: st.DrawFn) -> Snapshot:
+    matches = {}
+    for match_id, values in _VALUES.items():
+        value = draw(st.sampled_from(values))
+        if value is not None:
+            matches[match_id] = value
+    doubt = draw(st.dictionaries(st.sampled_from(sorted(_VALUES)), st.sampled_from(["1", "2"])))
+    in_doubt = {m: (_VALUES[m][int(v)],) for m, v in doubt.items()}
+    return Snapshot(matches, revision=draw(st.integers(0, 50)), in_doubt=in_doubt or None)
+
+
+@given(st.lists(cursors(), max_size=4))
+def test_no_url_is_ahead_of_what_a_downgrade_reads(told: list[Snapshot]) -> None:
+    """Every match some URL was not told its latest value of is one the old release tells (it
+    differs from the latest list there too), and every in-doubt value is kept."""
+    state = PeopleState(latest=LATEST, cursors={str(i): c for i, c in enumerate(told)})
+    notified = decode_snapshot(_encode_state(state)[DATA_KEY], "here")
+    for cursor in told:
+        for match_id in cursor.matches.keys() | LATEST.matches.keys():
+            if cursor.matches.get(match_id) != LATEST.matches.get(match_id):
+                assert notified.matches.get(match_id) != LATEST.matches.get(match_id)
+        for match_id, values in (cursor.in_doubt or {}).items():
+            assert all(v in (notified.in_doubt or {})[match_id] for v in values)
+    if all(cursor.matches == LATEST.matches for cursor in told):
+        assert notified.matches == LATEST.matches
+
+
 def _gz(value: Any) -> bytes:
     return gzip.compress((value if isinstance(value, str) else json.dumps(value)).encode())
 
