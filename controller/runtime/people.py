@@ -43,7 +43,7 @@ from controller.core.model import NotifySpec, WatcherRef
 from controller.core.outcome import baseline_reset
 from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
 from controller.core.reasons import Reason
-from controller.core.status import PeopleStatus, WatcherStatus
+from controller.core.status import TOLD_FAILURES, PeopleStatus, WatcherStatus
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,12 @@ class People:
         if owed is None or quiet_until(job.now, job.zone, job.notify.quiet_hours) is not None:
             return None
         if owed == "failure":
-            return owed, failure(job.reason or Reason.SOURCE_UNAVAILABLE, job.language)
+            if job.reason not in TOLD_FAILURES:
+                # This run's fetch worked (or failed for a reason that is not theirs): nothing
+                # to tell now, and told with no reason the streak would stay owed, told again
+                # every run.
+                return None
+            return owed, failure(job.reason, job.language)
         return owed, recovered(job.streak.told_reason or "", job.language)
 
     async def _deliver(self, job: Tell, messages: list[Message]) -> tuple[list[str], str | None]:
