@@ -95,9 +95,11 @@ class Watcher:
     async def run(
         self, fetched: list[Any] | None, *, now: datetime = NOON, failed: str | None = None
     ) -> Told:
-        """A run that fetched `fetched` (None: it failed, for `failed`)."""
-        streak = self.status.after_run(failed, succeeded=failed is None)
-        return await self._tell(streak, failed, fetched=fetched, now=now, digest=False)
+        """A run that fetched `fetched` (None: the fetch failed) and failed for `failed`. As the
+        runner: only a failed fetch's reason is one people may be told."""
+        reason = failed if fetched is None else None
+        streak = self.status.after_run(reason, succeeded=failed is None)
+        return await self._tell(streak, reason, fetched=fetched, now=now, digest=False)
 
     async def digest(self, now: datetime, *, reason: str | None = None) -> Told:
         """Quiet hours ended (`reason`: why the last run failed, if it did)."""
@@ -402,3 +404,26 @@ async def test_a_failed_fetch_in_the_night_keeps_what_was_held_for_the_digest(
     await watcher.digest(MORNING + timedelta(seconds=30))
     (got,) = a.requests
     assert team(2) in text(got)
+
+
+async def test_a_failure_told_late_is_told_once_and_only_for_a_failed_fetch(
+    kube: FakeKube, a: WebhookReceiver
+) -> None:
+    """The third failed login's message was not accepted; the next runs fetch again but the
+    webhook fails (a failure people are not told about): no message saying FOGIS is down,
+    run after run."""
+    watcher = Watcher(kube)
+    watcher.urls(json_url(a))
+    await watcher.run(fogis())
+    a.enqueue(500)
+    for _ in range(3):
+        await watcher.run(None, failed="LoginFailed")
+    assert len(a.requests) == 1  # refused: still owed
+    for _ in range(2):
+        await watcher.run(fogis(), failed="WebhookFailing")
+    assert len(a.requests) == 1
+    await watcher.run(None, failed="LoginFailed")
+    assert len(a.requests) == 2
+    assert "FOGIS avvisade inloggningen" in text(a.requests[1])
+    await watcher.run(None, failed="LoginFailed")
+    assert len(a.requests) == 2
