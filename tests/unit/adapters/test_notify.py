@@ -295,3 +295,15 @@ def test_every_allowed_scheme_is_one_apprise_knows() -> None:
         for schemes in (plugin["protocols"], plugin["secure_protocols"]):
             known.update((schemes,) if isinstance(schemes, str) else schemes or ())
     assert not notify.ALLOWED_SCHEMES - known
+
+
+async def test_fates_known_by_the_deadline_stand(drip: _Drip, receiver: WebhookReceiver) -> None:
+    """A message accepted before another one dripped past the deadline was delivered: counted
+    failed, its URL would be sent it again on every run while the drip lasts. What was never
+    sent is no refused address either."""
+    receiver.enqueue(200, 200)
+    fates = await _send(
+        json_url(receiver), drip.url, json_url(receiver), notifier=_notifier(deadline_seconds=3)
+    )
+    assert fates == ([ACCEPTED, FAILED, FAILED], None)
+    assert len(receiver.requests) == 1
