@@ -68,30 +68,40 @@ class NotifyFailed(DeliveryFailed):
     reason = Reason.NOTIFY_FAILING
 
 
+def _entries(secret: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(line number, URL) of each line of the Secret's urls holding one: blank lines and
+    #-comments skipped, but counted, as whoever edits the Secret counts them."""
+    return [
+        (number, line.strip())
+        for number, line in enumerate(secret.get(URLS_KEY, "").splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def url_lines(secret: Mapping[str, str]) -> tuple[int, ...]:
+    """The line of each URL notify_urls returns, in order: errors name a URL by its line."""
+    return tuple(number for number, _ in _entries(secret))
+
+
 def notify_urls(secret: Mapping[str, str], where: str) -> tuple[str, ...]:
     """The Apprise URLs of a notify Secret: one per line, blank lines and #-comments skipped."""
-    raw = secret.get(URLS_KEY)
-    if raw is None:
+    if URLS_KEY not in secret:
         raise InvalidSpec(f"{where} has no {URLS_KEY} key", reason=Reason.INVALID_NOTIFY_SECRET)
-    urls = tuple(
-        line.strip()
-        for line in raw.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    )
-    if not urls or len(urls) > MAX_URLS:
+    entries = _entries(secret)
+    if not entries or len(entries) > MAX_URLS:
         raise InvalidSpec(
             f"{where} key {URLS_KEY} must hold 1 to {MAX_URLS} Apprise URLs, one per line",
             reason=Reason.INVALID_NOTIFY_SECRET,
         )
-    for index, url in enumerate(urls, 1):
+    for number, url in entries:
         problem = _url_problem(url)
         if problem is not None:
             # Not the URL itself, nor its scheme's tail: it carries a token.
             raise InvalidSpec(
-                f"{where} key {URLS_KEY}: line {index} {problem}",
+                f"{where} key {URLS_KEY}: line {number} {problem}",
                 reason=Reason.INVALID_NOTIFY_SECRET,
             )
-    return urls
+    return tuple(url for _, url in entries)
 
 
 def _url_problem(url: str) -> str | None:
@@ -127,13 +137,14 @@ class Message:
 ACCEPTED, FAILED, NOT_SENT, UNKNOWN_URL = "accepted", "failed", "not sent", "unknown URL"
 
 
-def _send(messages: tuple[Message, ...], timeout: float, *, scope: Scope) -> list[str]:
-    """In a thread: Apprise does blocking I/O. Each message's fate, in order; once the scope is
-    cut at the deadline, what was not sent yet counts as failed."""
+def _send(
+    messages: tuple[Message, ...], timeout: float, *, scope: Scope, results: list[str]
+) -> None:
+    """In a thread: Apprise does blocking I/O. Appends each message's fate to `results` once
+    known, so the fates decided before a deadline are known after it."""
     import apprise  # noqa: PLC0415 - only watchers with spec.notify pay for the import
 
     _quiet_apprise()
-    results: list[str] = []
     for message in messages:
         # One Apprise object per URL, each sent from this thread inside the guard. No redirects.
         services = apprise.Apprise(
@@ -154,7 +165,6 @@ def _send(messages: tuple[Message, ...], timeout: float, *, scope: Scope) -> lis
             results.append(NOT_SENT)
         else:
             results.append(ACCEPTED if accepted else FAILED)
-    return results
 
 
 class AppriseNotifier:
@@ -186,25 +196,30 @@ class AppriseNotifier:
             if self._key in self._in_flight:  # its thread still runs: nothing new meanwhile
                 return [NOT_SENT] * len(messages), None
             self._in_flight.add(self._key)
+            results: list[str] = []
             send = asyncio.get_running_loop().run_in_executor(
                 _THREADS,
-                functools.partial(_send, messages, self._timeout, scope=scope),
+                functools.partial(_send, messages, self._timeout, scope=scope, results=results),
             )
             send.add_done_callback(self._ended)
             try:
-                results = await asyncio.wait_for(asyncio.shield(send), self._deadline)
+                await asyncio.wait_for(asyncio.shield(send), self._deadline)
             except TimeoutError:
-                # Its reads fail once its sockets are shut; what it says then is no answer.
+                # The fates known by now stand. Its reads fail once its sockets are shut, and
+                # new connections are refused: what it says then is no answer, so the message
+                # under way and those after it count as failed (in doubt).
+                known, refused = results[:], scope.refused[:]
                 scope.cut()
                 with contextlib.suppress(Exception):
                     await send
-                results = [FAILED] * len(messages)
+                failed = [FAILED] * (len(messages) - len(known))
+                return [*known, *failed], (refused[0] if refused else None)
             except asyncio.CancelledError:
                 scope.cut()  # the thread ends soon; its key goes when it has
                 raise
         return results, (scope.refused[0] if scope.refused else None)
 
-    def _ended(self, send: asyncio.Future[list[str]]) -> None:
+    def _ended(self, send: asyncio.Future[None]) -> None:
         self._in_flight.discard(self._key)
         if not send.cancelled():
             send.exception()  # retrieved: after a cut-off nobody awaits it

@@ -6,11 +6,12 @@ for both, written after each confirmed fetch, also while the webhook fails.
 Keys:
 - `people.json.gz`: the latest confirmed list and each Apprise URL's cursor (by URL key).
 - `calendar.json.gz`: the calendar feed's state (spec.calendar), which every replica serves.
-- `snapshot.json.gz`: the least advanced cursor, in the format releases before per-URL cursors
-  read as their one "notified" snapshot. An operator downgraded to one of them reads it (people
-  may then be told some changes again, never miss one) and replaces the ConfigMap without
-  `people.json.gz`; back on this release, that key alone is read as every URL's cursor again,
-  as it is when migrating from such a release in the first place.
+- `snapshot.json.gz`: what no URL is ahead of (the cursors merged), in the format releases
+  before per-URL cursors read as their one "notified" snapshot. An operator downgraded to one
+  of them reads it (people may then be told some changes again, never miss one) and replaces
+  the ConfigMap without `people.json.gz` (and `calendar.json.gz`: the feed starts afresh); back
+  on this release, that key alone is read as every URL's cursor again, as it is when migrating
+  from such a release in the first place.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from controller.adapters.snapshots import (
     short_label,
 )
 from controller.core.calendar import CalendarState
-from controller.core.diff import Snapshot
+from controller.core.diff import NormalisedMatch, Snapshot
 from controller.core.errors import ConfigMapConflict, clip
 from controller.core.jsontext import canonical_json, load_json
 from controller.core.model import WatcherRef
@@ -87,11 +88,37 @@ def _encode_state(state: PeopleState) -> dict[str, bytes]:
         "told": texts,
         "cursors": refs,
     }
-    behind = min(state.cursors.values(), key=lambda s: s.revision, default=state.latest)
     return {
         PEOPLE_KEY: gzip.compress(canonical_json(document).encode(), mtime=0),
-        DATA_KEY: gzip.compress(behind.to_json().encode(), mtime=0),
+        DATA_KEY: gzip.compress(_behind(state).to_json().encode(), mtime=0),
     }
+
+
+def _behind(state: PeopleState) -> Snapshot:
+    """One snapshot no URL is ahead of, for a release that keeps one: each match as a URL not
+    told its latest value last heard it (else as the latest list has it), with every URL's
+    in-doubt values. Revisions cannot tell which cursor is behind: each counts its own
+    advances, and a URL added later starts at the latest list's."""
+    distinct = {cursor.to_json(): cursor for cursor in state.cursors.values()}
+    if len(distinct) <= 1:
+        return next(iter(distinct.values()), state.latest)
+    latest = state.latest.matches
+    matches = dict(latest)
+    doubt: dict[str, tuple[NormalisedMatch | None, ...]] = {}
+    for cursor in distinct.values():
+        for match_id in cursor.matches.keys() | latest.keys():
+            value = cursor.matches.get(match_id)
+            if value == latest.get(match_id):
+                continue
+            if value is None:
+                matches.pop(match_id, None)
+            else:
+                matches[match_id] = value
+        for match_id, values in (cursor.in_doubt or {}).items():
+            known = doubt.get(match_id, ())
+            doubt[match_id] = (*known, *(v for v in values if v not in known))
+    revision = max(cursor.revision for cursor in distinct.values())
+    return Snapshot(matches, revision=revision, in_doubt=doubt or None)
 
 
 def _decode_state(data: dict[str, bytes], where: str) -> PeopleState | None:
@@ -104,7 +131,9 @@ def _decode_state(data: dict[str, bytes], where: str) -> PeopleState | None:
         return PeopleState(latest=notified, cursors={}, fresh=notified)
     try:
         document = load_json(gunzip(data[PEOPLE_KEY]).decode("utf-8"))
-        if not isinstance(document, dict) or document.get("format") != PEOPLE_FORMAT:
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        if document.get("format") != PEOPLE_FORMAT:
             raise ValueError(f"format {document.get('format')!r} is not {PEOPLE_FORMAT}")
         told = [Snapshot.from_json(_text(text)) for text in _list(document.get("told"))]
         cursors = {}

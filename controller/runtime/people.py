@@ -23,6 +23,7 @@ from controller.adapters.notify import (
     Message,
     NotifyFailed,
     notify_urls,
+    url_lines,
 )
 from controller.adapters.peoplestore import ConfigMapPeople
 from controller.core.calendar import CalendarState, advance
@@ -43,7 +44,7 @@ from controller.core.model import CalendarSpec, NotifySpec, WatcherRef
 from controller.core.outcome import baseline_reset
 from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
 from controller.core.reasons import Reason
-from controller.core.status import PeopleStatus, WatcherStatus
+from controller.core.status import TOLD_FAILURES, PeopleStatus, WatcherStatus
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class People:
         message, if owed); for quiet hours' digest, `job.digest`: the stored latest list. The
         latest confirmed list is kept (and the calendar's state advanced) also when people's
         Secret is unusable: the feed does not wait for a chat service."""
-        urls, problem = await self._urls(job)
+        urls, lines, problem = await self._urls(job)
         keys = [url_key(url, self._key) for url in urls]
         if fetched is None and not job.digest:
             return await self._streak_only(job, urls, None, problem)
@@ -169,21 +170,26 @@ class People:
             if state != loaded or store.calendar is not calendar:
                 await store.save(state)
             return await self._streak_only(job, urls, None, problem, store.calendar)
-        return await self._tell(job, job.notify, urls, keys, state, store, loaded, calendar)
+        return await self._tell(
+            job, job.notify, urls, keys, state, store, loaded, calendar, lines=lines
+        )
 
-    async def _urls(self, job: Tell) -> tuple[tuple[str, ...], DetectorError | None]:
-        """The Apprise URLs of the watcher's notify Secret, or why there are none to use."""
+    async def _urls(
+        self, job: Tell
+    ) -> tuple[tuple[str, ...], tuple[int, ...], DetectorError | None]:
+        """The Apprise URLs of the watcher's notify Secret and each one's line in it (errors
+        name a URL by its line), or why there are none to use."""
         notify = job.notify
         if notify is None:
-            return (), None
+            return (), (), None
         where = f"notify Secret {job.ref.namespace}/{notify.secret_name}"
         try:
             secret = await self._kube.read_secret(
                 job.ref.namespace, notify.secret_name, purpose="notify"
             )
-            return notify_urls(secret.values, where), None
+            return notify_urls(secret.values, where), url_lines(secret.values), None
         except DetectorError as exc:
-            return (), exc
+            return (), (), exc
 
     async def _tell(  # noqa: PLR0917 - one pass's pieces, each named at the one call
         self,
@@ -195,6 +201,8 @@ class People:
         store: ConfigMapPeople,
         loaded: PeopleState | None,
         calendar: CalendarState | None,
+        *,
+        lines: Sequence[int],  # each URL's line in the Secret
     ) -> Told:
         """Tell each URL its plan's changes; `loaded` and `calendar`: the state as stored."""
         cursors = state.for_urls(keys)
@@ -243,6 +251,7 @@ class People:
             job,
             notify,
             keys=keys,
+            lines=lines,
             plans=plans,
             fate_of=fate_of,
             fates=fates,
@@ -261,7 +270,12 @@ class People:
         if owed is None or quiet_until(job.now, job.zone, notify.quiet_hours) is not None:
             return None
         if owed == "failure":
-            return owed, failure(job.reason or Reason.SOURCE_UNAVAILABLE, job.language)
+            if job.reason not in TOLD_FAILURES:
+                # This run's fetch worked (or failed for a reason that is not theirs): nothing
+                # to tell now, and told with no reason the streak would stay owed, told again
+                # every run.
+                return None
+            return owed, failure(job.reason, job.language)
         return owed, recovered(job.streak.told_reason or "", job.language)
 
     async def _deliver(self, job: Tell, messages: list[Message]) -> tuple[list[str], str | None]:
@@ -330,6 +344,7 @@ def _outcome(
     notify: NotifySpec,
     *,
     keys: Sequence[str],
+    lines: Sequence[int],  # each key's URL's line in the Secret
     plans: dict[str, Plan],
     fate_of: dict[str, str],
     fates: list[str],
@@ -357,11 +372,11 @@ def _outcome(
         for change in plans[key].send:
             target.setdefault(change.match_id, change)
     where = f"notify Secret {job.ref.namespace}/{notify.secret_name}"
-    lines = [i for i, key in enumerate(keys, 1) if fate_of.get(key) == UNKNOWN_URL]
+    unknown = [n for n, key in zip(lines, keys, strict=True) if fate_of.get(key) == UNKNOWN_URL]
     error: DetectorError | None = None
-    if lines:
+    if unknown:
         error = InvalidSpec(
-            f"{where} key urls: line {lines[0]} is not an Apprise URL it knows",
+            f"{where} key urls: line {unknown[0]} is not an Apprise URL it knows",
             reason=Reason.INVALID_NOTIFY_SECRET,
         )
     elif refused is not None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from controller.adapters import notify
-from controller.adapters.connect_guard import Scope, guarded
 from controller.adapters.notify import (
     ACCEPTED,
     FAILED,
@@ -23,50 +19,21 @@ from controller.adapters.notify import (
     AppriseNotifier,
     Message,
     notify_urls,
+    url_lines,
 )
 from controller.core.errors import InvalidSpec
 from tests.fakes.receiver import Reply, WebhookReceiver
 from tests.support.net import connected
+from tests.unit.loopback import TOKEN, json_url, loopback_only
 
 TITLE = "Matchlistan: 2 ändringar"
 BODY = "IFK Göteborg – BK Häcken flyttad 18:30 → 19:45 (sön 6 dec, Valhalla IP)"  # noqa: RUF001
-TOKEN = "tok3n-in-a-notify-url"
-
-
-# Connections beyond loopback this module's tests attempted (see the fixture below).
-_BEYOND_LOOPBACK: list[object] = []
-_SAFETY_ON: list[bool] = []
-_SAFETY_INSTALLED: list[bool] = []
-
-
-def _safety_net(event: str, args: tuple[object, ...]) -> None:
-    if event != "socket.connect" or not _SAFETY_ON or not isinstance(args[1], tuple):
-        return
-    host = str(args[1][0]).split("%", 1)[0]
-    with contextlib.suppress(ValueError):
-        ip = ipaddress.ip_address(host)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_loopback:
-            return
-    _BEYOND_LOOPBACK.append(args[1])
-    raise OSError("test safety net: no traffic beyond loopback")
 
 
 @pytest.fixture(autouse=True)
 def _no_traffic_beyond_loopback() -> Iterator[None]:
-    """Tests here send to 127.0.0.1 only, also should the guard under test break: this hook runs
-    after the guard's (installed first), so it only sees what the guard let through."""
-    if not _SAFETY_INSTALLED:
-        with guarded(Scope()):  # installs the guard's hook, so it runs first
-            pass
-        sys.addaudithook(_safety_net)
-        _SAFETY_INSTALLED.append(True)
-    _SAFETY_ON[:] = [True]
-    _BEYOND_LOOPBACK.clear()
-    yield
-    _SAFETY_ON.clear()
-    assert not _BEYOND_LOOPBACK, "a test tried to connect beyond loopback"
+    with loopback_only():
+        yield
 
 
 @pytest.fixture
@@ -100,13 +67,9 @@ async def _send(
     return await sender.send(tuple(Message(url, TITLE, BODY) for url in urls))
 
 
-def _json_url(receiver: WebhookReceiver) -> str:
-    return receiver.url.replace("http://", "json://", 1) + f"?token={TOKEN}"
-
-
 async def test_a_message_arrives_with_its_title_and_text(receiver: WebhookReceiver) -> None:
     receiver.enqueue(200)
-    assert await _send(_json_url(receiver)) == ([ACCEPTED], None)
+    assert await _send(json_url(receiver)) == ([ACCEPTED], None)
     (got,) = receiver.requests
     assert got.payload["title"] == TITLE
     assert got.payload["message"] == BODY
@@ -115,7 +78,7 @@ async def test_a_message_arrives_with_its_title_and_text(receiver: WebhookReceiv
 async def test_each_url_has_its_own_fate(receiver: WebhookReceiver) -> None:
     receiver.enqueue(500)
     receiver.enqueue(200)
-    url = _json_url(receiver)
+    url = json_url(receiver)
     assert await _send(url, "json://", url) == ([FAILED, UNKNOWN_URL, ACCEPTED], None)
     assert len(receiver.requests) == 2
 
@@ -125,9 +88,9 @@ async def test_a_refusing_service_fails_without_naming_its_url(
 ) -> None:
     receiver.enqueue(500)
     caplog.set_level(logging.DEBUG)
-    assert await _send(_json_url(receiver)) == ([FAILED], None)
+    assert await _send(json_url(receiver)) == ([FAILED], None)
     assert TOKEN not in caplog.text  # Apprise's own log lines name the URL: kept quiet
-    assert TOKEN not in repr(Message(_json_url(receiver), TITLE, BODY))
+    assert TOKEN not in repr(Message(json_url(receiver), TITLE, BODY))
 
 
 @pytest.mark.parametrize(
@@ -175,14 +138,14 @@ async def test_metadata_addresses_are_refused(url: str) -> None:
 async def test_redirects_are_not_followed(receiver: WebhookReceiver, canary: socket.socket) -> None:
     elsewhere = f"http://127.0.0.1:{canary.getsockname()[1]}/latest/meta-data"
     receiver.enqueue(Reply(302, headers={"Location": elsewhere}))
-    assert await _send(_json_url(receiver)) == ([FAILED], None)
+    assert await _send(json_url(receiver)) == ([FAILED], None)
     assert len(receiver.requests) == 1
     assert not connected(canary)
 
 
 async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookReceiver) -> None:
     fates, refused = await _send(
-        _json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"ntfy.sh"}))
+        json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"ntfy.sh"}))
     )
     assert fates == [NOT_SENT]
     assert refused is not None
@@ -190,7 +153,7 @@ async def test_hosts_outside_the_allow_list_are_not_reached(receiver: WebhookRec
     assert not receiver.requests
     receiver.enqueue(200)
     fates, _ = await _send(
-        _json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"127.0.0.1"}))
+        json_url(receiver), notifier=_notifier(allowed_hosts=frozenset({"127.0.0.1"}))
     )
     assert fates == [ACCEPTED]
     assert len(receiver.requests) == 1
@@ -215,6 +178,15 @@ def test_refused_urls(url: str, problem: str) -> None:
     assert caught.value.reason == "InvalidNotifySecret"
     assert "line 2" in str(caught.value)
     assert url not in str(caught.value)
+
+
+def test_a_refused_url_is_named_by_its_line_in_the_secret() -> None:
+    """Counted as the person editing the Secret counts: blank and comment lines too."""
+    secret = {"urls": "# Annas telefon\njson://ok/x\n\n  \n# gamla\nmqtt://h/tok3n"}
+    with pytest.raises(InvalidSpec, match="line 6 has a scheme") as caught:
+        notify_urls(secret, "Secret n")
+    assert "tok3n" not in str(caught.value)
+    assert url_lines(secret) == (2, 6)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +277,7 @@ async def test_a_dripping_service_holds_up_only_its_own_watcher(
     # While its send runs, watcher a gets no second one; watcher b is delivered meanwhile.
     assert await _send(drip.url, notifier=stuck) == ([NOT_SENT], None)
     receiver.enqueue(200)
-    assert await _send(_json_url(receiver), notifier=healthy) == ([ACCEPTED], None)
+    assert await _send(json_url(receiver), notifier=healthy) == ([ACCEPTED], None)
     assert len(receiver.requests) == 1
     assert not drip.closed.is_set()
     # At its deadline the dripping send's socket is shut down, and its thread has ended.
@@ -323,3 +295,15 @@ def test_every_allowed_scheme_is_one_apprise_knows() -> None:
         for schemes in (plugin["protocols"], plugin["secure_protocols"]):
             known.update((schemes,) if isinstance(schemes, str) else schemes or ())
     assert not notify.ALLOWED_SCHEMES - known
+
+
+async def test_fates_known_by_the_deadline_stand(drip: _Drip, receiver: WebhookReceiver) -> None:
+    """A message accepted before another one dripped past the deadline was delivered: counted
+    failed, its URL would be sent it again on every run while the drip lasts. What was never
+    sent is no refused address either."""
+    receiver.enqueue(200, 200)
+    fates = await _send(
+        json_url(receiver), drip.url, json_url(receiver), notifier=_notifier(deadline_seconds=3)
+    )
+    assert fates == ([ACCEPTED, FAILED, FAILED], None)
+    assert len(receiver.requests) == 1

@@ -9,30 +9,21 @@ from typing import Any
 
 import pytest
 
-from controller.adapters.kube import StoredConfigMap
 from controller.adapters.snapshots import (
     DATA_KEY,
     ConfigMapSnapshots,
     SnapshotConflict,
     SnapshotCorrupt,
     SnapshotTooLarge,
+    config_map_name,
 )
 from controller.core.diff import Snapshot, normalise_all
-from controller.core.errors import MAX_MESSAGE_CHARS, ConfigMapConflict, clip
+from controller.core.errors import MAX_MESSAGE_CHARS, clip
 from controller.core.model import WatcherRef
 from tests.fakes.fogis.records import make_match
+from tests.unit.fake_kube import FakeKube
 
 REF = WatcherRef("referees", "anna", "uid-1")
-
-
-class OneConfigMap:
-    """Just enough of controller.adapters.kube.Kube for ConfigMapSnapshots.load."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap:
-        return StoredConfigMap(data={DATA_KEY: self.data}, owner_uids=(REF.uid,))
 
 
 def _gzip_bomb(inflated: int) -> bytes:
@@ -43,8 +34,9 @@ def _gzip_bomb(inflated: int) -> bytes:
 
 
 async def load(data: bytes) -> Snapshot | None:
-    store = ConfigMapSnapshots(OneConfigMap(data), REF)  # type: ignore[arg-type]
-    return await store.load()
+    kube = FakeKube()
+    kube.put_config_map(REF.namespace, config_map_name(REF.name), {DATA_KEY: data}, REF.uid)
+    return await _store(kube).load()
 
 
 async def test_a_stored_snapshot_loads() -> None:
@@ -100,39 +92,13 @@ def test_clip(text: str, limit: int, expected: Any) -> None:
 
 async def test_a_snapshot_larger_than_a_config_map_is_refused_before_anything_is_sent() -> None:
     noisy = [make_match(i, lag1namn=secrets.token_urlsafe(300)) for i in range(1, 4001)]
-    store = ConfigMapSnapshots(OneConfigMap(b""), REF)  # type: ignore[arg-type]
+    store = _store(FakeKube())
     with pytest.raises(SnapshotTooLarge, match=r"4000 matches.*narrow the window"):
         await store.check(Snapshot(normalise_all(noisy)))
     await store.check(Snapshot(normalise_all(noisy[:100])))  # a usual list fits
 
 
-class VersionedConfigMaps:
-    """One ConfigMap with a resourceVersion, refusing writes based on an outdated read."""
-
-    def __init__(self) -> None:
-        self.stored: StoredConfigMap | None = None
-        self.version = 0
-
-    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None:
-        return self.stored
-
-    async def write_config_map(
-        self,
-        ref: WatcherRef,
-        name: str,
-        binary_data: dict[str, bytes],
-        labels: dict[str, str],
-        resource_version: str | None,
-    ) -> str:
-        current = None if self.stored is None else self.stored.resource_version
-        if resource_version != current:
-            raise ConfigMapConflict(f"ConfigMap {name} changed meanwhile")
-        self.version += 1
-        self.stored = StoredConfigMap(dict(binary_data), (ref.uid,), str(self.version))
-        return str(self.version)
-
-
-def _store(kube: VersionedConfigMaps) -> ConfigMapSnapshots:
+def _store(kube: FakeKube) -> ConfigMapSnapshots:
     return ConfigMapSnapshots(kube, REF)  # type: ignore[arg-type]
 
 
@@ -140,7 +106,7 @@ def _store(kube: VersionedConfigMaps) -> ConfigMapSnapshots:
 async def test_a_snapshot_written_meanwhile_is_never_overwritten(existing: bool) -> None:
     """Two writers (a leadership handover, a restart racing a slow write) read the same state; the
     second to write must not move the snapshot back to what it computed from that state."""
-    kube = VersionedConfigMaps()
+    kube = FakeKube()
     if existing:
         await _store(kube).save(Snapshot(normalise_all([make_match(1)]), revision=1))
     first, second = _store(kube), _store(kube)
@@ -154,7 +120,7 @@ async def test_a_snapshot_written_meanwhile_is_never_overwritten(existing: bool)
 
 
 async def test_load_then_save_in_turn_works() -> None:
-    kube = VersionedConfigMaps()
+    kube = FakeKube()
     store = _store(kube)
     for revision in range(1, 4):
         assert (await store.load()) is None or revision > 1

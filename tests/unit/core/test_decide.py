@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.decide import Memory, Run, View, Wait, decide
 from controller.core.status import WatcherStatus
-from controller.core.trigger import Manual, Scheduled
+from controller.core.trigger import Digest, Manual, Scheduled, Trigger
 
 T = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)  # a Saturday, on an hourly slot
 CREATED = T - timedelta(days=1)
@@ -30,6 +30,11 @@ SPEC: dict[str, Any] = {
     "source": {"fogis": {"credentialsSecretRef": {"name": "anna-fogis"}}},
 }
 READY_SCHEDULED = {"type": "Ready", "status": "True", "reason": "Scheduled", "message": "m"}
+# Restarted after the 10:00 slot was claimed.
+CLAIMED_10 = {
+    "lastScheduleTime": "2026-11-28T10:00:00Z",
+    "lastScheduleOf": {"schedule": "0 * * * *", "timeZone": "UTC"},
+}
 READY_LOGIN_FAILED = {"type": "Ready", "status": "False", "reason": "LoginFailed", "message": "no"}
 
 
@@ -44,7 +49,7 @@ class Row:
     trigger: str | None = None
     generation: int = 1
     # Out: the action, the status fields the patch writes (None: no patch), the Event reasons.
-    run: Scheduled | Manual | None = None
+    run: Trigger | None = None
     wait: datetime | None = None
     patch: dict[str, Any] | None = None
     events: tuple[str, ...] = ()
@@ -365,6 +370,55 @@ ROWS = [
         },
         wait=at(1),
     ),
+    # Quiet hours' end (status.notify.heldUntil) is a due time like a slot.
+    Row(
+        "quiet hours ended with messages held: the digest is claimed, then sent",
+        now=at(0.25, seconds=0.1),
+        status={**CLAIMED_10, "notify": {"heldChanges": 2, "heldUntil": "2026-11-28T10:15:00Z"}},
+        run=Digest(at(0.25)),
+        patch={"notify": {"heldUntil": None}},
+    ),
+    Row(
+        "a digest overdue after an outage is still sent (no deadline: nothing is fetched)",
+        now=at(0.9),
+        spec={"startingDeadlineSeconds": 0},
+        status={**CLAIMED_10, "notify": {"heldUntil": "2026-11-28T10:15:00Z"}},
+        run=Digest(at(0.25)),
+        patch={"notify": {"heldUntil": None}},
+    ),
+    Row(
+        "held until before the next slot: woken for it, NEXT RUN still the slot",
+        now=at(seconds=30),
+        status={**CLAIMED_10, "notify": {"heldChanges": 2, "heldUntil": "2026-11-28T10:15:00Z"}},
+        wait=at(0.25),
+        patch={"nextExecutionTime": "2026-11-28T11:00:00Z"},
+        ready=("True", "Scheduled"),
+    ),
+    Row(
+        "held until after the next slot: the slot first",
+        now=at(seconds=30),
+        status={**CLAIMED_10, "notify": {"heldChanges": 2, "heldUntil": "2026-11-28T11:15:00Z"}},
+        wait=at(1),
+        patch={"nextExecutionTime": "2026-11-28T11:00:00Z"},
+        ready=("True", "Scheduled"),
+    ),
+    Row(
+        "suspended with messages held: woken for the digest only",
+        now=at(seconds=30),
+        spec={"suspend": True},
+        status={**CLAIMED_10, "notify": {"heldUntil": "2026-11-28T10:15:00Z"}},
+        wait=at(0.25),
+        patch={"nextExecutionTime": None},
+        ready=("True", "Suspended"),
+    ),
+    Row(
+        "a manual trigger and a digest both due: the trigger first, the digest next step",
+        now=at(0.25, seconds=1),
+        trigger="t1",
+        status={**CLAIMED_10, "notify": {"heldUntil": "2026-11-28T10:15:00Z"}},
+        run=Manual("t1"),
+        patch={"lastClaimedTrigger": "t1"},
+    ),
 ]
 
 
@@ -455,3 +509,26 @@ def test_a_refused_write_keeps_nothing() -> None:
     assert isinstance(first.action, Run)
     assert isinstance(retry.action, Run)
     assert first.action.trigger == retry.action.trigger == Scheduled(at())
+
+
+def test_a_digest_runs_once_across_steps_and_replicas() -> None:
+    """Claimed by clearing heldUntil: neither this scheduler's next step nor another replica
+    deciding from the claimed status sends it again."""
+    stored: dict[str, Any] = {
+        **CLAIMED_10,
+        "notify": {"heldChanges": 2, "heldUntil": "2026-11-28T10:15:00Z"},
+    }
+    view = View.of({"metadata": {"generation": 1}, "spec": SPEC})
+    memory = Memory.start(WatcherStatus.parse(stored), CREATED)
+    runs: list[Trigger] = []
+    for now in (at(0.25), at(0.25, seconds=0.1), at(0.25, seconds=5)):
+        decision = decide(memory, view, now, allow_seconds=False)
+        if isinstance(decision.action, Run):
+            runs.append(decision.action.trigger)
+            assert not WatcherStatus.parse(stored).claims(decision.action.trigger)
+        memory = apply(memory, view, now, stored)
+        assert WatcherStatus.parse(stored).claims(Digest(at(0.25)))
+    assert runs == [Digest(at(0.25))]
+    assert stored["notify"]["heldUntil"] is None
+    other = Memory.start(WatcherStatus.parse(stored), CREATED)
+    assert decide(other, view, at(0.25, seconds=6), allow_seconds=False).action == Wait(at(1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,12 +12,14 @@ from controller.core.diff import Summary
 from controller.core.status import (
     MAX_HISTORY,
     HistoryEntry,
+    PeopleStatus,
     Readiness,
     ReadyCondition,
     RunRecord,
     WatcherStatus,
     WebhookState,
     conditions_with,
+    digest_claim,
     history_after,
     parse_timestamp,
     run_started,
@@ -24,7 +27,7 @@ from controller.core.status import (
     status_seen,
     timestamp,
 )
-from controller.core.trigger import Manual, Scheduled
+from controller.core.trigger import Digest, Manual, Scheduled
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=2)
@@ -293,3 +296,174 @@ def test_history_round_trips_and_junk_is_dropped() -> None:
 )
 def test_claims(raw: dict[str, Any], trigger: Scheduled | Manual, claimed: bool) -> None:
     assert WatcherStatus.parse(raw).claims(trigger) is claimed
+
+
+# --- status.notify's hold and failure streak (the people's pass) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, PeopleStatus()),
+        (
+            {"heldChanges": 3, "heldUntil": "2026-11-28T10:00:00Z", "failures": 2,
+             "failureNotified": {"reason": "LoginFailed", "since": "2026-11-28T10:00:02Z"}},
+            PeopleStatus(3, T0, 2, "LoginFailed", T1),
+        ),
+        # Hand-edited junk counts as absent instead of failing every later step.
+        (
+            {"heldChanges": "3", "heldUntil": "at seven", "failures": True,
+             "failureNotified": "yes"},
+            PeopleStatus(),
+        ),
+        ({"heldChanges": 1.5, "failures": None, "failureNotified": {"reason": 7}}, PeopleStatus()),
+        ({"failureNotified": {"reason": "LoginFailed", "since": "then"}},
+         PeopleStatus(told_reason="LoginFailed")),
+        # status.notify's other fields belong to its WebhookState.
+        ({"pendingChanges": 2, "consecutiveFailures": 1}, PeopleStatus()),
+    ],
+)  # fmt: skip
+def test_people_status_is_parsed_and_junk_counts_as_absent(
+    raw: dict[str, Any], expected: PeopleStatus
+) -> None:
+    assert PeopleStatus.from_status(raw) == expected
+    assert WatcherStatus.parse({"notify": raw}).people == expected
+
+
+@pytest.mark.parametrize(
+    "people",
+    [
+        PeopleStatus(),
+        PeopleStatus(held_changes=4, held_until=T0),
+        PeopleStatus(failures=5, told_reason="SourceUnavailable", told_since=T1),
+    ],
+)
+def test_people_status_round_trips(people: PeopleStatus) -> None:
+    written = people.to_status()
+    assert PeopleStatus.from_status(written) == people
+    # Merge-patch nulls remove what no longer applies (failureNotified absent, not stale).
+    if people.told_reason is None:
+        assert written["failureNotified"] is None
+    if people.held_until is None:
+        assert written["heldUntil"] is None
+
+
+@pytest.mark.parametrize(
+    ("failures", "reason", "succeeded", "expected"),
+    [
+        # Told failures count, whatever came before.
+        (0, "LoginFailed", False, 1),
+        (2, "SourceUnavailable", False, 3),
+        (7, "SecretNotFound", False, 8),
+        # Success resets.
+        (5, None, True, 0),
+        (0, None, True, 0),
+        # Other failures (webhook, notify, Kubernetes, a spec error) neither count nor reset.
+        (2, None, False, 2),
+        (2, "WebhookFailing", False, 2),
+        (2, "InvalidNotifySecret", False, 2),
+        (2, "KubernetesError", False, 2),
+        (0, "InvalidSpec", False, 0),
+    ],
+)
+def test_after_run(failures: int, reason: str | None, succeeded: bool, expected: int) -> None:
+    told = PeopleStatus(failures=failures, told_reason="LoginFailed", held_changes=2)
+    after = told.after_run(reason, succeeded)
+    assert after.failures == expected
+    # Only the count moves: whether people were told, and the hold, stay.
+    assert replace(after, failures=failures) == told
+
+
+@pytest.mark.parametrize(
+    ("failures", "told_reason", "failure_after", "owed"),
+    [
+        (0, None, 3, None),
+        (2, None, 3, None),
+        (3, None, 3, "failure"),
+        (4, None, 3, "failure"),  # the third run's message did not go out: still owed
+        (1, None, 1, "failure"),
+        (3, "LoginFailed", 3, None),  # told once in a streak, never again
+        (9, "LoginFailed", 3, None),
+        (0, "LoginFailed", 3, "recovered"),
+        (1, "LoginFailed", 3, None),  # failing again before the recovery was told
+        (5, None, 0, None),  # failureAfter 0: off
+        (0, "LoginFailed", 0, "recovered"),  # switched off mid-streak: the recovery is still told
+    ],
+)
+def test_owed(failures: int, told_reason: str | None, failure_after: int, owed: str | None) -> None:
+    people = PeopleStatus(failures=failures, told_reason=told_reason)
+    assert people.owed(failure_after) == owed
+
+
+@pytest.mark.parametrize(
+    ("held_until", "claimed"),
+    [
+        (T0, False),  # still held for this digest: not claimed yet
+        (None, True),  # the claim cleared heldUntil
+        (T1, True),  # a later hold: this digest's moment passed (its changes went elsewhere)
+    ],
+)
+def test_digest_claims(held_until: datetime | None, claimed: bool) -> None:
+    status = WatcherStatus(people=PeopleStatus(held_changes=2, held_until=held_until))
+    assert status.claims(Digest(T0)) is claimed
+
+
+def test_the_digest_claim_clears_held_until_only_and_sets_reconciling() -> None:
+    previous = WatcherStatus.parse(
+        {"notify": {"heldChanges": 2, "heldUntil": "2026-11-28T10:00:00Z", "failures": 1},
+         "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                         "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    )  # fmt: skip
+    patch = digest_claim(previous, now=T1, generation=4)
+    assert patch["notify"] == {"heldUntil": None}  # a merge patch: the rest of notify stays
+    stored = {**previous.people.to_status(), **patch["notify"]}
+    assert WatcherStatus.parse({"notify": stored}).claims(Digest(T0))
+    assert [(c["type"], c["status"], c["reason"]) for c in patch["conditions"]] == [
+        ("Reconciling", "True", "Running"),
+        ("Ready", "True", "Succeeded"),
+    ]
+    assert set(patch) == {"notify", "conditions"}
+
+
+DIGEST_PREVIOUS = WatcherStatus.parse(
+    {"executionCount": 41, "changeCount": 6, "matchCount": 14,
+     "notify": {"heldChanges": 2, "matchCount": 14, "lastDeliveryTime": "2026-11-27T10:00:00Z"},
+     "conditions": [{"type": "Reconciling", "status": "True", "reason": "Running"}]}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("notify", "people", "expected"),
+    [
+        # Nothing changed in status.notify: no key at all (a null would delete status.notify).
+        (None, None, None),
+        (None, PeopleStatus(), {"heldChanges": 0, "heldUntil": None, "failures": 0,
+                                "failureNotified": None}),
+        (
+            WebhookState(last_delivery_time=T1, match_count=14),
+            PeopleStatus(failures=0),
+            {"lastDeliveryTime": "2026-11-28T10:00:02Z", "consecutiveFailures": 0,
+             "pendingChanges": 0, "matchCount": 14, "heldChanges": 0, "heldUntil": None,
+             "failures": 0, "failureNotified": None},
+        ),
+    ],
+)  # fmt: skip
+def test_a_digest_writes_only_conditions_and_notify(
+    notify: WebhookState | None, people: PeopleStatus | None, expected: dict[str, Any] | None
+) -> None:
+    """A digest is no run: no execution counted, no slot, no history; Reconciling removed."""
+    digest = record(
+        trigger=Digest(T0), match_count=None, summary=None, delivered=False, notify=notify,
+        people=people,
+    )  # fmt: skip
+    patch = status_after_run(DIGEST_PREVIOUS, digest, next_time=T1, generation=3)
+    assert set(patch) == ({"conditions"} if expected is None else {"conditions", "notify"})
+    assert patch.get("notify") == expected
+    assert [c["type"] for c in patch["conditions"]] == ["Ready"]
+
+
+def test_a_run_writes_the_hold_and_streak_beside_the_deliveries() -> None:
+    people = PeopleStatus(held_changes=3, held_until=T1, failures=1)
+    patch = status_after_run(WatcherStatus(), record(people=people), next_time=None, generation=1)
+    assert patch["notify"] == people.to_status()
+    assert "notify" not in status_after_run(WatcherStatus(), record(), next_time=None, generation=1)
