@@ -187,9 +187,14 @@ class People:
             secret = await self._kube.read_secret(
                 job.ref.namespace, notify.secret_name, purpose="notify"
             )
-            return notify_urls(secret.values, where), url_lines(secret.values), None
+            urls, lines = notify_urls(secret.values, where), url_lines(secret.values)
         except DetectorError as exc:
             return (), (), exc
+        # The same URL twice is one service: told once (one cursor, one message).
+        first: dict[str, int] = {}
+        for url, line in zip(urls, lines, strict=True):
+            first.setdefault(url, line)
+        return tuple(first), tuple(first.values()), None
 
     async def _tell(  # noqa: PLR0917 - one pass's pieces, each named at the one call
         self,

@@ -428,3 +428,11 @@ async def test_a_failure_told_late_is_told_once_and_only_for_a_failed_fetch(
     assert "FOGIS avvisade inloggningen" in text(a.requests[1])
     await watcher.run(None, failed="LoginFailed")
     assert len(a.requests) == 2
+
+
+async def test_the_same_url_twice_is_told_once(kube: FakeKube, a: WebhookReceiver) -> None:
+    watcher = Watcher(kube)
+    watcher.urls(json_url(a), json_url(a))
+    await watcher.run(fogis())
+    await watcher.run(fogis(cancelled(2)))
+    assert len(a.requests) == 1
