@@ -244,15 +244,31 @@ class FileSnapshots:
         return parse_state(text, str(self._path))
 
     def _write(self, snapshot: Snapshot) -> None:
-        """In a thread, encoding included. Write then rename, so a crash never leaves half a
-        snapshot behind."""
+        """In a thread, encoding included: a crash never leaves half a snapshot behind."""
         text = snapshot.to_json()
-        directory = self._path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self._path.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            Path(tmp).replace(self._path)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._path, text)
         except OSError as exc:
             raise DetectorError(f"cannot write {self._path}: {exc.strerror}") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text`, durably; OSError when the directory cannot be written."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory is.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
