@@ -18,30 +18,34 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.adapters.snapshots import (
     DATA_KEY,
     MANAGED_BY,
     MAX_STORED_BYTES,
     WATCHER_LABEL,
+    ConfigMapSnapshots,
     SnapshotConflict,
     SnapshotCorrupt,
     SnapshotTooLarge,
     config_map_name,
     decode_snapshot,
     gunzip,
+    parse_state,
     short_label,
+    write_atomic,
 )
 from controller.core.calendar import CalendarState
 from controller.core.diff import NormalisedMatch, Snapshot
-from controller.core.errors import ConfigMapConflict, clip
+from controller.core.errors import ConfigMapConflict, DetectorError, clip
 from controller.core.jsontext import canonical_json, load_json
 from controller.core.model import WatcherRef
 from controller.core.people import PeopleState
 
 if TYPE_CHECKING:
-    from controller.adapters.kube import Kube
+    from controller.adapters.kube import Kube, SecretData
 
 PEOPLE_KEY = "people.json.gz"
 CALENDAR_KEY = "calendar.json.gz"
@@ -168,6 +172,18 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
+class PeopleStore(Protocol):
+    """Where a run keeps the people's state (and the calendar's, in `calendar`)."""
+
+    where: str  # "ConfigMap NAME", or "file PATH": named in a BaselineReset Event
+    foreign_owner: bool  # load() found a state left by another watcher (so: none)
+    calendar: CalendarState | None  # as loaded; save() writes whatever is here then
+
+    async def load(self) -> PeopleState | None: ...
+
+    async def save(self, state: PeopleState) -> None: ...
+
+
 class ConfigMapPeople:
     """The people's state of one watcher in its "notified" ConfigMap (compare-and-swap on the
     version read, like ConfigMapSnapshots)."""
@@ -176,6 +192,7 @@ class ConfigMapPeople:
         self._kube = kube
         self._ref = ref
         self.name = config_map_name(ref.name, "notified")
+        self.where = f"ConfigMap {self.name}"
         self._version: str | None = None
         self.foreign_owner = False
         # The calendar feed's state, as loaded; save() writes whatever is here then.
@@ -210,3 +227,71 @@ class ConfigMapPeople:
                 f"the people's state in ConfigMap {self._ref.namespace}/{self.name} was written "
                 "by someone else during this run (another replica?); not overwritten"
             ) from None
+
+
+class FilePeople:
+    """The service's people's state: `people` holds people.json.gz's bytes, `notified` the
+    snapshot no URL is ahead of in our snapshot format (what `kubectl matchlist import
+    --notified-file` reads, and what a service before per-URL cursors kept), each replaced
+    atomically. Without `people`, `notified` is every URL's cursor. No calendar here."""
+
+    foreign_owner = False  # a file has no owner
+
+    def __init__(self, people: Path, notified: Path) -> None:
+        self._people = people
+        self._notified = notified
+        self.where = f"file {people}"
+        self.calendar: CalendarState | None = None
+
+    async def load(self) -> PeopleState | None:
+        return await asyncio.to_thread(self._load)
+
+    async def save(self, state: PeopleState) -> None:
+        await asyncio.to_thread(self._save, state)
+
+    def check(self) -> None:
+        """At start: SnapshotCorrupt when a state file there cannot be read (nothing is
+        written over it)."""
+        self._load()
+
+    def _load(self) -> PeopleState | None:
+        try:
+            data = {PEOPLE_KEY: self._people.read_bytes()}
+        except FileNotFoundError:
+            try:
+                text = self._notified.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SnapshotCorrupt(f"cannot read {self._notified}: {exc}") from None
+            notified = parse_state(text, str(self._notified))
+            return PeopleState(latest=notified, cursors={}, fresh=notified)
+        except OSError as exc:
+            raise SnapshotCorrupt(f"cannot read {self._people}: {exc.strerror}") from None
+        return _decode_state(data, f"file {self._people}")
+
+    def _save(self, state: PeopleState) -> None:
+        # The cursors first: a kill between the two writes leaves them, which load() prefers.
+        people = _encode_state(state)[PEOPLE_KEY]
+        try:
+            write_atomic(self._people, people)
+            write_atomic(self._notified, _behind(state).to_json())
+        except OSError as exc:
+            raise DetectorError(f"cannot write {self._people}: {exc.strerror}") from None
+
+
+class KubeBacking:
+    """The operator's backing of runs (controller/runtime/runner.py's Backing): Secrets and
+    snapshot ConfigMaps in the watcher's namespace."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData:
+        return await self._kube.read_secret(namespace, name, purpose=purpose)
+
+    def snapshots(self, ref: WatcherRef, cursor: str) -> ConfigMapSnapshots:
+        return ConfigMapSnapshots(self._kube, ref, cursor)
+
+    def people(self, ref: WatcherRef) -> ConfigMapPeople:
+        return ConfigMapPeople(self._kube, ref)

@@ -1,7 +1,9 @@
-"""Where the last accepted snapshot lives: a ConfigMap per watcher, or a file for run-once.
+"""Where the last accepted snapshot lives: a ConfigMap per watcher, or a file for run-once and
+the service.
 
 Both stores hold the same document (Snapshot.to_json), so a snapshot taken by run-once could be
-loaded into a ConfigMap and vice versa.
+loaded into a ConfigMap and vice versa; a file may also be the seed detector's own state
+(parse_state).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from controller.core.diff import Snapshot
+from controller.core.diff import Snapshot, normalise_all
 from controller.core.errors import ConfigMapConflict, DetectorError, clip
+from controller.core.jsontext import load_json
 from controller.core.model import WatcherRef
 from controller.core.reasons import Reason
 
@@ -58,6 +61,13 @@ class SnapshotStore(Protocol):
         for ever)."""
 
     async def save(self, snapshot: Snapshot) -> None: ...
+
+
+class NamedSnapshots(SnapshotStore, Protocol):
+    """A store a run can name in a BaselineReset Event."""
+
+    where: str  # "ConfigMap NAME", or "file PATH"
+    foreign_owner: bool  # load() found a snapshot left by another watcher (so: none)
 
 
 def _short(value: str, limit: int) -> str:
@@ -111,10 +121,33 @@ def _parse(text: str, where: str) -> Snapshot:
     try:
         return Snapshot.from_json(text)
     except ValueError as exc:
-        raise SnapshotCorrupt(
-            f"snapshot in {where} is unreadable ({clip(str(exc), 300)}); delete it to record a "
-            "new baseline"
-        ) from None
+        raise _corrupt(where, str(exc)) from None
+
+
+def _corrupt(where: str, problem: str) -> SnapshotCorrupt:
+    return SnapshotCorrupt(
+        f"snapshot in {where} is unreadable ({clip(problem, 300)}); delete it to record a "
+        "new baseline"
+    )
+
+
+def parse_state(text: str, where: str) -> Snapshot:
+    """A state file: our snapshot document, or the seed detector's previous_matches.json (the
+    raw FOGIS match list as a JSON array), so a seed user's first run compares against their
+    last seed run instead of recording a new baseline. SnapshotCorrupt for anything else."""
+    if not text.lstrip().startswith("["):
+        return _parse(text, where)
+    try:
+        records = load_json(text)
+    except (TypeError, ValueError) as exc:
+        raise _corrupt(where, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _corrupt(where, "not valid JSON: nested too deeply") from None
+    matches = normalise_all(records)
+    if records and not matches:
+        raise _corrupt(where, f"none of its {len(records)} entries is a match with a matchid")
+    # Revision 0: the seed kept none, and delivery ids of its successor's first run start there.
+    return Snapshot(matches)
 
 
 class ConfigMapSnapshots:
@@ -126,6 +159,7 @@ class ConfigMapSnapshots:
         self._kube = kube
         self._ref = ref
         self.name = config_map_name(ref.name, cursor)
+        self.where = f"ConfigMap {self.name}"
         # The resourceVersion that load() saw (None: no ConfigMap), so save() never overwrites
         # a snapshot written in between (a second replica in a leader or shard handover, a restart
         # racing a slow write) with one computed from an older state.
@@ -174,10 +208,14 @@ class ConfigMapSnapshots:
 
 
 class FileSnapshots:
-    """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE)."""
+    """run-once's and the service's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE),
+    in our format or the seed's (parse_state); it is rewritten in ours."""
+
+    foreign_owner = False  # a file has no owner
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.where = f"file {path}"
 
     async def load(self) -> Snapshot | None:
         return await asyncio.to_thread(self._load)
@@ -196,18 +234,35 @@ class FileSnapshots:
             return None
         except OSError as exc:
             raise DetectorError(f"cannot read {self._path}: {exc.strerror}") from None
-        return _parse(text, str(self._path))
+        return parse_state(text, str(self._path))
 
     def _write(self, snapshot: Snapshot) -> None:
-        """In a thread, encoding included. Write then rename, so a crash never leaves half a
-        snapshot behind."""
+        """In a thread, encoding included: a crash never leaves half a snapshot behind."""
         text = snapshot.to_json()
-        directory = self._path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self._path.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            Path(tmp).replace(self._path)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._path, text)
         except OSError as exc:
             raise DetectorError(f"cannot write {self._path}: {exc.strerror}") from None
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace `path` with `text` (UTF-8 when a str), durably; OSError when the directory cannot
+    be written."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory is.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

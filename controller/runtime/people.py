@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from controller.adapters.notify import (
@@ -25,7 +25,7 @@ from controller.adapters.notify import (
     notify_urls,
     url_lines,
 )
-from controller.adapters.peoplestore import ConfigMapPeople
+from controller.adapters.peoplestore import PeopleStore
 from controller.core.calendar import CalendarState, advance
 from controller.core.delivery import DeliveryResult
 from controller.core.detection import ChangesPending, Detection
@@ -45,6 +45,9 @@ from controller.core.outcome import baseline_reset
 from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
 from controller.core.reasons import Reason
 from controller.core.status import TOLD_FAILURES, PeopleStatus, WatcherStatus
+
+if TYPE_CHECKING:
+    from controller.adapters.kube import SecretData
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,20 @@ class Tell:
     digest: bool = False  # quiet hours ended: tell what was held, from the stored list
 
 
+class PeopleBacking(Protocol):
+    """Where the people's pass reads the notify Secret and keeps its state (runner.py's
+    Backing: the cluster for the operator, the environment and files for the service)."""
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData: ...
+
+    def people(self, ref: WatcherRef) -> PeopleStore: ...
+
+
 class People:
     """The people's passes of every watcher (one per WatcherRunner)."""
 
-    def __init__(self, *, kube: Any, key: bytes, **send: Any) -> None:
-        self._kube = kube
+    def __init__(self, *, backing: PeopleBacking, key: bytes, **send: Any) -> None:
+        self._backing = backing
         self._key = key
         self._send = send  # AppriseNotifier's arguments but `key`
 
@@ -129,7 +141,7 @@ class People:
         keys = [url_key(url, self._key) for url in urls]
         if fetched is None and not job.digest:
             return await self._streak_only(job, urls, None, problem)
-        store = ConfigMapPeople(self._kube, job.ref)
+        store = self._backing.people(job.ref)
         loaded = state = await store.load()
         calendar = store.calendar
         if fetched is not None:
@@ -157,7 +169,7 @@ class People:
                     reset = baseline_reset(
                         job.previous.notify.match_count,
                         job.previous.notify.pending_changes,
-                        store.name,
+                        store.where,
                         store.foreign_owner,
                     )
                     notice = Detection(True, len(new.matches), [], summarise([]), {}, None, reset)
@@ -184,7 +196,7 @@ class People:
             return (), (), None
         where = f"notify Secret {job.ref.namespace}/{notify.secret_name}"
         try:
-            secret = await self._kube.read_secret(
+            secret = await self._backing.read_secret(
                 job.ref.namespace, notify.secret_name, purpose="notify"
             )
             urls, lines = notify_urls(secret.values, where), url_lines(secret.values)
@@ -203,7 +215,7 @@ class People:
         urls: Sequence[str],
         keys: Sequence[str],
         state: PeopleState,
-        store: ConfigMapPeople,
+        store: PeopleStore,
         loaded: PeopleState | None,
         calendar: CalendarState | None,
         *,

@@ -12,22 +12,23 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from controller import USER_AGENT
 from controller.adapters.fogis import FogisClient
-from controller.adapters.kube import Kube
+from controller.adapters.kube import SecretData
 from controller.adapters.metrics import Metrics
 from controller.adapters.notify import (
     NOTIFY_DEADLINE_SECONDS,
     NOTIFY_THREADS,
     NOTIFY_TIMEOUT_SECONDS,
 )
+from controller.adapters.peoplestore import PeopleStore
 from controller.adapters.sessions import Sessions
-from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
+from controller.adapters.snapshots import NamedSnapshots, SnapshotStore
 from controller.adapters.webhook import (
     RetryPolicy,
     WebhookSender,
@@ -77,7 +78,13 @@ from controller.runtime.detection import (
     WebhookNotifier,
     detect,
 )
-from controller.runtime.people import People, Tell, Told, UnconfirmedPeopleDrop
+from controller.runtime.people import (
+    People,
+    PeopleBacking,
+    Tell,
+    Told,
+    UnconfirmedPeopleDrop,
+)
 from controller.runtime.politeness import EXCHANGE, LOGIN, Politeness
 
 log = logging.getLogger(__name__)
@@ -103,14 +110,31 @@ def attempt_code(status: int | None) -> str:
     return str(status) if status in _REGISTERED_CODES else "other"
 
 
+class Backing(PeopleBacking, Protocol):
+    """Where a run's Secrets and snapshots live: the cluster (adapters/peoplestore.py's
+    KubeBacking, Secrets and ConfigMaps in the watcher's namespace) for the operator; the
+    environment and files for the service (adapters/statefiles.py)."""
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData: ...
+
+    def snapshots(self, ref: WatcherRef, cursor: str) -> NamedSnapshots:
+        """The webhook's snapshot store (`cursor` "snapshot")."""
+        ...
+
+    def people(self, ref: WatcherRef) -> PeopleStore:
+        """The store of the latest confirmed list, the people's cursors and the calendar's
+        state."""
+        ...
+
+
 def _reset_noted(
-    result: Detection, store: ConfigMapSnapshots, accepted: int | None, pending: int
+    result: Detection, store: NamedSnapshots, accepted: int | None, pending: int
 ) -> Detection:
     """A pass's baseline where it had accepted a list before is a reset, and its Event says
     so: a deleted or foreign ConfigMap lost that pass's last list and what was pending."""
     if not result.baseline:
         return result
-    reset = baseline_reset(accepted, pending, store.name, store.foreign_owner)
+    reset = baseline_reset(accepted, pending, store.where, store.foreign_owner)
     return replace(result, reset=reset)
 
 
@@ -162,12 +186,12 @@ class WatcherRunner:
     def __init__(
         self,
         *,
-        kube: Kube,
+        backing: Backing,
         settings: Settings,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._kube = kube
+        self._backing = backing
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -213,7 +237,7 @@ class WatcherRunner:
         # Apprise sends block a thread each: a few at a time, whatever the watcher count.
         # Waiting for a send turn and for the services is not a run's work either (permits).
         self._people = People(
-            kube=kube,
+            backing=backing,
             key=settings.notify_key.encode(),
             # Watcher uids whose notify send's thread still runs: they get no new one meanwhile.
             in_flight=set(),
@@ -254,7 +278,7 @@ class WatcherRunner:
             return None, None
         secret = None
         if spec.webhook.secret_name is not None:
-            secret = await self._kube.read_secret(
+            secret = await self._backing.read_secret(
                 ref.namespace, spec.webhook.secret_name, purpose="webhook"
             )
         fingerprint = webhook_fingerprint(spec.webhook, secret.version if secret else "")
@@ -281,7 +305,7 @@ class WatcherRunner:
         ref = run.ref
         try:
             notifier, webhook = await self._notifier(ref, run.spec, previous)
-            store = ConfigMapSnapshots(self._kube, ref)
+            store = self._backing.snapshots(ref, "snapshot")
             result = await run.detect(
                 store,
                 notifier,
@@ -421,7 +445,9 @@ class WatcherRunner:
 
         async def read_credentials() -> Credentials:
             name = spec.fogis.credentials_secret
-            secret = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            secret = await self._backing.read_secret(
+                ref.namespace, name, purpose="FOGIS credentials"
+            )
             credentials = credentials_from(secret.values, f"Secret {ref.namespace}/{name}")
             version = SecretVersion(secret.uid, secret.version)
             blocked = blocked_until(previous.login, version, started)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.adapters.peoplestore import ConfigMapPeople
+from controller.adapters.peoplestore import ConfigMapPeople, KubeBacking
 from controller.adapters.snapshots import config_map_name
 from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import window_for
@@ -81,7 +81,7 @@ class Watcher:
 
     def __post_init__(self) -> None:
         self.people = People(
-            kube=self.kube,
+            backing=KubeBacking(self.kube),  # type: ignore[arg-type]
             key=KEY,
             in_flight=set(),
             gate=asyncio.Semaphore(2),

@@ -13,6 +13,7 @@ from kubernetes import client
 
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
+from controller.adapters.peoplestore import KubeBacking
 from controller.core.config import Settings
 from controller.core.model import WatcherRef, parse_spec
 from controller.core.outcome import Outcome
@@ -34,7 +35,7 @@ async def test_a_deleted_watcher_is_forgotten_without_the_one_recreated_under_it
     status, tests/unit/core/test_loginguard.py)."""
     api = client.ApiClient()
     kube = Kube(api, api, 1)  # never called: no run here
-    runner = WatcherRunner(kube=kube, settings=Settings(), metrics=Metrics())
+    runner = WatcherRunner(backing=KubeBacking(kube), settings=Settings(), metrics=Metrics())
     old, new = WatcherRef("ns", "anna", "uid-old"), WatcherRef("ns", "anna", "uid-new")
     for ref in (old, new):
         runner._sessions.get(ref.uid, BASE)
@@ -128,7 +129,11 @@ async def runner(phone: WebhookReceiver) -> AsyncIterator[tuple[WatcherRunner, F
     kube = FakeKube()
     kube.secrets[REF.namespace, "creds"] = {"username": USER, "password": PASSWORD}
     kube.secrets[REF.namespace, "notify"] = {"urls": json_url(phone)}
-    runner = WatcherRunner(kube=kube, settings=Settings(), metrics=Metrics())  # type: ignore[arg-type]
+    runner = WatcherRunner(
+        backing=KubeBacking(kube),  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
     yield runner, kube
     await runner.aclose()
 
