@@ -346,6 +346,9 @@ class ServiceSettings:
     data_dir: str = "/app/data"
     # spec.notify's Secret key `urls` in the environment (Apprise URLs carry tokens).
     notify_urls: tuple[str, ...] = field(default=(), repr=False)
+    # spec.notify's other fields (categories, quietHours, urgentWithinHours, failureAfter) from
+    # NOTIFY_* variables, checked as the spec is.
+    notify: Mapping[str, Any] = field(default_factory=dict)
     language: str = "sv"
     log_level: str = "INFO"
     # How long POST /trigger waits for its run before answering 202.
@@ -395,6 +398,24 @@ def load_service(env: Mapping[str, str]) -> ServiceSettings:
     except InvalidSpec as exc:
         key = "TIME_ZONE" if exc.reason == Reason.UNKNOWN_TIME_ZONE else "CRON_SCHEDULE"
         raise ConfigError(f"{key}: {exc.message}") from None
+    notify: dict[str, Any] = {}
+    categories = env.get("NOTIFY_CATEGORIES", "").replace(",", " ").split()
+    if categories:
+        notify["categories"] = categories
+    quiet = env.get("NOTIFY_QUIET_HOURS", "").strip()
+    if quiet:
+        start, sep, end = quiet.partition("-")
+        if not sep:
+            raise ConfigError(f"NOTIFY_QUIET_HOURS={quiet!r} must be START-END, e.g. 22:00-07:00")
+        notify["quietHours"] = {"start": start.strip(), "end": end.strip()}
+    for key, name in (
+        ("NOTIFY_URGENT_WITHIN_HOURS", "urgentWithinHours"),
+        ("NOTIFY_FAILURE_AFTER", "failureAfter"),
+    ):
+        if env.get(key, "").strip():
+            notify[name] = _env_int(env, key, 0, 0)
+    if notify and not env.get("NOTIFY_URLS", "").split():
+        raise ConfigError(f"{', '.join(sorted(notify))}: the NOTIFY_* settings need NOTIFY_URLS")
     port = _env_int(env, "HEALTH_SERVER_PORT", 8080, 1)
     if port > 65535:
         raise ConfigError("HEALTH_SERVER_PORT must be a port number (1-65535)")
@@ -407,6 +428,7 @@ def load_service(env: Mapping[str, str]) -> ServiceSettings:
         data_dir=data_dir,
         # Newline- or space-separated: Apprise URLs hold neither.
         notify_urls=tuple(env.get("NOTIFY_URLS", "").split()),
+        notify=notify,
         language=_choice(env, "LANGUAGE", LANGUAGES, "sv"),
         log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         trigger_wait_seconds=_env_float(env, "TRIGGER_WAIT_SECONDS", 30.0),

@@ -50,7 +50,17 @@ FOGIS_SECRET, WEBHOOK_SECRET, NOTIFY_SECRET = (
     "NOTIFY_URLS",
 )
 # Where a spec field the service builds comes from, for error messages.
-_SPEC_VARIABLES = {"spec.webhook.url": "WEBHOOK_URL", "spec.source.fogis.baseUrl": "FOGIS_BASE_URL"}
+# Longer paths first: each is replaced in an InvalidSpec message by the variable it came from.
+_SPEC_VARIABLES = {
+    "spec.webhook.url": "WEBHOOK_URL",
+    "spec.source.fogis.baseUrl": "FOGIS_BASE_URL",
+    "spec.notify.categories": "NOTIFY_CATEGORIES",
+    "spec.notify.quietHours.start and end": "NOTIFY_QUIET_HOURS' start and end",
+    "spec.notify.quietHours.start": "NOTIFY_QUIET_HOURS' start",
+    "spec.notify.quietHours.end": "NOTIFY_QUIET_HOURS' end",
+    "spec.notify.urgentWithinHours": "NOTIFY_URGENT_WITHIN_HOURS",
+    "spec.notify.failureAfter": "NOTIFY_FAILURE_AFTER",
+}
 _UID_FIX = (
     "the image runs as UID 10001: give it the directory (`chown 10001:10001 ./data` on the "
     "host) or run it as the directory's owner (compose `user:`, docker run --user)"
@@ -126,7 +136,7 @@ def build_spec(settings: ServiceSettings, has_webhook_secret: bool) -> dict[str,
             **({"secretRef": {"name": WEBHOOK_SECRET}} if has_webhook_secret else {}),
         }
     if settings.notify_urls:
-        spec["notify"] = {"secretRef": {"name": NOTIFY_SECRET}}
+        spec["notify"] = {"secretRef": {"name": NOTIFY_SECRET}, **settings.notify}
     try:
         parse_spec(spec)
     except InvalidSpec as exc:

@@ -300,6 +300,9 @@ def test_an_absolute_previous_matches_file_stays_where_it_is() -> None:
         ({"SHUTDOWN_TIMEOUT_SECONDS": "soon"}, "SHUTDOWN_TIMEOUT_SECONDS='soon' is not a number"),
         ({"DAYS_AHEAD": "x"}, "DAYS_AHEAD"),
         ({"MLCD_FOGIS_ALLOWED_HOST": "x"}, "unknown setting MLCD_FOGIS_ALLOWED_HOST"),
+        ({"NOTIFY_QUIET_HOURS": "22:00"}, "NOTIFY_QUIET_HOURS='22:00' must be START-END"),
+        ({"NOTIFY_FAILURE_AFTER": "-1", "NOTIFY_URLS": "json://h/x"}, "NOTIFY_FAILURE_AFTER"),
+        ({"NOTIFY_CATEGORIES": "cancelled"}, "categories: the NOTIFY_* settings need NOTIFY_URLS"),
     ],
 )
 def test_service_settings_errors_name_the_variable(env: dict[str, str], fragment: str) -> None:
@@ -311,3 +314,20 @@ def test_service_settings_errors_name_the_variable(env: dict[str, str], fragment
 def test_seconds_schedules_pass_with_the_test_hook() -> None:
     env = {**LOGIN, "CRON_SCHEDULE": "*/5 * * * * *", "MLCD_ALLOW_SECONDS_SCHEDULES": "true"}
     assert load_service(env).schedule == "*/5 * * * * *"
+
+
+def test_the_notify_settings_are_spec_notifys_fields() -> None:
+    env = {
+        **LOGIN,
+        "NOTIFY_URLS": "json://h/x",
+        "NOTIFY_CATEGORIES": "cancelled, time_change",
+        "NOTIFY_QUIET_HOURS": "22:00-07:00",
+        "NOTIFY_URGENT_WITHIN_HOURS": "24",
+        "NOTIFY_FAILURE_AFTER": "0",
+    }
+    assert load_service(env).notify == {
+        "categories": ["cancelled", "time_change"],
+        "quietHours": {"start": "22:00", "end": "07:00"},
+        "urgentWithinHours": 24,
+        "failureAfter": 0,
+    }

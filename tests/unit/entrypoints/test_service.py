@@ -170,6 +170,22 @@ def test_the_spec_follows_the_environment(tmp_path: Path) -> None:
     assert spec["source"]["fogis"]["daysAhead"] == 365
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NOTIFY_QUIET_HOURS": "22:00-22:00"}, "NOTIFY_QUIET_HOURS' start and end must differ"),
+        ({"NOTIFY_QUIET_HOURS": "25:00-07:00"}, "NOTIFY_QUIET_HOURS' start must be a time"),
+        ({"NOTIFY_CATEGORIES": "moved"}, "NOTIFY_CATEGORIES must be a list of"),
+    ],
+)
+def test_notify_settings_the_spec_refuses_name_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    settings = settings_for(tmp_path, NOTIFY_URLS="json://127.0.0.1:9/x", **env)
+    with pytest.raises(ConfigError, match=message):
+        build_spec(settings, has_webhook_secret=False)
+
+
 def test_prepare_refuses_bad_notify_urls_before_writing_anything(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, NOTIFY_URLS="nosuchscheme://token")
     with pytest.raises(ConfigError, match="NOTIFY_URLS"):
