@@ -15,8 +15,9 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from controller.core.diff import Snapshot
+from controller.core.diff import Snapshot, normalise_all
 from controller.core.errors import ConfigMapConflict, DetectorError, clip
+from controller.core.jsontext import load_json
 from controller.core.model import WatcherRef
 from controller.core.reasons import Reason
 
@@ -106,10 +107,33 @@ def _parse(text: str, where: str) -> Snapshot:
     try:
         return Snapshot.from_json(text)
     except ValueError as exc:
-        raise SnapshotCorrupt(
-            f"snapshot in {where} is unreadable ({clip(str(exc), 300)}); delete it to record a "
-            "new baseline"
-        ) from None
+        raise _corrupt(where, str(exc)) from None
+
+
+def _corrupt(where: str, problem: str) -> SnapshotCorrupt:
+    return SnapshotCorrupt(
+        f"snapshot in {where} is unreadable ({clip(problem, 300)}); delete it to record a "
+        "new baseline"
+    )
+
+
+def parse_state(text: str, where: str) -> Snapshot:
+    """A state file: our snapshot document, or the seed detector's previous_matches.json (the
+    raw FOGIS match list as a JSON array), so a seed user's first run compares against their
+    last seed run instead of recording a new baseline. SnapshotCorrupt for anything else."""
+    if not text.lstrip().startswith("["):
+        return _parse(text, where)
+    try:
+        records = load_json(text)
+    except (TypeError, ValueError) as exc:
+        raise _corrupt(where, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _corrupt(where, "not valid JSON: nested too deeply") from None
+    matches = normalise_all(records)
+    if records and not matches:
+        raise _corrupt(where, f"none of its {len(records)} entries is a match with a matchid")
+    # Revision 0: the seed kept none, and delivery ids of its successor's first run start there.
+    return Snapshot(matches)
 
 
 class ConfigMapSnapshots:
@@ -169,7 +193,8 @@ class ConfigMapSnapshots:
 
 
 class FileSnapshots:
-    """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE)."""
+    """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE), in our format or
+    the seed's (parse_state); it is rewritten in ours."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -191,7 +216,7 @@ class FileSnapshots:
             return None
         except OSError as exc:
             raise DetectorError(f"cannot read {self._path}: {exc.strerror}") from None
-        return _parse(text, str(self._path))
+        return parse_state(text, str(self._path))
 
     def _write(self, snapshot: Snapshot) -> None:
         """In a thread, encoding included. Write then rename, so a crash never leaves half a

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
 import secrets
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,14 +15,16 @@ from controller.adapters.kube import StoredConfigMap
 from controller.adapters.snapshots import (
     DATA_KEY,
     ConfigMapSnapshots,
+    FileSnapshots,
     SnapshotConflict,
     SnapshotCorrupt,
     SnapshotTooLarge,
+    parse_state,
 )
 from controller.core.diff import Snapshot, normalise_all
 from controller.core.errors import MAX_MESSAGE_CHARS, ConfigMapConflict, clip
 from controller.core.model import WatcherRef
-from tests.fakes.fogis.records import make_match
+from tests.fakes.fogis.records import make_match, sample_matches
 
 REF = WatcherRef("referees", "anna", "uid-1")
 
@@ -160,3 +164,60 @@ async def test_load_then_save_in_turn_works() -> None:
         assert (await store.load()) is None or revision > 1
         await store.save(Snapshot(normalise_all([make_match(revision)]), revision=revision))
     assert kube.version == 3
+
+
+# --- state files: ours, or the seed detector's previous_matches.json --------------------------
+
+
+def test_a_seed_state_file_reads_as_the_list_it_holds() -> None:
+    """The seed wrote the raw FOGIS match list (json.dump of the records) as its state."""
+    records = sample_matches()
+    snapshot = parse_state(json.dumps(records, indent=2), "previous_matches.json")
+    assert snapshot == Snapshot(normalise_all(records))
+    assert snapshot.revision == 0
+    assert snapshot.in_doubt is None
+
+
+def test_seed_records_without_a_match_id_are_skipped() -> None:
+    records = [make_match(1), {"matchnr": "7"}, "noise", make_match(2)]
+    assert set(parse_state(json.dumps(records), "f").matches) == {"1", "2"}
+
+
+def test_our_own_document_still_reads() -> None:
+    snapshot = Snapshot(normalise_all([make_match(1)]), revision=4)
+    assert parse_state(snapshot.to_json(), "f") == snapshot
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[]", None),
+        ('[{"matchnr": "7"}, 3]', "none of its 2 entries is a match with a matchid"),
+        ("[{", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+        ("{}", "snapshot format None is not supported"),
+        ('"text"', "must be a JSON object"),
+        ("", "not valid JSON"),
+    ],
+)
+def test_state_files_of_neither_format_are_corrupt(text: str, fragment: str | None) -> None:
+    if fragment is None:  # a seed that had no matches: an empty list, not a corrupt file
+        assert parse_state(text, "f") == Snapshot()
+        return
+    with pytest.raises(SnapshotCorrupt) as caught:
+        parse_state(text, "/app/data/previous_matches.json")
+    assert fragment in caught.value.message
+    assert caught.value.message.startswith("snapshot in /app/data/previous_matches.json")
+    assert caught.value.message.endswith("delete it to record a new baseline")
+
+
+async def test_run_once_reads_a_seed_file_and_rewrites_it_in_our_format(tmp_path: Path) -> None:
+    path = tmp_path / "previous_matches.json"
+    path.write_text(json.dumps(sample_matches()), encoding="utf-8")
+    store = FileSnapshots(path)
+    loaded = await store.load()
+    assert loaded is not None
+    assert len(loaded.matches) == 4
+    await store.save(Snapshot(loaded.matches, revision=1))
+    assert json.loads(path.read_text(encoding="utf-8"))["revision"] == 1
+    assert await store.load() == Snapshot(loaded.matches, revision=1)
