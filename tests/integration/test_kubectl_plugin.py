@@ -31,6 +31,8 @@ def kubectl_matchlist(cluster: Cluster, *args: str) -> subprocess.CompletedProce
         **os.environ,
         "KUBECONFIG": cluster.kubeconfig,
         "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}",
+        # This checkout's code: the shared virtualenv's editable install may point at another.
+        "PYTHONPATH": str(ROOT),
     }
     return subprocess.run(
         ["kubectl", "matchlist", *args], capture_output=True, text=True, env=env, cwd=ROOT,
