@@ -209,3 +209,47 @@ def test_import_refuses_a_file_it_cannot_use_and_writes_nothing(
         namespace, label_selector="matchlist.io/watcher"
     )
     assert not written.items
+
+
+def test_import_needs_only_the_rbac_its_help_names(
+    cluster: Cluster, namespace: str, credentials: str, tmp_path: Path
+) -> None:
+    seed = _seed_file(tmp_path / "previous_matches.json")
+    cluster.create_watcher(namespace, "rbac", fogis_spec("http://127.0.0.1:9", credentials))
+    rules = {
+        "importer": [
+            {"apiGroups": ["matchlist.io"], "resources": ["matchwatchers"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        ],
+        "reader": [
+            {"apiGroups": ["matchlist.io"], "resources": ["matchwatchers"], "verbs": ["get"]}
+        ],
+    }
+    for account, role in rules.items():
+        cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
+        manifest = {"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": account, "namespace": namespace}, "rules": role},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": account, "namespace": namespace},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+             "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]},
+        ]}  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+
+    def import_as(account: str) -> subprocess.CompletedProcess[str]:
+        kubeconfig = cluster.service_account_kubeconfig(
+            account, namespace, tmp_path / f"{account}.json"
+        )
+        return kubectl_matchlist(
+            cluster, "--kubeconfig", kubeconfig, "import", "rbac", "-n", namespace,
+            "--file", str(seed),
+        )  # fmt: skip
+
+    denied = import_as("reader")
+    assert denied.returncode == 2
+    (line,) = denied.stderr.splitlines()
+    assert f"ConfigMap {namespace}/rbac-matchlist-snapshot: 403 Forbidden" in line, line
+    allowed = import_as("importer")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "imported 4 matches" in allowed.stdout
