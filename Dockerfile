@@ -7,7 +7,9 @@
 # them offline (--no-index) from a bind mount, so no wheel, cache or build tool stays in the image.
 # The image runs as UID/GID 10001 with a read-only root file system (no bytecode is written at run
 # time; Kubernetes mounts an emptyDir at /tmp). Health is Kubernetes' job (liveness probe on kopf's
-# /healthz), so there is no HEALTHCHECK.
+# /healthz), so there is no HEALTHCHECK; the service (RUN_MODE=service) answers GET /health, which a
+# compose file's healthcheck polls. /app/data is the service's state directory (DATA_DIR, the old
+# service's volume), owned by the image's user.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -44,11 +46,13 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && pip uninstall --yes setuptools wheel pip \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
-        --shell /usr/sbin/nologin app
+        --shell /usr/sbin/nologin app \
+    && install -d -o 10001 -g 10001 -m 0750 /app/data
 LABEL org.opencontainers.image.title="match-list-change-detector" \
       org.opencontainers.image.description="Kubernetes operator watching FOGIS referee match lists"
 USER 10001:10001
 WORKDIR /
-# kopf's liveness endpoint and Prometheus metrics (MLCD_HEALTH_PORT, MLCD_METRICS_PORT).
+# kopf's liveness endpoint and Prometheus metrics (MLCD_HEALTH_PORT, MLCD_METRICS_PORT); the
+# service's HTTP API is on 8080 too (HEALTH_SERVER_PORT).
 EXPOSE 8081 8080
 ENTRYPOINT ["python", "-m", "controller", "operator"]

@@ -1,4 +1,4 @@
-"""Command line: `python -m controller operator [kopf run options]` or `... run-once`.
+"""Command line: `python -m controller operator [kopf run options]`, `... service`, `... run-once`.
 
 Only dispatches: each command is a process in controller/entrypoints/."""
 
@@ -11,11 +11,17 @@ from controller import __version__
 
 USAGE = """\
 usage: match-list-change-detector operator [kopf run options...]
+       match-list-change-detector service
        match-list-change-detector run-once
        match-list-change-detector --version
 
 operator   run the Kubernetes operator (all namespaces unless -n/--namespace is given);
-           settings come from MLCD_* environment variables (see docs/reference.md)
+           settings come from MLCD_* environment variables (see docs/reference.md);
+           RUN_MODE=service or RUN_MODE=oneshot runs the service or run-once instead
+service    the persistent service for one referee, without Kubernetes, configured like
+           the old docker-compose service (run-once's variables, CRON_SCHEDULE,
+           HEALTH_SERVER_HOST, HEALTH_SERVER_PORT, DATA_DIR, NOTIFY_URLS, ...; see
+           docs/service.md): GET /health, POST /trigger, GET /status, GET /metrics
 run-once   one detection pass without Kubernetes, configured like the old service:
            FOGIS_USERNAME, FOGIS_PASSWORD, FOGIS_BASE_URL, DAYS_BACK, DAYS_AHEAD,
            PREVIOUS_MATCHES_FILE, TIME_ZONE, WEBHOOK_URL, WEBHOOK_HMAC_KEY;
@@ -36,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from controller.entrypoints.operator import main as operator  # noqa: PLC0415
 
         return operator(args[1:])
+    if args[0] == "service" and len(args) == 1:
+        from controller.entrypoints.service import main as service  # noqa: PLC0415
+
+        return service()
     if args[0] == "run-once" and len(args) == 1:
         from controller.entrypoints.runonce import main as run_once  # noqa: PLC0415
 

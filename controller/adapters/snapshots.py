@@ -22,7 +22,7 @@ from controller.core.model import WatcherRef
 from controller.core.reasons import Reason
 
 if TYPE_CHECKING:  # run-once uses FileSnapshots only and must not load the Kubernetes client
-    from controller.adapters.kube import Kube
+    from controller.adapters.kube import Kube, SecretData
 
 # gzip: a snapshot is ~500 bytes a match as JSON and ConfigMaps stop at 1 MiB; compressed, a
 # watcher can hold ten times more matches than a plain ConfigMap would allow.
@@ -59,6 +59,13 @@ class SnapshotStore(Protocol):
         for ever)."""
 
     async def save(self, snapshot: Snapshot) -> None: ...
+
+
+class NamedSnapshots(SnapshotStore, Protocol):
+    """A store a run can name in a BaselineReset Event."""
+
+    where: str  # "ConfigMap NAME", or "file PATH"
+    foreign_owner: bool  # load() found a snapshot left by another watcher (so: none)
 
 
 def _short(value: str, limit: int) -> str:
@@ -145,6 +152,7 @@ class ConfigMapSnapshots:
         self._kube = kube
         self._ref = ref
         self.name = config_map_name(ref.name, cursor)
+        self.where = f"ConfigMap {self.name}"
         # The resourceVersion that load() saw (None: no ConfigMap), so save() never overwrites
         # a snapshot written in between (a second replica in a leader or shard handover, a restart
         # racing a slow write) with one computed from an older state.
@@ -192,12 +200,29 @@ class ConfigMapSnapshots:
         return data
 
 
+class KubeBacking:
+    """The operator's backing of runs (controller/runtime/runner.py's Backing): Secrets and
+    snapshot ConfigMaps in the watcher's namespace."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData:
+        return await self._kube.read_secret(namespace, name, purpose=purpose)
+
+    def snapshots(self, ref: WatcherRef, cursor: str) -> ConfigMapSnapshots:
+        return ConfigMapSnapshots(self._kube, ref, cursor)
+
+
 class FileSnapshots:
     """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE), in our format or
     the seed's (parse_state); it is rewritten in ours."""
 
+    foreign_owner = False  # a file has no owner
+
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.where = f"file {path}"
 
     async def load(self) -> Snapshot | None:
         return await asyncio.to_thread(self._load)
@@ -219,15 +244,31 @@ class FileSnapshots:
         return parse_state(text, str(self._path))
 
     def _write(self, snapshot: Snapshot) -> None:
-        """In a thread, encoding included. Write then rename, so a crash never leaves half a
-        snapshot behind."""
+        """In a thread, encoding included: a crash never leaves half a snapshot behind."""
         text = snapshot.to_json()
-        directory = self._path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self._path.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            Path(tmp).replace(self._path)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._path, text)
         except OSError as exc:
             raise DetectorError(f"cannot write {self._path}: {exc.strerror}") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text`, durably; OSError when the directory cannot be written."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory is.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

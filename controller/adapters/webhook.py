@@ -101,9 +101,15 @@ class WebhookTarget:
         """The URL as it may appear in messages: no userinfo, query or fragment."""
         if self.url_from_secret:
             return f"<url from Secret {self.secret_name}>"
-        parts = urlsplit(self.url)
-        host = parts.netloc.rpartition("@")[2]
-        return f"{parts.scheme}://{host}{parts.path}"
+        return display_url(self.url)
+
+
+def display_url(url: str) -> str:
+    """`url` as it may appear in messages and the service's /status: no userinfo, query or
+    fragment (where tokens go)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def _parse_headers(raw: str, where: str) -> dict[str, str]:

@@ -11,9 +11,11 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from pathlib import PurePath
 from typing import Any
 
+from controller.core.errors import InvalidSpec
 from controller.core.model import (
     DEFAULT_DAYS_AHEAD,
     DEFAULT_DAYS_BACK,
@@ -22,6 +24,8 @@ from controller.core.model import (
     DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
     WEBHOOK_FORMATS,
 )
+from controller.core.reasons import Reason
+from controller.core.schedule import parse_schedule
 
 PREFIX = "MLCD_"
 
@@ -306,4 +310,92 @@ def load_run_once(env: Mapping[str, str]) -> RunOnceSettings:
         webhook_ca_file=env.get("WEBHOOK_CA_FILE", "").strip() or None,
         webhook_cert_file=env.get("WEBHOOK_CERT_FILE", "").strip() or None,
         webhook_key_file=env.get("WEBHOOK_KEY_FILE", "").strip() or None,
+    )
+
+
+LANGUAGES = ("sv", "en")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """RUN_MODE=service: one referee's watcher, configured like the seed's compose service."""
+
+    # FOGIS, the window, the webhook and PREVIOUS_MATCHES_FILE (resolved in data_dir), parsed
+    # as run-once parses them.
+    run: RunOnceSettings
+    # The MLCD_* settings the runner and scheduler apply (allow-lists, timeouts, test hooks).
+    operator: Settings
+    schedule: str = "0 * * * *"
+    health_host: str = "0.0.0.0"  # noqa: S104 - a container's port is published to the host
+    health_port: int = 8080
+    # The seed's volume: the snapshots and the status live here.
+    data_dir: str = "/app/data"
+    # spec.notify's Secret key `urls` in the environment (Apprise URLs carry tokens).
+    notify_urls: tuple[str, ...] = field(default=(), repr=False)
+    language: str = "sv"
+    log_level: str = "INFO"
+    # How long POST /trigger waits for its run before answering 202.
+    trigger_wait_seconds: float = 30.0
+    # SIGTERM: a run under way may finish until then, then it is cut (docker stop's grace
+    # period is 10 s, after which it kills).
+    shutdown_timeout_seconds: float = 8.0
+
+
+def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = _parse_float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{key} must be greater than 0")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(key, "").strip() or default
+    value = value.upper() if choices == LOG_LEVELS else value  # the seed took any case
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def load_service(env: Mapping[str, str]) -> ServiceSettings:
+    """The service's settings: run-once's variables, the seed's service ones, and the MLCD_*
+    settings; ConfigError naming the variable for anything unusable."""
+    run = load_run_once(env)
+    operator = load_settings(env)
+    data_dir = env.get("DATA_DIR", "").strip() or "/app/data"
+    # A relative PREVIOUS_MATCHES_FILE (the seed's default is one) lives in the data volume.
+    run = replace(run, previous_matches_file=str(PurePath(data_dir, run.previous_matches_file)))
+    schedule = env.get("CRON_SCHEDULE", "").strip() or "0 * * * *"
+    try:
+        parse_schedule(
+            schedule,
+            run.time_zone,
+            allow_seconds=operator.allow_seconds_schedules,
+            hash_id="service",
+        )
+    except InvalidSpec as exc:
+        key = "TIME_ZONE" if exc.reason == Reason.UNKNOWN_TIME_ZONE else "CRON_SCHEDULE"
+        raise ConfigError(f"{key}: {exc.message}") from None
+    port = _env_int(env, "HEALTH_SERVER_PORT", 8080, 1)
+    if port > 65535:
+        raise ConfigError("HEALTH_SERVER_PORT must be a port number (1-65535)")
+    return ServiceSettings(
+        run=run,
+        operator=operator,
+        schedule=schedule,
+        health_host=env.get("HEALTH_SERVER_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - as above
+        health_port=port,
+        data_dir=data_dir,
+        # Newline- or space-separated: Apprise URLs hold neither.
+        notify_urls=tuple(env.get("NOTIFY_URLS", "").split()),
+        language=_choice(env, "LANGUAGE", LANGUAGES, "sv"),
+        log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO"),
+        trigger_wait_seconds=_env_float(env, "TRIGGER_WAIT_SECONDS", 30.0),
+        shutdown_timeout_seconds=_env_float(env, "SHUTDOWN_TIMEOUT_SECONDS", 8.0),
     )

@@ -38,22 +38,23 @@ class Outcome:
 
 
 def baseline_reset(
-    accepted: int | None, pending: int, config_map: str, foreign_owner: bool
+    accepted: int | None, pending: int, store: str, foreign_owner: bool
 ) -> str | None:
     """Why a pass's baseline is not its first, if it is not (see Detection.reset). `accepted`:
     the match count of the last list the pass accepted (status.matchCount for the webhook's,
     status.notify.matchCount for the people's), None if it never had one: a new watcher (or new
     spec.notify) may find a deleted namesake's ConfigMap, and that is no reset. `pending`: its
-    changes that were waiting for delivery."""
+    changes that were waiting for delivery. `store`: where the snapshot was ("ConfigMap NAME",
+    or the service's "file PATH")."""
     if accepted is None:
         return None
     lost = f" ({pending} changes were pending)" if pending else ""
     if foreign_owner:
         return (
-            f"ConfigMap {config_map} was not owned by this MatchWatcher (its owner reference "
+            f"{store} was not owned by this MatchWatcher (its owner reference "
             f"was removed, or the watcher was re-created or restored){lost}"
         )
-    return f"ConfigMap {config_map} was missing (deleted?){lost}"
+    return f"{store} was missing (deleted?){lost}"
 
 
 def people_reset(notice: Detection | DetectorError | None) -> str:

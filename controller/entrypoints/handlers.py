@@ -23,6 +23,7 @@ import kopf
 
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
+from controller.adapters.snapshots import KubeBacking
 from controller.core.config import load_settings
 from controller.core.model import GROUP, PLURAL, VERSION, WatcherRef
 from controller.core.sharding import shard_of
@@ -45,7 +46,9 @@ class Operator:
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.kube = Kube.from_environment(SETTINGS.kube_workers)
-        self.runner = WatcherRunner(kube=self.kube, settings=SETTINGS, metrics=self.metrics)
+        self.runner = WatcherRunner(
+            backing=KubeBacking(self.kube), settings=SETTINGS, metrics=self.metrics
+        )
         self.dispatcher = Dispatcher(
             make=self._scheduler,
             workers=SETTINGS.max_concurrent_runs,

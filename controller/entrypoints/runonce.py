@@ -29,12 +29,10 @@ from controller.runtime.logs import set_log_levels
 from controller.runtime.politeness import Politeness
 
 
-def watcher_for(settings: RunOnceSettings) -> WatcherRef:
+def watcher_for(settings: RunOnceSettings, name: str = "run-once") -> WatcherRef:
     """A stable identity for delivery ids: the same account and file give the same uid."""
     seed = f"{settings.base_url}\n{settings.username}\n{settings.previous_matches_file}"
-    return WatcherRef(
-        namespace="", name="run-once", uid=hashlib.sha256(seed.encode()).hexdigest()[:32]
-    )
+    return WatcherRef(namespace="", name=name, uid=hashlib.sha256(seed.encode()).hexdigest()[:32])
 
 
 def webhook_secret(settings: RunOnceSettings) -> dict[str, str]:

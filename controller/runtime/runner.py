@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from controller import USER_AGENT
 from controller.adapters.fogis import FogisClient
-from controller.adapters.kube import Kube
+from controller.adapters.kube import SecretData
 from controller.adapters.metrics import Metrics
 from controller.adapters.notify import (
     NOTIFY_DEADLINE_SECONDS,
@@ -28,7 +29,7 @@ from controller.adapters.notify import (
     notify_urls,
 )
 from controller.adapters.sessions import Sessions
-from controller.adapters.snapshots import ConfigMapSnapshots, SnapshotStore
+from controller.adapters.snapshots import NamedSnapshots, SnapshotStore
 from controller.adapters.webhook import (
     RetryPolicy,
     WebhookSender,
@@ -96,14 +97,26 @@ def attempt_code(status: int | None) -> str:
     return str(status) if status in _REGISTERED_CODES else "other"
 
 
+class Backing(Protocol):
+    """Where a run's Secrets and snapshots live: the cluster (adapters/snapshots.py's
+    KubeBacking, Secrets and ConfigMaps in the watcher's namespace) for the operator; the
+    environment and files for the service (adapters/statefiles.py)."""
+
+    async def read_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData: ...
+
+    def snapshots(self, ref: WatcherRef, cursor: str) -> NamedSnapshots:
+        """The store of `cursor`: "snapshot" (the webhook's) or "notified" (the people's)."""
+        ...
+
+
 def _reset_noted(
-    result: Detection, store: ConfigMapSnapshots, accepted: int | None, pending: int
+    result: Detection, store: NamedSnapshots, accepted: int | None, pending: int
 ) -> Detection:
     """A pass's baseline where it had accepted a list before is a reset, and its Event says
     so: a deleted or foreign ConfigMap lost that pass's last list and what was pending."""
     if not result.baseline:
         return result
-    reset = baseline_reset(accepted, pending, store.name, store.foreign_owner)
+    reset = baseline_reset(accepted, pending, store.where, store.foreign_owner)
     return replace(result, reset=reset)
 
 
@@ -155,12 +168,12 @@ class WatcherRunner:
     def __init__(
         self,
         *,
-        kube: Kube,
+        backing: Backing,
         settings: Settings,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._kube = kube
+        self._backing = backing
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -239,7 +252,7 @@ class WatcherRunner:
             return None, None
         secret = None
         if spec.webhook.secret_name is not None:
-            secret = await self._kube.read_secret(
+            secret = await self._backing.read_secret(
                 ref.namespace, spec.webhook.secret_name, purpose="webhook"
             )
         fingerprint = webhook_fingerprint(spec.webhook, secret.version if secret else "")
@@ -266,7 +279,7 @@ class WatcherRunner:
         ref = run.ref
         try:
             notifier, webhook = await self._notifier(ref, run.spec, previous)
-            store = ConfigMapSnapshots(self._kube, ref)
+            store = self._backing.snapshots(ref, "snapshot")
             result = await run.detect(
                 store,
                 notifier,
@@ -290,7 +303,7 @@ class WatcherRunner:
         ref = run.ref
         where = f"notify Secret {ref.namespace}/{notify.secret_name}"
         try:
-            secret = await self._kube.read_secret(
+            secret = await self._backing.read_secret(
                 ref.namespace, notify.secret_name, purpose="notify"
             )
             notifier = AppriseNotifier(
@@ -304,7 +317,7 @@ class WatcherRunner:
                 deadline_seconds=NOTIFY_DEADLINE_SECONDS,
                 allowed_hosts=self._settings.allowed_notify_hosts,
             )
-            store = ConfigMapSnapshots(self._kube, ref, cursor="notified")
+            store = self._backing.snapshots(ref, "notified")
             held_back = None if confirmed else self._held_back.pop(ref.uid, None)
             result = await run.detect(store, notifier, confirmed=confirmed, held_back=held_back)
             return _reset_noted(
@@ -335,7 +348,9 @@ class WatcherRunner:
 
         async def read_credentials() -> Credentials:
             name = spec.fogis.credentials_secret
-            secret = await self._kube.read_secret(ref.namespace, name, purpose="FOGIS credentials")
+            secret = await self._backing.read_secret(
+                ref.namespace, name, purpose="FOGIS credentials"
+            )
             credentials = credentials_from(secret.values, f"Secret {ref.namespace}/{name}")
             version = SecretVersion(secret.uid, secret.version)
             blocked = blocked_until(previous.login, version, started)

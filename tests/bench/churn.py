@@ -26,6 +26,7 @@ from kubernetes import client
 
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
+from controller.adapters.snapshots import KubeBacking
 from controller.core.config import Settings
 from controller.core.model import WatcherRef, WatcherSpec
 from controller.core.outcome import Outcome
@@ -97,7 +98,8 @@ def tracked() -> int:
 async def churn(cycles: int, resident: int) -> dict[str, float]:
     settings, api, metrics = Settings(), ApiServer(), Metrics()
     kube_api = client.ApiClient()  # never called: the schedulers' cluster is `api`
-    runner = WatcherRunner(kube=Kube(kube_api, kube_api, 1), settings=settings, metrics=metrics)
+    backing = KubeBacking(Kube(kube_api, kube_api, 1))
+    runner = WatcherRunner(backing=backing, settings=settings, metrics=metrics)
 
     def make(ref: WatcherRef, body: Callable[[], Mapping[str, Any]]) -> WatcherScheduler:
         return WatcherScheduler(

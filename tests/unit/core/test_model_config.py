@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from controller.core.config import ConfigError, Settings, load_run_once, load_settings
+from controller.core.config import (
+    ConfigError,
+    Settings,
+    load_run_once,
+    load_service,
+    load_settings,
+)
 from controller.core.errors import InvalidSpec
 from controller.core.model import DEFAULT_FOGIS_BASE_URL, WebhookSpec, parse_spec
 
@@ -229,3 +235,79 @@ def test_run_once_settings_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_run_once(env)
     assert fragment in str(caught.value)
+
+
+LOGIN = {"FOGIS_USERNAME": "anna", "FOGIS_PASSWORD": "pw-value"}
+
+
+def test_service_settings_default_to_the_seeds() -> None:
+    settings = load_service(LOGIN)
+    assert settings.schedule == "0 * * * *"
+    assert (settings.health_host, settings.health_port) == ("0.0.0.0", 8080)  # noqa: S104 - the seed's
+    assert settings.data_dir == "/app/data"
+    assert settings.run.previous_matches_file == "/app/data/previous_matches.json"
+    assert settings.run.time_zone == "Europe/Stockholm"
+    assert (settings.language, settings.log_level, settings.notify_urls) == ("sv", "INFO", ())
+    assert settings.operator == Settings()
+
+
+def test_service_settings_from_the_environment() -> None:
+    settings = load_service(
+        {
+            **LOGIN,
+            "RUN_MODE": "service",
+            "CRON_SCHEDULE": "*/5 * * * *",
+            "HEALTH_SERVER_PORT": "9090",
+            "HEALTH_SERVER_HOST": "127.0.0.1",
+            "DATA_DIR": "/srv/state",
+            "PREVIOUS_MATCHES_FILE": "seed.json",
+            "LOG_LEVEL": "debug",
+            "LANGUAGE": "en",
+            "NOTIFY_URLS": "ntfy://ntfy.sh/topic-one\n  tgram://bot-token/42 ",
+            "TRIGGER_WAIT_SECONDS": "2.5",
+            "MLCD_WEBHOOK_ALLOWED_HOSTS": "hooks.example.se",
+        }
+    )
+    assert settings.schedule == "*/5 * * * *"
+    assert (settings.health_host, settings.health_port) == ("127.0.0.1", 9090)
+    assert settings.run.previous_matches_file == "/srv/state/seed.json"
+    assert (settings.language, settings.log_level) == ("en", "DEBUG")
+    assert settings.notify_urls == ("ntfy://ntfy.sh/topic-one", "tgram://bot-token/42")
+    assert settings.trigger_wait_seconds == 2.5
+    assert settings.operator.allowed_webhook_hosts == {"hooks.example.se"}
+    assert "bot-token" not in repr(settings)
+    assert "pw-value" not in repr(settings)
+
+
+def test_an_absolute_previous_matches_file_stays_where_it_is() -> None:
+    settings = load_service({**LOGIN, "PREVIOUS_MATCHES_FILE": "/elsewhere/p.json"})
+    assert settings.run.previous_matches_file == "/elsewhere/p.json"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({}, "FOGIS_USERNAME and FOGIS_PASSWORD must be set"),
+        ({"CRON_SCHEDULE": "every hour"}, "CRON_SCHEDULE: schedule 'every hour' is not"),
+        ({"CRON_SCHEDULE": "*/5 * * * * *"}, "CRON_SCHEDULE"),  # seconds: a test hook only
+        ({"TIME_ZONE": "Mars/Olympus"}, "TIME_ZONE: unknown time zone 'Mars/Olympus'"),
+        ({"HEALTH_SERVER_PORT": "http"}, "HEALTH_SERVER_PORT='http' is not an integer"),
+        ({"HEALTH_SERVER_PORT": "0"}, "HEALTH_SERVER_PORT must be >= 1"),
+        ({"HEALTH_SERVER_PORT": "65536"}, "HEALTH_SERVER_PORT must be a port number"),
+        ({"LANGUAGE": "de"}, "LANGUAGE='de' must be one of sv, en"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='LOUD' must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"TRIGGER_WAIT_SECONDS": "0"}, "TRIGGER_WAIT_SECONDS must be greater than 0"),
+        ({"SHUTDOWN_TIMEOUT_SECONDS": "soon"}, "SHUTDOWN_TIMEOUT_SECONDS='soon' is not a number"),
+        ({"DAYS_AHEAD": "x"}, "DAYS_AHEAD"),
+        ({"MLCD_FOGIS_ALLOWED_HOST": "x"}, "unknown setting MLCD_FOGIS_ALLOWED_HOST"),
+    ],
+)
+def test_service_settings_errors_name_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_service({**(LOGIN if env else {}), **env})
+    assert fragment in str(caught.value)
+
+
+def test_seconds_schedules_pass_with_the_test_hook() -> None:
+    env = {**LOGIN, "CRON_SCHEDULE": "*/5 * * * * *", "MLCD_ALLOW_SECONDS_SCHEDULES": "true"}
+    assert load_service(env).schedule == "*/5 * * * * *"

@@ -179,7 +179,9 @@ def test_note(
 )  # fmt: skip
 def test_baseline_reset(previous: dict[str, Any], foreign: bool, expected: str | None) -> None:
     status = WatcherStatus.parse(previous)
-    reset = baseline_reset(status.match_count, status.webhook.pending_changes, "cm", foreign)
+    reset = baseline_reset(
+        status.match_count, status.webhook.pending_changes, "ConfigMap cm", foreign
+    )
     assert reset == expected
 
 

@@ -6,6 +6,7 @@ from kubernetes import client
 
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
+from controller.adapters.snapshots import KubeBacking
 from controller.core.config import Settings
 from controller.core.model import WatcherRef
 from controller.runtime.runner import WatcherRunner
@@ -19,7 +20,7 @@ async def test_a_deleted_watcher_is_forgotten_without_the_one_recreated_under_it
     status, tests/unit/core/test_loginguard.py)."""
     api = client.ApiClient()
     kube = Kube(api, api, 1)  # never called: no run here
-    runner = WatcherRunner(kube=kube, settings=Settings(), metrics=Metrics())
+    runner = WatcherRunner(backing=KubeBacking(kube), settings=Settings(), metrics=Metrics())
     old, new = WatcherRef("ns", "anna", "uid-old"), WatcherRef("ns", "anna", "uid-new")
     for ref in (old, new):
         runner._sessions.get(ref.uid, BASE)
