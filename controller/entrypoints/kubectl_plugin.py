@@ -20,7 +20,7 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,8 @@ was written instead of recording a new baseline. FILE is the seed service's
 previous_matches.json (the FOGIS match list as a JSON array), the service's or run-once's state
 file, or a snapshot document. It becomes the webhook's snapshot (ConfigMap
 NAME-matchlist-snapshot) and, when the watcher has spec.notify, the people's one
-(NAME-matchlist-notified), both owned by the watcher. A watcher that already has a snapshot is
+(NAME-matchlist-notified; from --notified-file, the service's previous_matches.notified.json,
+when given), both owned by the watcher. A watcher that already has a snapshot is
 refused unless --force. Create the MatchWatcher with `suspend: true`, import, then unsuspend.
 
 Written with your own kubeconfig; the RBAC it needs in the watcher's namespace: get on
@@ -229,7 +230,9 @@ def _read_state(path: Path) -> Snapshot:
     try:
         return parse_state(text, str(path))
     except DetectorError as exc:
-        raise Refused(f"cannot import {path}: {exc.message}") from None
+        # Not the stored snapshot's advice: deleting the file to import would lose that state.
+        problem = exc.message.removesuffix("; delete it to record a new baseline")
+        raise Refused(f"cannot import {path}: {problem}") from None
 
 
 def _dates(snapshot: Snapshot) -> str:
@@ -242,11 +245,11 @@ def _described(snapshot: Snapshot) -> str:
 
 
 async def _seed(
-    kube: Kube, ref: WatcherRef, cursors: Sequence[str], snapshot: Snapshot, force: bool
+    kube: Kube, ref: WatcherRef, snapshots: Mapping[str, Snapshot], force: bool
 ) -> list[str]:
-    """Write `snapshot` to each cursor's ConfigMap; refuse (before writing any) one that holds a
-    snapshot of this watcher already, unless `force`. Returns the lines to print."""
-    stores = [ConfigMapSnapshots(kube, ref, cursor) for cursor in cursors]
+    """Write each cursor's snapshot to its ConfigMap; refuse (before writing any) one that holds
+    a snapshot of this watcher already, unless `force`. Returns the lines to print."""
+    stores = [ConfigMapSnapshots(kube, ref, cursor) for cursor in snapshots]
     lines: list[str] = []
     taken: list[str] = []
     for store in stores:
@@ -266,30 +269,46 @@ async def _seed(
             "--force replaces it"
         )
     lines += [f"replacing {what}" for what in taken]
-    for store in stores:
-        # The people's copy without the webhook's delivery records: they concern its receiver.
-        copy = snapshot if store is stores[0] else Snapshot(snapshot.matches, snapshot.revision)
-        await store.save(copy)
+    for store, snapshot in zip(stores, snapshots.values(), strict=True):
+        await store.save(snapshot)
     return lines
 
 
 def import_state(
-    api: client.CustomObjectsApi, namespace: str, name: str, path: Path, force: bool
+    api: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    *,
+    path: Path,
+    notified_path: Path | None,
+    force: bool,
 ) -> int:
     snapshot = _read_state(path)
+    people = None if notified_path is None else _read_state(notified_path)
     body = _get(api, namespace, name)
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    if people is not None and not spec.get("notify"):
+        raise Refused(f"--notified-file: {namespace}/{name} has no spec.notify")
     ref = WatcherRef(namespace, name, str(meta.get("uid", "")))
-    cursors = ["snapshot", "notified"] if spec.get("notify") else ["snapshot"]
+    snapshots = {"snapshot": snapshot}
+    if spec.get("notify"):
+        # Without a file of their own, the webhook's list without its delivery records (they
+        # concern its receiver).
+        snapshots["notified"] = (
+            people if people is not None else Snapshot(snapshot.matches, snapshot.revision)
+        )
     kube = Kube.from_configuration(client.Configuration.get_default_copy(), workers=1)
     try:
-        lines = asyncio.run(_seed(kube, ref, cursors, snapshot, force))
+        lines = asyncio.run(_seed(kube, ref, snapshots, force))
     except DetectorError as exc:
         raise PluginError(exc.message) from None
     finally:
         kube.close()
-    names = ", ".join(config_map_name(name, cursor) for cursor in cursors)
-    lines.append(f"imported {_described(snapshot)} from {path} into {namespace}/{name} ({names})")
+    lines.append(f"imported {path} into {namespace}/{name}: {_described(snapshot)}")
+    lines.append(f"  webhook: ConfigMap {config_map_name(name)}")
+    if "notified" in snapshots:
+        source = "the same" if people is None else f"{notified_path}: {_described(people)}"
+        lines.append(f"  people: ConfigMap {config_map_name(name, 'notified')}, {source}")
     print("\n".join(lines))
     if spec.get("suspend"):
         print(
@@ -326,6 +345,11 @@ def _parser() -> argparse.ArgumentParser:
     import_cmd.add_argument("-n", "--namespace")
     import_cmd.add_argument("--file", required=True, type=Path, help="the state file to import")
     import_cmd.add_argument(
+        "--notified-file",
+        type=Path,
+        help="the people's state (the service's previous_matches.notified.json); default: --file",
+    )
+    import_cmd.add_argument(
         "--force", action="store_true", help="replace a snapshot the watcher has already"
     )
     return parser
@@ -342,7 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return history(api, namespace, args.name)
         if args.command == "import":
-            return import_state(api, namespace, args.name, args.file, args.force)
+            return import_state(
+                api,
+                namespace,
+                args.name,
+                path=args.file,
+                notified_path=args.notified_file,
+                force=args.force,
+            )
         return list_watchers(api, None if args.all_namespaces else namespace)
     except PluginError as exc:
         print(f"kubectl matchlist: {exc}", file=sys.stderr)

@@ -132,7 +132,7 @@ def test_import_of_a_seed_file_makes_the_first_run_report_what_changed_since(
 
     imported = kubectl_matchlist(cluster, "import", "seeded", "-n", namespace, "--file", str(seed))
     assert imported.returncode == 0, imported.stderr
-    assert "imported 4 matches" in imported.stdout
+    assert f"imported {seed} into {namespace}/seeded: 4 matches" in imported.stdout
     assert "revision 0" in imported.stdout
     assert "unsuspend it" in imported.stdout
     snapshot, owner, _ = _stored(cluster, namespace, "seeded-matchlist-snapshot")
@@ -174,13 +174,18 @@ def test_import_refuses_an_existing_snapshot_unless_forced_and_seeds_the_peoples
     assert "4 matches" in refused.stderr
     assert "--force" in refused.stderr
 
+    # The service's two files: the people's state may lag behind the webhook's.
     seed.write_text(json.dumps(sample_matches()[:1]))
-    forced = kubectl_matchlist(cluster, *args, "--force")
+    notified = tmp_path / "previous_matches.notified.json"
+    notified.write_text(json.dumps(sample_matches()[:2]))
+    forced = kubectl_matchlist(cluster, *args, "--notified-file", str(notified), "--force")
     assert forced.returncode == 0, forced.stderr
     assert f"replacing ConfigMap {namespace}/both-matchlist-snapshot (4 matches" in forced.stdout
     assert f"replacing ConfigMap {namespace}/both-matchlist-notified (4 matches" in forced.stdout
-    assert "imported 1 matches" in forced.stdout
-    assert len(_stored(cluster, namespace, "both-matchlist-notified")[0].matches) == 1
+    assert f"into {namespace}/both: 1 matches" in forced.stdout
+    assert f"people: ConfigMap both-matchlist-notified, {notified}: 2 matches" in forced.stdout
+    assert len(_stored(cluster, namespace, "both-matchlist-snapshot")[0].matches) == 1
+    assert len(_stored(cluster, namespace, "both-matchlist-notified")[0].matches) == 2
 
 
 def test_import_refuses_a_file_it_cannot_use_and_writes_nothing(
@@ -205,6 +210,14 @@ def test_import_refuses_a_file_it_cannot_use_and_writes_nothing(
         (line,) = result.stderr.splitlines()  # one line, no traceback
         assert expected in line, line
         assert str(path) in line, line
+        assert "delete it" not in line, line  # the stored snapshot's advice, not the file's
+    seed = _seed_file(tmp_path / "previous_matches.json")
+    no_notify = kubectl_matchlist(
+        cluster, "import", "nofile", "-n", namespace, "--file", str(seed),
+        "--notified-file", str(seed),
+    )  # fmt: skip
+    assert no_notify.returncode == 1
+    assert f"--notified-file: {namespace}/nofile has no spec.notify" in no_notify.stderr
     written = cluster.core.list_namespaced_config_map(
         namespace, label_selector="matchlist.io/watcher"
     )
@@ -252,4 +265,4 @@ def test_import_needs_only_the_rbac_its_help_names(
     assert f"ConfigMap {namespace}/rbac-matchlist-snapshot: 403 Forbidden" in line, line
     allowed = import_as("importer")
     assert allowed.returncode == 0, allowed.stderr
-    assert "imported 4 matches" in allowed.stdout
+    assert f"into {namespace}/rbac: 4 matches" in allowed.stdout
