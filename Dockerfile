@@ -51,7 +51,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 LABEL org.opencontainers.image.title="match-list-change-detector" \
       org.opencontainers.image.description="Kubernetes operator watching FOGIS referee match lists"
 USER 10001:10001
-WORKDIR /
+# The state directory: run-once's (RUN_MODE=oneshot) relative PREVIOUS_MATCHES_FILE lands beside
+# the service's.
+WORKDIR /app/data
 # kopf's liveness endpoint and Prometheus metrics (MLCD_HEALTH_PORT, MLCD_METRICS_PORT); the
 # service's HTTP API is on 8080 too (HEALTH_SERVER_PORT).
 EXPOSE 8081 8080

@@ -1,7 +1,9 @@
-"""Where the last accepted snapshot lives: a ConfigMap per watcher, or a file for run-once.
+"""Where the last accepted snapshot lives: a ConfigMap per watcher, or a file for run-once and
+the service.
 
 Both stores hold the same document (Snapshot.to_json), so a snapshot taken by run-once could be
-loaded into a ConfigMap and vice versa.
+loaded into a ConfigMap and vice versa; a file may also be the seed detector's own state
+(parse_state).
 """
 
 from __future__ import annotations
@@ -215,8 +217,8 @@ class KubeBacking:
 
 
 class FileSnapshots:
-    """run-once's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE), in our format or
-    the seed's (parse_state); it is rewritten in ours."""
+    """run-once's and the service's store: a JSON file (the old service's PREVIOUS_MATCHES_FILE),
+    in our format or the seed's (parse_state); it is rewritten in ours."""
 
     foreign_owner = False  # a file has no owner
 

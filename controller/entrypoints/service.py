@@ -39,7 +39,7 @@ from controller.runtime.logs import set_log_levels
 from controller.runtime.runner import WatcherRunner
 from controller.runtime.service import Finished, Service
 
-log = logging.getLogger("controller.service")
+log = logging.getLogger(__name__)
 SERVICE_NAME = "match-list-change-detector"
 STATUS_FILE = "watcher-status.json"
 # The environment variables behind the Secrets a MatchWatcher would name.
