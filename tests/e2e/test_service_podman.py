@@ -200,3 +200,25 @@ def test_the_seeds_commands_with_podman(
         assert [c["matchId"] for c in document["changes"]] == ["6143001"], document
     finally:
         podman.remove_all()
+
+
+def test_the_compose_files_receiver_stand_in(image: str) -> None:
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["match-list-processor"]
+    python, flag, script = service["entrypoint"]
+    port = _free_port()
+    bind = '("0.0.0.0", 8000)'  # the compose network's; here loopback instead
+    assert bind in script
+    script = script.replace(bind, f'("127.0.0.1", {port})')
+    name = f"mlcd-e2e-{secrets.token_hex(4)}"
+    argv = ["--network", "host", *ULIMITS, "--user", service["user"], "--read-only"]
+    run_command(["podman", "run", "-d", "--name", name, *argv, "--entrypoint", python, image,
+                 flag, script])  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/process"
+        status = wait_for(
+            "the receiver stand-in", lambda: http("POST", url, {"changes": []})[0], timeout=30
+        )
+        assert status == 204
+        assert '/process None {"changes": []}' in run_command(["podman", "logs", name])
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
