@@ -1,30 +1,44 @@
-"""`kubectl matchlist`: run a watcher now and see what came of it, list watchers, show history.
+"""`kubectl matchlist`: run a watcher now and see what came of it, list watchers, show history,
+import a snapshot.
 
     kubectl matchlist run NAME [-n NS] [--wait] [--timeout 120]
     kubectl matchlist history NAME [-n NS]
     kubectl matchlist list [-n NS | -A]
+    kubectl matchlist import NAME [-n NS] --file FILE [--force]
 
 Installed as the console script `kubectl-matchlist`, which kubectl finds on PATH. `run` sets the
 trigger annotation to a new value and, with --wait, waits for the run that value caused (its
 status.lastHandledTrigger), not an older one, then prints its outcome; the exit code is 0 when
-it succeeded, 1 when it failed, 2 for a usage or API error or a timeout.
+it succeeded, 1 when it failed, 2 for a usage or API error or a timeout. `import` seeds a
+watcher's snapshots from a state file (exit 1 when it refuses the file or an existing snapshot).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION
+from controller.adapters.kube import Kube
+from controller.adapters.snapshots import (
+    ConfigMapSnapshots,
+    SnapshotCorrupt,
+    config_map_name,
+    parse_state,
+)
+from controller.core.diff import Snapshot
+from controller.core.errors import DetectorError
+from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION, WatcherRef
 from controller.core.status import RECONCILING, WatcherStatus, timestamp
 from controller.runtime.logs import set_log_levels
 
@@ -33,6 +47,14 @@ OK, FAILED, TROUBLE = 0, 1, 2
 
 class PluginError(Exception):
     """Something the user must fix (no such watcher, no access, a timeout): one line, exit 2."""
+
+    code = TROUBLE
+
+
+class Refused(PluginError):
+    """import will not go on (a file it cannot use, a snapshot already there): exit 1."""
+
+    code = FAILED
 
 
 def _api(kubeconfig: str | None, context: str | None) -> tuple[client.CustomObjectsApi, str]:
@@ -183,6 +205,119 @@ def list_watchers(api: client.CustomObjectsApi, namespace: str | None) -> int:
     return OK
 
 
+IMPORT_HELP = """\
+Seed the watcher's snapshots from FILE, so that its first run reports what changed since FILE
+was written instead of recording a new baseline. FILE is the seed service's
+previous_matches.json (the FOGIS match list as a JSON array), the service's or run-once's state
+file, or a snapshot document. It becomes the webhook's snapshot (ConfigMap
+NAME-matchlist-snapshot) and, when the watcher has spec.notify, the people's one
+(NAME-matchlist-notified; from --notified-file, the service's previous_matches.notified.json,
+when given), both owned by the watcher. A watcher that already has a snapshot is
+refused unless --force. Create the MatchWatcher with `suspend: true`, import, then unsuspend.
+
+Written with your own kubeconfig; the RBAC it needs in the watcher's namespace: get on
+matchwatchers.matchlist.io; get, create and update on configmaps.
+"""
+
+
+def _read_state(path: Path) -> Snapshot:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Refused(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise Refused(f"cannot import {path}: it is not UTF-8 text") from None
+    try:
+        return parse_state(text, str(path))
+    except DetectorError as exc:
+        # Not the stored snapshot's advice: deleting the file to import would lose that state.
+        problem = exc.message.removesuffix("; delete it to record a new baseline")
+        raise Refused(f"cannot import {path}: {problem}") from None
+
+
+def _dates(snapshot: Snapshot) -> str:
+    days = sorted(str(m["date"]) for m in snapshot.matches.values() if m.get("date"))
+    return f"{days[0]} to {days[-1]}" if days else "no dates"
+
+
+def _described(snapshot: Snapshot) -> str:
+    return f"{len(snapshot.matches)} matches, {_dates(snapshot)}, revision {snapshot.revision}"
+
+
+async def _seed(
+    kube: Kube, ref: WatcherRef, snapshots: Mapping[str, Snapshot], force: bool
+) -> list[str]:
+    """Write each cursor's snapshot to its ConfigMap; refuse (before writing any) one that holds
+    a snapshot of this watcher already, unless `force`. Returns the lines to print."""
+    stores = [ConfigMapSnapshots(kube, ref, cursor) for cursor in snapshots]
+    lines: list[str] = []
+    taken: list[str] = []
+    for store in stores:
+        where = f"ConfigMap {ref.namespace}/{store.name}"
+        try:
+            existing = await store.load()
+        except SnapshotCorrupt:
+            taken.append(f"{where} (an unreadable snapshot)")
+            continue
+        if existing is not None:
+            taken.append(f"{where} ({_described(existing)})")
+        elif store.foreign_owner:
+            lines.append(f"replacing {where}, left behind by an earlier watcher of that name")
+    if taken and not force:
+        raise Refused(
+            f"{ref.namespace}/{ref.name} has a snapshot already: {'; '.join(taken)}; "
+            "--force replaces it"
+        )
+    lines += [f"replacing {what}" for what in taken]
+    for store, snapshot in zip(stores, snapshots.values(), strict=True):
+        await store.save(snapshot)
+    return lines
+
+
+def import_state(
+    api: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    *,
+    path: Path,
+    notified_path: Path | None,
+    force: bool,
+) -> int:
+    snapshot = _read_state(path)
+    people = None if notified_path is None else _read_state(notified_path)
+    body = _get(api, namespace, name)
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    if people is not None and not spec.get("notify"):
+        raise Refused(f"--notified-file: {namespace}/{name} has no spec.notify")
+    ref = WatcherRef(namespace, name, str(meta.get("uid", "")))
+    snapshots = {"snapshot": snapshot}
+    if spec.get("notify"):
+        # Without a file of their own, the webhook's list without its delivery records (they
+        # concern its receiver).
+        snapshots["notified"] = (
+            people if people is not None else Snapshot(snapshot.matches, snapshot.revision)
+        )
+    kube = Kube.from_configuration(client.Configuration.get_default_copy(), workers=1)
+    try:
+        lines = asyncio.run(_seed(kube, ref, snapshots, force))
+    except DetectorError as exc:
+        raise PluginError(exc.message) from None
+    finally:
+        kube.close()
+    lines.append(f"imported {path} into {namespace}/{name}: {_described(snapshot)}")
+    lines.append(f"  webhook: ConfigMap {config_map_name(name)}")
+    if "notified" in snapshots:
+        source = "the same" if people is None else f"{notified_path}: {_described(people)}"
+        lines.append(f"  people: ConfigMap {config_map_name(name, 'notified')}, {source}")
+    print("\n".join(lines))
+    if spec.get("suspend"):
+        print(
+            f"unsuspend it to start: kubectl patch mw {name} -n {namespace} --type merge "
+            """-p '{"spec":{"suspend":false}}'"""
+        )
+    return OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl matchlist", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
@@ -200,6 +335,23 @@ def _parser() -> argparse.ArgumentParser:
     scope = list_cmd.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace")
     scope.add_argument("-A", "--all-namespaces", action="store_true")
+    import_cmd = commands.add_parser(
+        "import",
+        help="seed a MatchWatcher's snapshots from a state file (previous_matches.json)",
+        description=IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    import_cmd.add_argument("name")
+    import_cmd.add_argument("-n", "--namespace")
+    import_cmd.add_argument("--file", required=True, type=Path, help="the state file to import")
+    import_cmd.add_argument(
+        "--notified-file",
+        type=Path,
+        help="the people's state (the service's previous_matches.notified.json); default: --file",
+    )
+    import_cmd.add_argument(
+        "--force", action="store_true", help="replace a snapshot the watcher has already"
+    )
     return parser
 
 
@@ -213,10 +365,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(api, namespace, args.name, args.wait, args.timeout)
         if args.command == "history":
             return history(api, namespace, args.name)
+        if args.command == "import":
+            return import_state(
+                api,
+                namespace,
+                args.name,
+                path=args.file,
+                notified_path=args.notified_file,
+                force=args.force,
+            )
         return list_watchers(api, None if args.all_namespaces else namespace)
     except PluginError as exc:
         print(f"kubectl matchlist: {exc}", file=sys.stderr)
-        return TROUBLE
+        return exc.code
 
 
 if __name__ == "__main__":
