@@ -8,6 +8,8 @@ RESULTS := .cache/test-results
 # MatchWatchers for `make bench` (about 6 minutes at 300 on 2 cores, 9 at 1000; issue 14's
 # figure, 10000, about an hour): `make bench BENCH_WATCHERS=10000`.
 BENCH_WATCHERS ?= 300
+# Quiet-hours digests due at one moment (about 1.5 minutes at 2000; issue 22's 10000 about 5).
+BENCH_DIGESTS ?= 2000
 # Operator processes (each with MLCD_SHARDS/MLCD_SHARD_INDEX), and 0 to skip the peer operator
 # (the simplest kopf daemon-per-watcher operator, run afterwards on the same watchers).
 BENCH_SHARDS ?= 1
@@ -63,10 +65,11 @@ test: lint unit integration soak-short chart-check ## everything: lint, types, u
 	$(BIN)/python hack/check_results.py $(RESULTS)/unit.xml $(RESULTS)/integration.xml \
 		$(RESULTS)/soak.xml
 
-bench: setup ## print performance figures (diff speed, operator at scale); no pass/fail thresholds
+bench: setup ## print performance figures (diff speed, digests, operator at scale); no pass/fail thresholds
 	$(BIN)/python -m tests.bench.bench_diff
 	$(BIN)/python -m tests.bench.churn
 	$(BIN)/python -m tests.bench.maintenance
+	$(BIN)/python -m tests.bench.digests --watchers $(BENCH_DIGESTS)
 	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS) --shards $(BENCH_SHARDS) \
 		$(if $(filter 0,$(BENCH_PEER)),--no-peer,--peer)
 

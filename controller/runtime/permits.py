@@ -24,6 +24,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 
 @dataclass(eq=False, slots=True)
@@ -137,19 +138,20 @@ async def sleep(seconds: float) -> None:
 
 
 class WithoutPermit:
-    """Holds `gate` (the webhook pool's turn, held for one attempt) without the current task's
-    permit: waiting for the turn and for the receiver's answer is not this process's work.
-    Reusable, one body at a time (a run's attempts follow one another)."""
+    """Holds `gate` (the webhook pool's turn, held for one attempt; the people's send turn)
+    without the current task's permit: waiting for the turn and for the receiver's answer is not
+    this process's work. Reusable, and shared by tasks at once (the people's sends of every
+    watcher), one body per task: each leaves through its own exit, taking back its own permit."""
 
     def __init__(self, gate: AbstractAsyncContextManager[object]) -> None:
         self._gate = gate
-        self._exits: list[contextlib.AsyncExitStack] = []
+        self._exits: dict[asyncio.Task[Any] | None, contextlib.AsyncExitStack] = {}
 
     async def __aenter__(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(given_back())
             await stack.enter_async_context(self._gate)
-            self._exits.append(stack.pop_all())
+            self._exits[asyncio.current_task()] = stack.pop_all()
 
     async def __aexit__(
         self,
@@ -158,4 +160,4 @@ class WithoutPermit:
         tb: TracebackType | None,
     ) -> bool | None:
         # The body's exception goes through: a cut attempt must not queue for a permit first.
-        return await self._exits.pop().__aexit__(exc_type, exc, tb)
+        return await self._exits.pop(asyncio.current_task()).__aexit__(exc_type, exc, tb)

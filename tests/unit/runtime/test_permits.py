@@ -127,3 +127,29 @@ async def test_an_attempt_cut_inside_the_gate_does_not_queue_for_its_permit() ->
     assert (pool.waiting, gate.locked()) == (0, False)
     taker.release()
     assert pool.in_use == 0
+
+
+async def test_one_gate_shared_by_several_tasks_gives_each_its_own_permit_back() -> None:
+    """The people's send gate is one WithoutPermit for every watcher: a task leaving it must
+    take back its own permit, not that of the task that entered last (which leaked one
+    permit per crossing, until no step could start: found by tests/bench/digests.py)."""
+    pool = Permits(2)
+    without = WithoutPermit(asyncio.Semaphore(2))
+    first_in, second_in, first_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def step(entered: asyncio.Event, leave: asyncio.Event | None) -> None:
+        with pool.holding(await pool.acquire("a")):
+            async with without:
+                entered.set()
+                if leave is not None:
+                    await leave.wait()
+                else:
+                    await second_in.wait()  # the first in leaves while the second is inside
+
+    first = asyncio.create_task(step(first_in, None))
+    await first_in.wait()
+    second = asyncio.create_task(step(second_in, first_out))
+    await first
+    first_out.set()
+    await second
+    assert pool.in_use == 0
