@@ -1,0 +1,44 @@
+"""Where the calendar feed's server reads a watcher's calendar state: the key `calendar.json.gz`
+of its "notified" ConfigMap (controller/adapters/peoplestore.py writes it after each confirmed
+fetch), owned by the watcher."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from controller.adapters.snapshots import SnapshotCorrupt, config_map_name, gunzip
+from controller.core.calendar import CalendarState
+from controller.core.errors import clip
+from controller.core.model import WatcherRef
+
+if TYPE_CHECKING:
+    from controller.adapters.kube import StoredConfigMap
+
+CALENDAR_KEY = "calendar.json.gz"
+
+
+class ConfigMapReader(Protocol):
+    async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None: ...
+
+
+def decode_calendar(data: bytes, where: str) -> CalendarState:
+    """A stored calendar state (CPU for big lists: called off the event loop)."""
+    try:
+        return CalendarState.from_json(gunzip(data).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SnapshotCorrupt(
+            f"calendar state in {where} is unreadable ({clip(str(exc), 300)}); the next "
+            "confirmed fetch writes it again"
+        ) from None
+
+
+async def read_calendar(kube: ConfigMapReader, ref: WatcherRef) -> CalendarState | None:
+    """The watcher's calendar state; None when none is stored yet (or only a deleted
+    namesake's, whose ConfigMap the garbage collector has not removed yet)."""
+    name = config_map_name(ref.name, "notified")
+    stored = await kube.read_config_map(ref.namespace, name)
+    if stored is None or ref.uid not in stored.owner_uids or CALENDAR_KEY not in stored.data:
+        return None
+    where = f"ConfigMap {ref.namespace}/{name}"
+    return await asyncio.to_thread(decode_calendar, stored.data[CALENDAR_KEY], where)
