@@ -100,11 +100,12 @@ class Tokens:
         self._wake = asyncio.Event()
         self._warned: set[str] = set()  # uids whose failure was logged (until one succeeds)
 
-    async def current(self, ref: WatcherRef) -> str | None:
-        """The watcher's token, or None when it has no Secret of its own (yet)."""
+    async def current(self, ref: WatcherRef, *, fresh: bool = False) -> str | None:
+        """The watcher's token, or None when it has no Secret of its own (yet); `fresh`: read
+        now, whatever the cache holds."""
         key = (ref.namespace, ref.name)
         cached = self._cache.get(key)
-        if cached is None or self._clock() - cached[2] >= TOKEN_TTL_SECONDS:
+        if fresh or cached is None or self._clock() - cached[2] >= TOKEN_TTL_SECONDS:
             task = self._reading.get(key)
             if task is None:  # concurrent requests share one read
                 task = self._reading[key] = asyncio.create_task(self._read(ref))
@@ -158,8 +159,9 @@ class Tokens:
 
     async def ensure(self, ref: WatcherRef) -> None:
         """Create the watcher's token Secret if it has none (another replica creating it
-        first is fine: its token is read)."""
-        if await self.current(ref) is not None:
+        first is fine: its token is read). Read afresh: the Secret may have just been deleted
+        to rotate the token."""
+        if await self.current(ref, fresh=True) is not None:
             return
         name = token_secret_name(ref.name)
         token = secrets.token_urlsafe(32)  # 256 bits
