@@ -43,6 +43,7 @@ class FakeKube:
     config_maps: dict[tuple[str, str], StoredConfigMap] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     failing: bool = False
+    race: tuple[tuple[str, str], SecretData] | None = None  # made by another replica at create
 
     async def find_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData | None:
         self.calls.append(f"get secret {name}")
@@ -54,6 +55,8 @@ class FakeKube:
         self, ref: WatcherRef, name: str, values: Mapping[str, str], labels: Mapping[str, str]
     ) -> bool:
         self.calls.append(f"create secret {name}")
+        if self.race is not None:
+            self.secrets[self.race[0]] = self.race[1]
         if (ref.namespace, name) in self.secrets:
             return False
         self.secrets[ref.namespace, name] = SecretData(dict(values), "1", "s", (ref.uid,))
@@ -244,16 +247,15 @@ async def test_a_rotated_token_is_refused_once_its_cache_expires(
 async def test_a_token_made_by_another_replica_first_is_read(kube: FakeKube) -> None:
     server = CalendarServer(kube)
     ref = WatcherRef("referees", "bert", "u2")
-    server.observe(
-        {**watcher(uid="u2"), "metadata": {"namespace": "referees", "name": "bert", "uid": "u2"}}
-    )
-    kube.secrets["referees", "bert-calendar"] = SecretData({"token": TOKEN}, "1", "s", ("u2",))
-    # This replica read "none" a moment ago (cached), then lost the race to create it.
-    server.tokens._cache["referees", "bert"] = ((), None, 0.0)
-    server.tokens._clock = lambda: 1.0
+    # Another replica creates it between this one's read and its create.
+    kube.race = ("referees", "bert-calendar"), SecretData({"token": TOKEN}, "1", "s", ("u2",))
     await server.tokens.ensure(ref)
+    assert kube.calls == [
+        "get secret bert-calendar",
+        "create secret bert-calendar",
+        "get secret bert-calendar",
+    ]
     assert await server.tokens.current(ref) == TOKEN
-    assert kube.calls[-2:] == ["create secret bert-calendar", "get secret bert-calendar"]
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
