@@ -7,30 +7,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from controller.adapters.snapshots import SnapshotCorrupt, config_map_name, gunzip
+from controller.adapters.peoplestore import CALENDAR_KEY, decode_calendar
+from controller.adapters.snapshots import config_map_name
 from controller.core.calendar import CalendarState
-from controller.core.errors import clip
 from controller.core.model import WatcherRef
 
 if TYPE_CHECKING:
     from controller.adapters.kube import StoredConfigMap
 
-CALENDAR_KEY = "calendar.json.gz"
-
 
 class ConfigMapReader(Protocol):
     async def read_config_map(self, namespace: str, name: str) -> StoredConfigMap | None: ...
-
-
-def decode_calendar(data: bytes, where: str) -> CalendarState:
-    """A stored calendar state (CPU for big lists: called off the event loop)."""
-    try:
-        return CalendarState.from_json(gunzip(data).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SnapshotCorrupt(
-            f"calendar state in {where} is unreadable ({clip(str(exc), 300)}); the next "
-            "confirmed fetch writes it again"
-        ) from None
 
 
 async def read_calendar(kube: ConfigMapReader, ref: WatcherRef) -> CalendarState | None:

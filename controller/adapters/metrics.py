@@ -154,8 +154,10 @@ class Metrics:
         )
         self.notifications = WatcherFamily(
             "matchwatcher_notifications",
-            "Notification passes to people (spec.notify) by result: delivered, failed, or "
-            "nothing (no change to tell).",
+            "Notification passes to people (spec.notify) by result: delivered, failed, held "
+            "(changes kept for quiet hours' end), filtered (changes in categories nobody asked "
+            "for, counted as told), or nothing (no change to tell); a pass counts once in each "
+            "that happened.",
             "counter",
             ("result",),
         )

@@ -1,8 +1,11 @@
-"""Where the people's state lives (controller/core/people.py): the watcher's "notified"
-ConfigMap, beside the webhook's snapshot ConfigMap, owned by the watcher.
+"""Where the latest confirmed list lives, with what people were told of it and what the
+calendar feed shows (controller/core/people.py, controller/core/calendar.py): the watcher's
+"notified" ConfigMap, beside the webhook's snapshot ConfigMap, owned by the watcher. One store
+for both, written after each confirmed fetch, also while the webhook fails.
 
 Keys:
 - `people.json.gz`: the latest confirmed list and each Apprise URL's cursor (by URL key).
+- `calendar.json.gz`: the calendar feed's state (spec.calendar), which every replica serves.
 - `snapshot.json.gz`: the least advanced cursor, in the format releases before per-URL cursors
   read as their one "notified" snapshot. An operator downgraded to one of them reads it (people
   may then be told some changes again, never miss one) and replaces the ConfigMap without
@@ -29,6 +32,7 @@ from controller.adapters.snapshots import (
     gunzip,
     short_label,
 )
+from controller.core.calendar import CalendarState
 from controller.core.diff import Snapshot
 from controller.core.errors import ConfigMapConflict, clip
 from controller.core.jsontext import canonical_json, load_json
@@ -39,7 +43,31 @@ if TYPE_CHECKING:
     from controller.adapters.kube import Kube
 
 PEOPLE_KEY = "people.json.gz"
+CALENDAR_KEY = "calendar.json.gz"
 PEOPLE_FORMAT = 1
+
+
+def _encode(state: PeopleState, calendar: CalendarState | None) -> dict[str, bytes]:
+    data = _encode_state(state)
+    if calendar is not None:
+        data[CALENDAR_KEY] = gzip.compress(calendar.to_json().encode(), mtime=0)
+    return data
+
+
+def decode_calendar(data: bytes, where: str) -> CalendarState:
+    """A stored calendar state (also read by the feed's server)."""
+    try:
+        return CalendarState.from_json(gunzip(data).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise SnapshotCorrupt(
+            f"calendar state in {where} is unreadable ({clip(str(exc), 300)}); delete its "
+            f"{CALENDAR_KEY} key to start the feed afresh"
+        ) from None
+
+
+def _decode(data: dict[str, bytes], where: str) -> tuple[PeopleState | None, CalendarState | None]:
+    calendar = decode_calendar(data[CALENDAR_KEY], where) if CALENDAR_KEY in data else None
+    return _decode_state(data, where), calendar
 
 
 def _encode_state(state: PeopleState) -> dict[str, bytes]:
@@ -121,6 +149,8 @@ class ConfigMapPeople:
         self.name = config_map_name(ref.name, "notified")
         self._version: str | None = None
         self.foreign_owner = False
+        # The calendar feed's state, as loaded; save() writes whatever is here then.
+        self.calendar: CalendarState | None = None
 
     async def load(self) -> PeopleState | None:
         stored = await self._kube.read_config_map(self._ref.namespace, self.name)
@@ -129,10 +159,11 @@ class ConfigMapPeople:
         if stored is None or self._ref.uid not in stored.owner_uids:
             return None  # a deleted namesake's: this watcher records its own baseline
         where = f"ConfigMap {self._ref.namespace}/{self.name}"
-        return await asyncio.to_thread(_decode_state, dict(stored.data), where)
+        state, self.calendar = await asyncio.to_thread(_decode, dict(stored.data), where)
+        return state
 
     async def save(self, state: PeopleState) -> None:
-        data = await asyncio.to_thread(_encode_state, state)
+        data = await asyncio.to_thread(_encode, state, self.calendar)
         size = sum(len(value) for value in data.values())
         if size > MAX_STORED_BYTES:
             raise SnapshotTooLarge(

@@ -16,6 +16,7 @@ from controller.core.errors import DetectorError
 from controller.core.events import Note
 from controller.core.reasons import Reason
 from controller.core.status import (
+    CalendarStatus,
     HistoryEntry,
     LoginBackoff,
     PeopleStatus,
@@ -100,6 +101,7 @@ def record_of(
     notice: Detection | DetectorError | None = None,
     login: LoginBackoff | None = None,
     people: PeopleStatus | None = None,
+    calendar: CalendarStatus | None = None,
 ) -> RunRecord:
     """`webhook` is the fingerprint of the watcher's webhook configuration (None: none, or the
     run failed before reading it); a 410 Gone holds while it stays the same. `notice` is the
@@ -160,6 +162,7 @@ def record_of(
             history=found,
             login=login,
             people=people,
+            calendar=calendar,
         )
     pending = result if isinstance(result, ChangesPending) else None
     return RunRecord(
@@ -176,6 +179,7 @@ def record_of(
         history=found,
         login=login,
         people=people,
+        calendar=calendar,
     )
 
 

@@ -180,10 +180,13 @@ def plan(
     else:
         send, held = tuple(tellable), ()
     told_changes = [c for c in changes if c not in held]
-    if not changes or (not held and cursor.digest == latest.digest and not cursor.in_doubt):
-        told = cursor
+    if held:
+        told = _advanced(cursor, latest, told_changes, complete=False) if told_changes else cursor
+    elif changes or cursor.digest != latest.digest or cursor.in_doubt:
+        # Also with nothing to tell: a match slid out of the window, or a doubt is settled.
+        told = _advanced(cursor, latest, told_changes, complete=True)
     else:
-        told = _advanced(cursor, latest, told_changes, complete=not held)
+        told = cursor
     written_ahead = None
     if send:
         # Recorded before sending (the webhook's discipline): should the service take it and

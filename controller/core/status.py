@@ -147,6 +147,17 @@ TOLD_FAILURES = frozenset({Reason.LOGIN_FAILED, Reason.SOURCE_UNAVAILABLE, Reaso
 
 
 @dataclass(frozen=True)
+class CalendarStatus:
+    """status.calendar: the feed's revision and public base URL (never its token)."""
+
+    revision: int
+    public_url: str | None
+
+    def to_status(self) -> dict[str, Any]:
+        return {"revision": self.revision, "publicUrl": self.public_url}
+
+
+@dataclass(frozen=True)
 class PeopleStatus:
     """status.notify's quiet-hours hold and failure streak (controller/core/people.py)."""
 
@@ -421,6 +432,7 @@ class RunRecord:
     history: HistoryEntry | None = None  # the change set this run found, if any
     login: LoginBackoff | None = None  # the login backoff after this run (None: none)
     people: PeopleStatus | None = None  # status.notify's hold and streak (None: unchanged)
+    calendar: CalendarStatus | None = None  # status.calendar (None: unchanged)
 
 
 def _notify_patch(record: RunRecord) -> dict[str, Any] | None:
@@ -489,6 +501,8 @@ def status_after_run(
     notify = _notify_patch(record)
     if notify is not None:
         patch["notify"] = notify
+    if record.calendar is not None:
+        patch["calendar"] = record.calendar.to_status()
     return patch
 
 

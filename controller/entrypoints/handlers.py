@@ -92,6 +92,12 @@ class Operator:
             self.metrics.forget(ref)
 
     async def start(self) -> None:
+        if not SETTINGS.notify_key:
+            log.warning(
+                "MLCD_NOTIFY_KEY is not set: people's cursors are keyed with a built-in key, "
+                "which hides an Apprise URL no better than a plain hash from whoever reads the "
+                "-notified ConfigMaps (the chart generates a key; see docs/reference.md)"
+            )
         if self.calendar is not None:
             try:
                 await self.calendar.start(SETTINGS.calendar_host, SETTINGS.calendar_port)

@@ -25,6 +25,7 @@ from controller.adapters.notify import (
     notify_urls,
 )
 from controller.adapters.peoplestore import ConfigMapPeople
+from controller.core.calendar import CalendarState, advance
 from controller.core.delivery import DeliveryResult
 from controller.core.detection import ChangesPending, Detection
 from controller.core.diff import (
@@ -38,7 +39,7 @@ from controller.core.diff import (
 )
 from controller.core.errors import DetectorError, InvalidSpec, SourceUnavailable
 from controller.core.message import compose, failure, recovered
-from controller.core.model import NotifySpec, WatcherRef
+from controller.core.model import CalendarSpec, NotifySpec, WatcherRef
 from controller.core.outcome import baseline_reset
 from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
 from controller.core.reasons import Reason
@@ -54,6 +55,7 @@ class Told:
     notice: Detection | DetectorError | None  # None: no list was told (the fetch failed)
     people: PeopleStatus
     results: frozenset[str] = frozenset()
+    calendar: CalendarState | None = None  # the calendar feed's state after the pass
 
 
 class UnconfirmedPeopleDrop(SourceUnavailable):
@@ -90,7 +92,8 @@ class Tell:
     """One pass's inputs."""
 
     ref: WatcherRef
-    notify: NotifySpec
+    notify: NotifySpec | None  # None: only the latest list (and the calendar) is kept
+    calendar: CalendarSpec | None
     language: str
     window: Window
     now: datetime
@@ -118,62 +121,93 @@ class People:
         held_back: str | None = None,
     ) -> Told:
         """After a run, `fetched` its list (None when the fetch failed: then only a streak
-        message, if owed); for quiet hours' digest, `job.digest`: the stored latest list."""
-        ref, notify = job.ref, job.notify
-        where = f"notify Secret {ref.namespace}/{notify.secret_name}"
-        try:
-            secret = await self._kube.read_secret(
-                ref.namespace, notify.secret_name, purpose="notify"
-            )
-            urls = notify_urls(secret.values, where)
-        except DetectorError as exc:
-            return Told(exc, job.streak, frozenset({"failed"}))
+        message, if owed); for quiet hours' digest, `job.digest`: the stored latest list. The
+        latest confirmed list is kept (and the calendar's state advanced) also when people's
+        Secret is unusable: the feed does not wait for a chat service."""
+        urls, problem = await self._urls(job)
         keys = [url_key(url, self._key) for url in urls]
-        store = ConfigMapPeople(self._kube, ref)
-        state = await store.load() if fetched is not None or job.digest else None
+        if fetched is None and not job.digest:
+            return await self._streak_only(job, urls, None, problem)
+        store = ConfigMapPeople(self._kube, job.ref)
+        loaded = state = await store.load()
+        calendar = store.calendar
         if fetched is not None:
             revision = (state.latest.revision if state else 0) + 1
             new = await asyncio.to_thread(_normalised, fetched, revision)
+            if state is not None and not confirmed and new.digest != held_back:
+                drop = await asyncio.to_thread(_drop, state.latest, new, job.window)
+                if drop is not None:
+                    raise UnconfirmedPeopleDrop(drop, new.digest)
+            if job.calendar is not None:
+                store.calendar = await asyncio.to_thread(
+                    advance,
+                    store.calendar,
+                    new,
+                    fetched,
+                    job.window,
+                    job.now,
+                    include_contacts=job.calendar.include_contacts,
+                )
             if state is None:
                 # Everyone's baseline: nobody is told what was there all along.
                 await store.save(PeopleState(latest=new, cursors=dict.fromkeys(keys, new)))
-                reset = baseline_reset(
-                    job.previous.notify.match_count,
-                    job.previous.notify.pending_changes,
-                    store.name,
-                    store.foreign_owner,
-                )
-                notice = Detection(True, len(new.matches), [], summarise([]), {}, None, reset)
-                return await self._streak_only(job, urls, notice)
-            if not confirmed and new.digest != held_back:
-                problem = await asyncio.to_thread(_drop, state.latest, new, job.window)
-                if problem is not None:
-                    raise UnconfirmedPeopleDrop(problem, new.digest)
+                notice = None
+                if job.notify is not None and problem is None:
+                    reset = baseline_reset(
+                        job.previous.notify.match_count,
+                        job.previous.notify.pending_changes,
+                        store.name,
+                        store.foreign_owner,
+                    )
+                    notice = Detection(True, len(new.matches), [], summarise([]), {}, None, reset)
+                return await self._streak_only(job, urls, notice, problem, store.calendar)
             if new.digest != state.latest.digest:
                 state = replace(state, latest=new)
-        if state is None:  # the fetch failed, or a digest with nothing stored
-            return await self._streak_only(job, urls, None)
-        return await self._tell(job, urls, keys, state, store)
+        if state is None:  # a digest with nothing stored
+            return await self._streak_only(job, urls, None, problem, store.calendar)
+        if problem is not None or job.notify is None:
+            if state != loaded or store.calendar is not calendar:
+                await store.save(state)
+            return await self._streak_only(job, urls, None, problem, store.calendar)
+        return await self._tell(job, job.notify, urls, keys, state, store, loaded, calendar)
 
-    async def _tell(
+    async def _urls(self, job: Tell) -> tuple[tuple[str, ...], DetectorError | None]:
+        """The Apprise URLs of the watcher's notify Secret, or why there are none to use."""
+        notify = job.notify
+        if notify is None:
+            return (), None
+        where = f"notify Secret {job.ref.namespace}/{notify.secret_name}"
+        try:
+            secret = await self._kube.read_secret(
+                job.ref.namespace, notify.secret_name, purpose="notify"
+            )
+            return notify_urls(secret.values, where), None
+        except DetectorError as exc:
+            return (), exc
+
+    async def _tell(  # noqa: PLR0917 - one pass's pieces, each named at the one call
         self,
         job: Tell,
+        notify: NotifySpec,
         urls: Sequence[str],
         keys: Sequence[str],
         state: PeopleState,
         store: ConfigMapPeople,
+        loaded: PeopleState | None,
+        calendar: CalendarState | None,
     ) -> Told:
+        """Tell each URL its plan's changes; `loaded` and `calendar`: the state as stored."""
         cursors = state.for_urls(keys)
         latest = state.latest
 
         def plans_of() -> dict[str, Plan]:  # in a thread: comparing big lists is CPU
             return {
-                key: plan(cursor, latest, job.window, notify=job.notify, now=job.now, zone=job.zone)
+                key: plan(cursor, latest, job.window, notify=notify, now=job.now, zone=job.zone)
                 for key, cursor in cursors.items()
             }
 
         plans = await asyncio.to_thread(plans_of)
-        wanted = allowed(job.notify.categories)
+        wanted = allowed(notify.categories)
         sending = [(url, key) for url, key in zip(urls, keys, strict=True) if plans[key].send]
         messages = [
             Message(
@@ -200,13 +234,14 @@ class People:
         fate_of = {key: fate for (_, key), fate in zip(sending, fates, strict=False)}
         told = {key: _cursor(plans[key], cursors[key], fate_of.get(key)) for key in keys}
         final = PeopleState(latest=latest, cursors=told)
-        if final != state:
+        if final != loaded or store.calendar is not calendar:
             await store.save(final)
         streak = job.streak
         if owed is not None:
             streak = _streak_told(job, owed[0], ACCEPTED in fates[len(sending) :])
         return _outcome(
             job,
+            notify,
             keys=keys,
             plans=plans,
             fate_of=fate_of,
@@ -214,12 +249,16 @@ class People:
             refused=refused,
             streak=streak,
             match_count=len(latest.matches),
+            calendar=store.calendar,
         )
 
     def _streak_message(self, job: Tell) -> tuple[str, tuple[str, str]] | None:
         """("failure" | "recovered", (title, body)) when one is owed and may go out now."""
-        owed = job.streak.owed(job.notify.failure_after)
-        if owed is None or quiet_until(job.now, job.zone, job.notify.quiet_hours) is not None:
+        notify = job.notify
+        if notify is None:
+            return None
+        owed = job.streak.owed(notify.failure_after)
+        if owed is None or quiet_until(job.now, job.zone, notify.quiet_hours) is not None:
             return None
         if owed == "failure":
             return owed, failure(job.reason or Reason.SOURCE_UNAVAILABLE, job.language)
@@ -231,18 +270,26 @@ class People:
         sender = AppriseNotifier(key=job.ref.uid, **self._send)
         return await sender.send(tuple(messages))
 
-    async def _streak_only(self, job: Tell, urls: Sequence[str], notice: Detection | None) -> Told:
-        """No list to tell (the fetch failed, or a baseline): a streak message if owed."""
+    async def _streak_only(
+        self,
+        job: Tell,
+        urls: Sequence[str],
+        notice: Detection | None,
+        problem: DetectorError | None,
+        calendar: CalendarState | None = None,
+    ) -> Told:
+        """No list to tell (the fetch failed, a baseline, or no usable Secret): a streak
+        message if owed."""
         streak, results = job.streak, frozenset[str]()
-        owed = self._streak_message(job)
+        owed = self._streak_message(job) if problem is None else None
         if owed is not None:
             fates, _ = await self._deliver(job, [Message(url, *owed[1]) for url in urls])
             streak = _streak_told(job, owed[0], ACCEPTED in fates)
             results = frozenset({"delivered" if ACCEPTED in fates else "failed"})
+        if problem is not None:
+            results = frozenset({"failed"})
         people = replace(streak, held_changes=0, held_until=_held_until(job, streak, 0))
-        if notice is None:
-            return Told(None, people, results)
-        return Told(notice, people, results)
+        return Told(problem or notice, people, results, calendar)
 
 
 def _cursor(p: Plan, cursor: Snapshot, fate: str | None) -> Snapshot:
@@ -257,9 +304,10 @@ def _cursor(p: Plan, cursor: Snapshot, fate: str | None) -> Snapshot:
 
 def _held_until(job: Tell, streak: PeopleStatus, held: int) -> datetime | None:
     """Quiet hours' end when something waits for it (changes, or a streak message)."""
-    if not held and streak.owed(job.notify.failure_after) is None:
+    notify = job.notify
+    if notify is None or (not held and streak.owed(notify.failure_after) is None):
         return None
-    return quiet_until(job.now, job.zone, job.notify.quiet_hours)
+    return quiet_until(job.now, job.zone, notify.quiet_hours)
 
 
 def _streak_told(job: Tell, owed: str, accepted: bool) -> PeopleStatus:
@@ -273,6 +321,7 @@ def _streak_told(job: Tell, owed: str, accepted: bool) -> PeopleStatus:
 
 def _outcome(
     job: Tell,
+    notify: NotifySpec,
     *,
     keys: Sequence[str],
     plans: dict[str, Plan],
@@ -281,6 +330,7 @@ def _outcome(
     refused: str | None,
     streak: PeopleStatus,
     match_count: int,
+    calendar: CalendarState | None,
 ) -> Told:
     held = max((len(p.held) for p in plans.values()), default=0)
     people = replace(streak, held_changes=held, held_until=_held_until(job, streak, held))
@@ -300,7 +350,7 @@ def _outcome(
         target = sent if fate_of.get(key) == ACCEPTED else pending
         for change in plans[key].send:
             target.setdefault(change.match_id, change)
-    where = f"notify Secret {job.ref.namespace}/{job.notify.secret_name}"
+    where = f"notify Secret {job.ref.namespace}/{notify.secret_name}"
     lines = [i for i, key in enumerate(keys, 1) if fate_of.get(key) == UNKNOWN_URL]
     error: DetectorError | None = None
     if lines:
@@ -323,8 +373,8 @@ def _outcome(
         )
         error = ChangesPending(failed, list(pending.values()), match_count)
     if error is not None:
-        return Told(error, people, frozenset(results))
+        return Told(error, people, frozenset(results), calendar)
     changes = list(sent.values())
     delivery = DeliveryResult(200, ()) if sent else None
     notice = Detection(False, match_count, changes, summarise(changes), {}, delivery)
-    return Told(notice, people, frozenset(results))
+    return Told(notice, people, frozenset(results), calendar)

@@ -58,6 +58,7 @@ from controller.core.model import (
 from controller.core.outcome import Outcome, baseline_reset, note_of, notify_state, record_of
 from controller.core.reasons import Reason
 from controller.core.status import (
+    CalendarStatus,
     Readiness,
     RunRecord,
     SecretVersion,
@@ -311,8 +312,6 @@ class WatcherRunner:
         the webhook nor the reverse. `confirmed`: the webhook's pass compared this list (a
         sudden drop was checked there); else this pass checks it itself, and an
         UnconfirmedPeopleDrop is raised as there."""
-        notify = spec.notify
-        assert notify is not None  # noqa: S101 - called for watchers with spec.notify only
         today = now.astimezone(zone).date()
         if result is None:  # a digest: the reason a streak message names is the run's last
             ready = previous.ready
@@ -327,7 +326,8 @@ class WatcherRunner:
             streak = previous.people.after_run(reason, isinstance(result, Detection))
         job = Tell(
             ref=ref,
-            notify=notify,
+            notify=spec.notify,
+            calendar=spec.calendar,
             language=spec.language,
             window=window_for(today, spec.fogis.days_back, spec.fogis.days_ahead),
             now=now,
@@ -362,7 +362,7 @@ class WatcherRunner:
     ) -> Outcome:
         """Quiet hours ended: what was held goes out as one message, from the stored list."""
         told: Told | DetectorError
-        if spec.notify is None:
+        if spec.notify is None:  # removed since the changes were held: nobody to tell
             told = Told(None, replace(previous.people, held_changes=0, held_until=None))
         else:
             told = await self._people_pass(
@@ -465,7 +465,7 @@ class WatcherRunner:
             result = exc
         except Exception as exc:  # a bug must fail this run only, never the operator
             result = unexpected(exc, f"run of {ref.namespace}/{ref.name}", log, ref)
-        if spec.notify is not None and not isinstance(result, UnconfirmedDrop):
+        if (spec.notify or spec.calendar) is not None and not isinstance(result, UnconfirmedDrop):
             try:
                 told = await self._people_pass(
                     ref,
@@ -495,10 +495,18 @@ class WatcherRunner:
             webhook=webhook,
             notice=notice,
             login=login,
-            people=told.people if isinstance(told, Told) else None,
+            people=told.people if isinstance(told, Told) and spec.notify is not None else None,
+            calendar=self._calendar_status(told),
         )
-        self._observe(ref, record, result, told)
+        self._observe(ref, record, result, told if spec.notify is not None else None)
         return Outcome(record, note_of(trigger, result, notice))
+
+    def _calendar_status(self, told: Told | DetectorError | None) -> CalendarStatus | None:
+        """status.calendar after the pass (None: unchanged): the feed's revision, so every
+        replica knows when to read it again, and where it is reached from outside."""
+        if not isinstance(told, Told) or told.calendar is None:
+            return None
+        return CalendarStatus(told.calendar.revision, self._settings.calendar_public_url or None)
 
     def _count_notifications(self, ref: WatcherRef, told: Told | DetectorError | None) -> None:
         if told is None:

@@ -146,6 +146,9 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be at least operator.shutdownTimeoutSeconds + 5 (%d), or empty for %d: a pod killed before its runs are cut never releases its Lease" .Values.terminationGracePeriodSeconds (add $timeout 5) (add $timeout 15)) -}}
 {{- end -}}
 {{- range .Values.extraEnv -}}
+{{- if eq .name "MLCD_NOTIFY_KEY" -}}
+{{- fail "extraEnv must not set MLCD_NOTIFY_KEY: it comes from the Secret <fullname>-notify-key (notifyKey.create)" -}}
+{{- end -}}
 {{- if eq .name "MLCD_SHUTDOWN_TIMEOUT_SECONDS" -}}
 {{- fail "extraEnv must not set MLCD_SHUTDOWN_TIMEOUT_SECONDS: set operator.shutdownTimeoutSeconds (the pod's grace period follows it)" -}}
 {{- end -}}

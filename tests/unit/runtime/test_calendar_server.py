@@ -17,8 +17,8 @@ import httpx
 import pytest
 import vobject
 
-from controller.adapters.calendarstore import CALENDAR_KEY
 from controller.adapters.kube import SecretData, StoredConfigMap
+from controller.adapters.peoplestore import CALENDAR_KEY
 from controller.core.calendar import CalendarState, advance
 from controller.core.diff import Snapshot, normalise_all, window_for
 from controller.core.errors import KubernetesError
