@@ -1,7 +1,8 @@
 """The calendar feeds over HTTP from operator processes on the real API server, read with vobject
 (a parser independent of the library that writes them): the token Secret the operator makes,
 a change of time, a cancellation, a removal, a token rotation, and the same feed from a standby
-replica and from another shard's replica."""
+replica and from another shard's replica, and through real runs against the FOGIS stand-in while
+the webhook fails."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from controller.core.calendar import CalendarState, advance
 from controller.core.diff import Snapshot, normalise_all, window_for
 from controller.core.sharding import shard_of
-from hack.local_cluster import ROOT
+from hack.local_cluster import ROOT, free_port
 from tests.fakes.fogis.records import make_match
 from tests.fakes.fogis.server import FakeFogis
 from tests.support.cluster import Cluster
@@ -263,3 +264,71 @@ def test_every_replica_serves_every_feed(
             assert all(created)  # each shard made its own watchers' tokens
         for name in names:
             cluster.delete_watcher(namespace, name)
+
+
+def test_real_runs_advance_the_feed_while_the_webhook_fails(
+    cluster: Cluster, namespace: str, fogis: FakeFogis, credentials: str, tmp_path: Path
+) -> None:
+    """Through runs against the FOGIS stand-in, with a webhook nothing answers: the feed follows
+    every confirmed list (status.calendar.revision tells every replica), the webhook's changes
+    stay pending, and the plugin's base comes from status.calendar.publicUrl."""
+    env = {"MLCD_CALENDAR_PUBLIC_URL": "https://calendar.example.org"}
+    records = [make_match(1, on=DAY, avsparkstid="18:00"), make_match(2, on=DAY)]
+    fogis.set_matches(records)
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    webhook = {"url": dead, "maxAttempts": 1, "timeoutSeconds": 2}
+    spec = fogis_spec(fogis.base_url, credentials, calendar=CALENDAR, webhook=webhook)
+    with running(Operator(cluster.kubeconfig, [namespace], tmp_path / "op.log", env)) as operator:
+        cluster.create_watcher(namespace, "runs", spec)
+        token = wait_token(cluster, namespace, "runs")
+        path = f"/calendar/{namespace}/runs/{token}.ics"
+        line = plugin(cluster, "calendar", "runs", "-n", namespace)
+        assert line.returncode == 2  # no run yet: no status.calendar.publicUrl
+
+        def run(value: str) -> dict[str, Any]:
+            cluster.trigger(namespace, "runs", value)
+            return cluster.wait_status(
+                namespace, "runs", value, lambda s: s.get("lastHandledTrigger") == value, 30
+            )
+
+        status = run("baseline")
+        assert status["calendar"] == {
+            "revision": 1,
+            "publicUrl": "https://calendar.example.org",
+        }
+        line = plugin(cluster, "calendar", "runs", "-n", namespace)
+        assert line.returncode == 0, line.stderr
+        assert line.stdout.strip() == f"https://calendar.example.org{path}"
+        body, tag = wait_feed(operator.calendar_url, path, lambda found: len(found) == 2)
+        assert events(body)["1"].dtstart.value.hour == 18
+
+        records[0] = make_match(1, on=DAY, avsparkstid="20:15")
+        fogis.set_matches(records)
+        status = run("moved")
+        assert status["webhook"]["pendingChanges"] >= 1  # the webhook fails ...
+        body, tag = wait_feed(  # ... and the feed moves on all the same
+            operator.calendar_url, path, lambda found: found["1"].dtstart.value.hour == 20, tag
+        )
+        assert int(events(body)["1"].sequence.value) == 1
+
+        records[1] = make_match(2, on=DAY, installd=True)
+        fogis.set_matches(records)
+        run("cancelled")
+        body, tag = wait_feed(
+            operator.calendar_url, path, lambda found: found["2"].status.value == "CANCELLED", tag
+        )
+
+        fogis.set_matches(records[1:])
+        status = run("removed")
+        body, tag = wait_feed(
+            operator.calendar_url, path, lambda found: found["1"].status.value == "CANCELLED", tag
+        )
+        assert status["calendar"]["revision"] == 4
+        assert fetch(operator.calendar_url, path, tag)[0] == 304
+        run("unchanged")  # the same list again: the same revision, the same bytes
+        assert cluster.status(namespace, "runs")["calendar"]["revision"] == 4
+        status_code, same, same_tag = fetch(operator.calendar_url, path)
+        assert (status_code, same, same_tag) == (200, body, tag)
+        cluster.delete_watcher(namespace, "runs")
+        logs = operator.logs()
+    assert token not in logs
