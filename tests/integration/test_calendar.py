@@ -238,14 +238,16 @@ def test_every_replica_serves_every_feed(
     first = Operator(cluster.kubeconfig, [namespace], tmp_path / "first.log", envs[0])
     second = Operator(cluster.kubeconfig, [namespace], tmp_path / "second.log", envs[1])
     with running(first), running(second):
-        names = ["w0", "w1", "w2", "w3"]
-        for name in names:
-            cluster.create_watcher(
+        names: list[str] = []
+        shards: set[int] = set()
+        # At least three, and until both shards have watchers of their own (uids are random).
+        while len(names) < 3 or shards != {0, 1}:
+            name = f"w{len(names)}"
+            watcher = cluster.create_watcher(
                 namespace, name, fogis_spec(fogis.base_url, credentials, calendar=CALENDAR)
             )
-        if role == "shard":  # both shards have watchers of their own
-            uids = [cluster.watcher(namespace, n)["metadata"]["uid"] for n in names]
-            assert {shard_of(uid, 2) for uid in uids} == {0, 1}
+            names.append(name)
+            shards.add(shard_of(watcher["metadata"]["uid"], 2))
         for name in names:
             token = wait_token(cluster, namespace, name)
             Publisher(cluster, namespace, name).publish([make_match(7, on=DAY)])
