@@ -126,6 +126,7 @@ class Tokens:
     def forget(self, ref: WatcherRef) -> None:
         self._cache.pop((ref.namespace, ref.name), None)
         self._wanted.pop(ref.uid, None)
+        self._warned.discard(ref.uid)
 
     def want(self, ref: WatcherRef) -> None:
         """Make sure the watcher has a token soon (one check at a time, in `serve`)."""
