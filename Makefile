@@ -14,6 +14,9 @@ BENCH_DIGESTS ?= 2000
 # (the simplest kopf daemon-per-watcher operator, run afterwards on the same watchers).
 BENCH_SHARDS ?= 1
 BENCH_PEER ?= 1
+# Watchers whose calendar feed a client each polls every 5 minutes (tests/bench/calendar.py;
+# about a minute at 300, time compressed 60 times).
+BENCH_CALENDAR_WATCHERS ?= 300
 # `make soak`: how long, how many MatchWatchers, and the seed that replays a run (empty: random).
 SOAK_MINUTES ?= 10
 SOAK_WATCHERS ?= 100
@@ -70,6 +73,7 @@ bench: setup ## print performance figures (diff speed, digests, operator at scal
 	$(BIN)/python -m tests.bench.churn
 	$(BIN)/python -m tests.bench.maintenance
 	$(BIN)/python -m tests.bench.digests --watchers $(BENCH_DIGESTS)
+	$(BIN)/python -m tests.bench.calendar --watchers $(BENCH_CALENDAR_WATCHERS)
 	$(BIN)/python -m tests.bench.operator --watchers $(BENCH_WATCHERS) --shards $(BENCH_SHARDS) \
 		$(if $(filter 0,$(BENCH_PEER)),--no-peer,--peer)
 

@@ -27,6 +27,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
 from controller.core.errors import (
+    AlreadyExists,
     ConfigMapConflict,
     DetectorError,
     Forbidden,
@@ -61,6 +62,7 @@ class SecretData:
     values: dict[str, str] = field(repr=False)  # decoded: never shown
     version: str  # resourceVersion: tells whether the Secret changed since
     uid: str = ""  # with `version`, names what the login backoff is for (a re-created Secret)
+    owner_uids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,18 +152,51 @@ class Kube:
                 403: SecretNotFound(f"the operator may not read {where} (RBAC)"),
             },
         )
-        decoded: dict[str, str] = {}
-        for key, value in ((secret.data if secret is not None else None) or {}).items():
-            try:
-                decoded[key] = base64.b64decode(value).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
-        meta = secret.metadata if secret is not None else None
-        return SecretData(
-            decoded,
-            (meta.resource_version if meta else None) or "",
-            (meta.uid if meta else None) or "",
+        return _secret_data(secret, where)
+
+    async def find_secret(self, namespace: str, name: str, *, purpose: str) -> SecretData | None:
+        """Like read_secret, but None when the Secret does not exist."""
+        where = f"{purpose} Secret {namespace}/{name}"
+        secret = await self._call(
+            f"reading {where}",
+            self._core.read_namespaced_secret,
+            name,
+            namespace,
+            errors={403: Forbidden(f"the operator may not read {where} (RBAC)")},
+            absent_ok=True,
         )
+        return None if secret is None else _secret_data(secret, where)
+
+    async def create_owned_secret(
+        self, ref: WatcherRef, name: str, values: Mapping[str, str], labels: Mapping[str, str]
+    ) -> bool:
+        """Create an Opaque Secret owned by the watcher (garbage-collected with it); False when
+        one of that name exists already (another replica made it first)."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": ref.namespace,
+                "labels": dict(labels),
+                "ownerReferences": [_owner(ref)],
+            },
+            "stringData": dict(values),
+        }
+        what = f"creating Secret {ref.namespace}/{name}"
+        exists = AlreadyExists(f"Secret {ref.namespace}/{name} exists")
+        try:
+            await self._call(
+                what,
+                self._core.create_namespaced_secret,
+                ref.namespace,
+                body,
+                errors={409: exists, 403: Forbidden(f"{what}: not allowed (RBAC)")},
+            )
+        except AlreadyExists:
+            return False
+        return True
 
     async def patch_status(
         self, ref: WatcherRef, status: Mapping[str, Any], resource_version: str | None = None
@@ -319,16 +354,7 @@ class Kube:
                 "name": name,
                 "namespace": ref.namespace,
                 "labels": dict(labels),
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": KIND,
-                        "name": ref.name,
-                        "uid": ref.uid,
-                        "controller": True,
-                        "blockOwnerDeletion": False,
-                    }
-                ],
+                "ownerReferences": [_owner(ref)],
             },
             "binaryData": {k: base64.b64encode(v).decode() for k, v in binary_data.items()},
         }
@@ -419,6 +445,35 @@ class Kube:
         if written is None:
             raise KubernetesError(f"{what}: the API server returned no object")
         return str(written.metadata.resource_version)
+
+
+def _owner(ref: WatcherRef) -> dict[str, Any]:
+    """The ownerReference that makes an object the watcher's (garbage-collected with it)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+def _secret_data(secret: Any, where: str) -> SecretData:
+    """A read Secret's data, decoded, with its version, uid and owners."""
+    decoded: dict[str, str] = {}
+    for key, value in (secret.data or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise SecretNotFound(f"{where} key {key!r} is not UTF-8 text") from None
+    meta = secret.metadata
+    return SecretData(
+        decoded,
+        (meta.resource_version if meta else None) or "",
+        (meta.uid if meta else None) or "",
+        tuple(o.uid for o in ((meta.owner_references if meta else None) or [])),
+    )
 
 
 def _micro_time(moment: datetime | None) -> str | None:

@@ -78,6 +78,10 @@ class Forbidden(KubernetesError):
     """The operator's RBAC does not allow the call."""
 
 
+class AlreadyExists(KubernetesError):
+    """An object to create exists already (made by another replica first)."""
+
+
 class ConfigMapConflict(KubernetesError):
     """The ConfigMap was created, changed or deleted by someone else since it was read."""
 

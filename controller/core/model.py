@@ -264,9 +264,7 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
     notify: NotifySpec | None = None
     if spec.get("notify") is not None:
         notify = _notify(_mapping(spec.get("notify"), "spec.notify"))
-    language = spec.get("language", LANGUAGES[0])
-    if language not in LANGUAGES:
-        raise InvalidSpec(f"spec.language must be one of {', '.join(LANGUAGES)}")
+    language = parse_language(spec.get("language"))
     suspend = spec.get("suspend", False)
     if not isinstance(suspend, bool):
         raise InvalidSpec("spec.suspend must be true or false")
@@ -281,11 +279,20 @@ def parse_spec(spec: Mapping[str, Any]) -> WatcherSpec:
         webhook=webhook,
         notify=notify,
         language=language,
-        calendar=_calendar(spec.get("calendar")),
+        calendar=parse_calendar(spec.get("calendar")),
     )
 
 
-def _calendar(value: Any) -> CalendarSpec | None:
+def parse_language(value: Any) -> str:
+    """spec.language (Swedish when absent)."""
+    language = LANGUAGES[0] if value is None else value
+    if language not in LANGUAGES:
+        raise InvalidSpec(f"spec.language must be one of {', '.join(LANGUAGES)}")
+    return str(language)
+
+
+def parse_calendar(value: Any) -> CalendarSpec | None:
+    """spec.calendar; None when absent or not enabled."""
     if value is None:
         return None
     raw = _mapping(value, "spec.calendar")

@@ -27,6 +27,7 @@ from controller.adapters.peoplestore import KubeBacking
 from controller.core.config import load_settings
 from controller.core.model import GROUP, PLURAL, VERSION, WatcherRef
 from controller.core.sharding import shard_of
+from controller.runtime.calendar_server import CalendarServer
 from controller.runtime.dispatcher import Dispatcher
 from controller.runtime.heap import HeapKeeper
 from controller.runtime.leadership import Leadership
@@ -59,6 +60,8 @@ class Operator:
         self.metrics.watchers.set_function(lambda: self.dispatcher.served)
         # Standbys too: a watcher deleted while their watch was down must not be served later.
         self.reconciler = Reconciler(self.dispatcher, self.kube)
+        # Every replica serves every feed its watch sees (controller/runtime/calendar_server.py).
+        self.calendar = CalendarServer(self.kube) if SETTINGS.calendar_port else None
         self.leadership: Leadership | None = None
         if SETTINGS.lease_name:
             self.leadership = Leadership(
@@ -91,13 +94,25 @@ class Operator:
             # exporting the watcher's series as if it still ran it.
             self.metrics.forget(ref)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if not SETTINGS.notify_key:
             log.warning(
                 "MLCD_NOTIFY_KEY is not set: people's cursors are keyed with a built-in key, "
                 "which hides an Apprise URL no better than a plain hash from whoever reads the "
                 "-notified ConfigMaps (the chart generates a key; see docs/reference.md)"
             )
+        if self.calendar is not None:
+            try:
+                await self.calendar.start(SETTINGS.calendar_host, SETTINGS.calendar_port)
+            except OSError as exc:
+                # The watchers still run; only the feeds are not served from this replica.
+                log.error(
+                    "calendar feeds not served: cannot listen on %s:%d (%s)",
+                    SETTINGS.calendar_host,
+                    SETTINGS.calendar_port,
+                    exc.strerror or type(exc).__name__,
+                )
+                self.calendar = None
         self.dispatcher.start()
         self._tasks.append(asyncio.create_task(self.reconciler.serve(), name="reconcile"))
         if self.leadership is not None:
@@ -113,6 +128,8 @@ class Operator:
         await self.dispatcher.stop(SETTINGS.shutdown_timeout_seconds)
         if self.leadership is not None:
             await self.leadership.release()
+        if self.calendar is not None:
+            await self.calendar.stop()
         await self.runner.aclose()
         self.kube.close()
 
@@ -158,7 +175,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # After kopf's own logging set-up (its --verbose/--quiet), which this refines.
     set_log_levels(SETTINGS.log_level)
     operator = memo["operator"] = Operator()
-    operator.start()
+    await operator.start()
     if SETTINGS.metrics_port:
         operator.metrics.serve(SETTINGS.metrics_host, SETTINGS.metrics_port)
     # Everything imported and built so far lives for the whole process: keep it out of the
@@ -190,6 +207,19 @@ async def observe(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) 
     if type is None and operator.dispatcher.holds(body.metadata.uid or ""):
         operator.reconciler.relisted()
     await operator.dispatcher.observe(body, deleted=type == "DELETED")
+
+
+# Every watcher, whatever the shard: any replica answers for any feed its watch sees.
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def calendar_feed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """What a watcher's calendar feed is; the replica that serves the watcher (its shard's
+    leader) makes sure it has a token, at every watch event (a re-list included)."""
+    operator = _operator(memo)
+    if operator.calendar is None:
+        return
+    view = operator.calendar.observe(body, deleted=type == "DELETED")
+    if view is not None and operator.dispatcher.serving and _mine(body):
+        operator.calendar.tokens.want(view.ref)
 
 
 @kopf.on.probe(id="watchers")

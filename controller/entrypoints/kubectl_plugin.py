@@ -1,22 +1,27 @@
 """`kubectl matchlist`: run a watcher now and see what came of it, list watchers, show history,
-import a snapshot.
+import a snapshot, print the calendar feed's URL.
 
     kubectl matchlist run NAME [-n NS] [--wait] [--timeout 120]
     kubectl matchlist history NAME [-n NS]
     kubectl matchlist list [-n NS | -A]
     kubectl matchlist import NAME [-n NS] --file FILE [--force]
+    kubectl matchlist calendar NAME [-n NS] [--base-url URL]
 
 Installed as the console script `kubectl-matchlist`, which kubectl finds on PATH. `run` sets the
 trigger annotation to a new value and, with --wait, waits for the run that value caused (its
 status.lastHandledTrigger), not an older one, then prints its outcome; the exit code is 0 when
 it succeeded, 1 when it failed, 2 for a usage or API error or a timeout. `import` seeds a
 watcher's snapshots from a state file (exit 1 when it refuses the file or an existing snapshot).
+`calendar` reads the watcher's feed token Secret with the user's own RBAC and prints the feed's
+URL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import secrets
 import sys
 import time
@@ -37,12 +42,23 @@ from controller.adapters.snapshots import (
     parse_state,
 )
 from controller.core.diff import Snapshot
-from controller.core.errors import DetectorError
-from controller.core.model import GROUP, PLURAL, TRIGGER_ANNOTATION, VERSION, WatcherRef
+from controller.core.errors import DetectorError, InvalidSpec
+from controller.core.feed import PATH_PREFIX, SUFFIX, TOKEN_KEY, token_secret_name
+from controller.core.model import (
+    GROUP,
+    PLURAL,
+    TRIGGER_ANNOTATION,
+    VERSION,
+    WatcherRef,
+    parse_calendar,
+)
 from controller.core.status import RECONCILING, WatcherStatus, timestamp
 from controller.runtime.logs import set_log_levels
 
 OK, FAILED, TROUBLE = 0, 1, 2
+# Touched to ask for a calendar token (any watch event makes the operator check it has one).
+TOKEN_REQUEST_ANNOTATION = f"{GROUP}/calendar-token-requested"
+_TOKEN_WAIT_SECONDS = 20.0
 
 
 class PluginError(Exception):
@@ -318,6 +334,81 @@ def import_state(
     return OK
 
 
+def calendar(api: client.CustomObjectsApi, namespace: str, name: str, base_url: str | None) -> int:
+    """Print the one line a referee pastes into their calendar app."""
+    body = _get(api, namespace, name)
+    try:
+        enabled = parse_calendar((body.get("spec") or {}).get("calendar")) is not None
+    except InvalidSpec:
+        enabled = False
+    if not enabled:
+        raise PluginError(
+            f"MatchWatcher {namespace}/{name} has no calendar feed: set spec.calendar.enabled: true"
+        )
+    base = base_url or ((body.get("status") or {}).get("calendar") or {}).get("publicUrl")
+    if not base:
+        raise PluginError(
+            "no base URL: pass --base-url URL (where the operator's calendar port "
+            "is reached from outside), or set the chart's calendar.publicUrl"
+        )
+    if not base.startswith(("http://", "https://")):
+        raise PluginError(f"--base-url {base!r} is not an http(s) URL")
+    secret = _token_secret(api, namespace, name)
+    where = f"Secret {namespace}/{token_secret_name(name)}"
+    owners = {o.uid for o in (secret.metadata.owner_references or [])}
+    if (body.get("metadata") or {}).get("uid") not in owners:
+        raise PluginError(
+            f"{where} is not this watcher's (an older namesake's?): delete it, "
+            "and the operator makes a new one"
+        )
+    try:
+        token = base64.b64decode((secret.data or {})[TOKEN_KEY]).decode("ascii")
+    except (KeyError, binascii.Error, UnicodeDecodeError):
+        raise PluginError(
+            f"{where} has no readable key {TOKEN_KEY!r}: delete it, and the "
+            "operator makes a new one"
+        ) from None
+    print(f"{base.rstrip('/')}{PATH_PREFIX}{namespace}/{name}/{token}{SUFFIX}")
+    return OK
+
+
+def _token_secret(api: client.CustomObjectsApi, namespace: str, name: str) -> Any:
+    """The feed's token Secret. None yet (just enabled, or deleted to rotate the token): the
+    operator makes one at the watcher's next watch event, which a touch of an annotation of
+    its own is; waited for a few seconds."""
+    core = client.CoreV1Api()
+    where = f"Secret {namespace}/{token_secret_name(name)}"
+    deadline: float | None = None
+    while True:
+        try:
+            return core.read_namespaced_secret(token_secret_name(name), namespace)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise PluginError(f"you may not read {where} (RBAC: get on secrets)") from None
+            if exc.status != 404:
+                raise PluginError(f"{where}: {exc.status} {exc.reason}") from None
+        if deadline is None:
+            value = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+            patch = {"metadata": {"annotations": {TOKEN_REQUEST_ANNOTATION: value}}}
+            _call(
+                f"asking for a calendar token of MatchWatcher {namespace}/{name}",
+                api.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+            )
+            deadline = time.monotonic() + _TOKEN_WAIT_SECONDS
+        elif time.monotonic() > deadline:
+            raise PluginError(
+                f"{where} not found, and the operator made none within {_TOKEN_WAIT_SECONDS:g}s "
+                "(is it running, with its calendar port on?)"
+            )
+        time.sleep(0.5)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl matchlist", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
@@ -352,6 +443,12 @@ def _parser() -> argparse.ArgumentParser:
     import_cmd.add_argument(
         "--force", action="store_true", help="replace a snapshot the watcher has already"
     )
+    calendar_cmd = commands.add_parser("calendar", help="the URL of a MatchWatcher's calendar feed")
+    calendar_cmd.add_argument("name")
+    calendar_cmd.add_argument("-n", "--namespace")
+    calendar_cmd.add_argument(
+        "--base-url", help="where the feeds are served (default: status.calendar.publicUrl)"
+    )
     return parser
 
 
@@ -374,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notified_path=args.notified_file,
                 force=args.force,
             )
+        if args.command == "calendar":
+            return calendar(api, namespace, args.name, args.base_url)
         return list_watchers(api, None if args.all_namespaces else namespace)
     except PluginError as exc:
         print(f"kubectl matchlist: {exc}", file=sys.stderr)

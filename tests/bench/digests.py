@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 from controller.adapters.kube import Kube, SecretData, StoredConfigMap
 from controller.adapters.metrics import Metrics
-from controller.adapters.peoplestore import ConfigMapPeople
+from controller.adapters.peoplestore import ConfigMapPeople, KubeBacking
 from controller.core.config import Settings, load_settings
 from controller.core.diff import Snapshot, normalise_all
 from controller.core.errors import ConfigMapConflict, StatusConflict
@@ -283,7 +283,7 @@ async def bench(watchers: int, base_url: str, lead: float) -> dict[str, Any]:
     due = datetime.fromtimestamp(int(time.time() + lead) + 1, UTC)
     _hold(api, bodies, due)
     metrics = Metrics()
-    runner = WatcherRunner(kube=cast(Kube, api), settings=settings, metrics=metrics)
+    runner = WatcherRunner(backing=KubeBacking(cast(Kube, api)), settings=settings, metrics=metrics)
 
     def make(ref: WatcherRef, body: Callable[[], Mapping[str, Any]]) -> WatcherScheduler:
         return WatcherScheduler(

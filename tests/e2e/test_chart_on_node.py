@@ -2,13 +2,15 @@
 kubelet, in a namespace enforcing the `restricted` Pod Security Standard; MatchWatchers applied
 with kubectl, runs forced with `kubectl annotate`, deliveries to a receiver pod behind a Service
 (pod -> Service -> pod, names resolved by cluster DNS), garbage collection, namespace deletion,
-`helm upgrade`, high availability with failover, shards, `helm test` and `helm uninstall`.
+`helm upgrade`, high availability with failover, shards, a calendar feed through its Service,
+`helm test` and `helm uninstall`.
 
 The steps share one release and run in file order; each step asserts what a user would see.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -18,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import vobject
 
 from controller.core.sharding import shard_of
 from tests.e2e.conftest import (
@@ -384,6 +387,46 @@ def test_annotate_delivers_a_signed_change_to_a_receiver_pod(standins: Standins)
     )
     assert runs == ["2.0"], [line for line in text.splitlines() if "runs_total" in line]
     assert re.search(r'^matchwatcher_webhook_deliveries_total\{.*name="anna".*\} 1\.0$', text, re.M)
+
+
+def test_the_calendar_feed_through_its_service(standins: Standins) -> None:
+    """The feed from the chart's calendar Service (kube-proxy to the pod's calendar port), read
+    with vobject; its token Secret garbage-collected with the watcher."""
+    node = standins.node
+    standins.set_matches(sample_matches(date.today()))
+    node.apply(_watcher("cal", "0 0 1 1 *", calendar={"enabled": True}))
+    status = _trigger(node, "cal", "baseline")
+    revision = status["calendar"]["revision"]
+    secret = wait_for(
+        "the feed's token Secret",
+        lambda: (
+            node.kubectl("get", "secret", "cal-calendar", "-n", REFEREES, check=False)
+            and node.json("get", "secret", "cal-calendar", "-n", REFEREES)
+        ),
+        timeout=30,
+        interval=KUBECTL_PACE,
+    )
+    assert [o["kind"] for o in secret["metadata"]["ownerReferences"]] == ["MatchWatcher"]
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    feeds = node.service_url(RELEASE_NAMESPACE, f"{FULLNAME}-calendar", 80)
+    path = f"/calendar/{REFEREES}/cal/{token}.ics"
+    started = time.monotonic()
+    code, body = http("GET", feeds + path)
+    figure("calendar feed through its Service, first GET", time.monotonic() - started)
+    assert code == 200, body
+    calendar = vobject.readOne(body.decode("utf-8"))
+    assert len(calendar.vevent_list) == status["matchCount"] == 4
+    assert revision >= 1
+    assert http("GET", f"{feeds}/calendar/{REFEREES}/cal/{'x' * 43}.ics")[0] == 404
+    (pod,) = _operator_pods(node)
+    assert token not in _logs(node, pod["metadata"]["name"])
+    node.kubectl("delete", "mw", "cal", "-n", REFEREES, "--timeout=60s")
+    wait_for(
+        "the token Secret to be garbage-collected",
+        lambda: node.kubectl("get", "secret", "cal-calendar", "-n", REFEREES, check=False) == "",
+        timeout=90,
+        interval=KUBECTL_PACE,
+    )
 
 
 def test_garbage_collection_and_namespace_deletion(standins: Standins) -> None:

@@ -4,6 +4,7 @@ operator running with nothing but the chart's ServiceAccount, and `kubectl apply
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -19,8 +20,10 @@ from tests.fakes.fogis.server import FakeFogis
 from tests.fakes.receiver import WebhookReceiver
 from tests.support.cluster import Cluster
 from tests.support.commands import kubectl, run_command
+from tests.support.net import http
 from tests.support.operator_process import Operator, running
 from tests.support.payloads import delivery_check
+from tests.support.waiting import wait_for
 from tests.support.watchers import fogis_spec, ready
 
 CHART = ROOT / "charts" / "match-list-change-detector"
@@ -139,6 +142,22 @@ def test_operator_as_the_charts_service_account(
         assert len(hook.requests) == 1
         cluster.wait_event(namespace, "rbac", "RunSucceeded")  # Events are allowed too
         cluster.core.read_namespaced_config_map("rbac-matchlist-snapshot", namespace)
+        # A calendar feed: its token Secret made, and the feed served, with the chart's RBAC.
+        cluster.create_watcher(
+            namespace, "feed", fogis_spec(fogis.base_url, credentials, calendar={"enabled": True})
+        )
+        secret = wait_for(
+            "the feed's token Secret",
+            lambda: next(
+                (s for s in cluster.core.list_namespaced_secret(namespace).items
+                 if s.metadata.name == "feed-calendar"), None,
+            ),
+            timeout=30,
+        )  # fmt: skip
+        token = base64.b64decode(secret.data["token"]).decode()
+        feed = f"{operator.calendar_url}/calendar/{namespace}/feed/{token}.ics"
+        assert http("GET", feed)[0] == 200
+        cluster.delete_watcher(namespace, "feed")
         cluster.delete_watcher(namespace, "rbac")  # no finalizer: the delete goes through
         logs = operator.logs()
     # A 403 status, not those digits inside a port or a timestamp (127.0.0.1:40311 is fine).
@@ -152,7 +171,10 @@ def test_operator_as_the_charts_service_account(
     assert can_i("get", "secrets", "-n", namespace) == "yes"
     assert can_i("patch", "matchwatchers.matchlist.io/status", "-n", namespace) == "yes"
     # ... and nothing more: no listing Secrets, no other namespaces, no pods, no deletes.
+    assert can_i("create", "secrets", "-n", namespace) == "yes"  # calendar feed tokens
     assert can_i("list", "secrets", "-n", namespace) == "no"
+    assert can_i("update", "secrets", "-n", namespace) == "no"
+    assert can_i("delete", "secrets", "-n", namespace) == "no"
     assert can_i("get", "secrets", "-n", install_ns) == "no"
     assert can_i("get", "secrets", "-n", "default") == "no"
     assert can_i("create", "pods", "-n", namespace) == "no"

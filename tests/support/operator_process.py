@@ -57,6 +57,7 @@ class Operator:
         self.args = list(args)  # more `kopf run` options, e.g. --log-format=json
         self.health_port = free_port()
         self.metrics_port = free_port()
+        self.calendar_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,6 +68,10 @@ class Operator:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def calendar_url(self) -> str:
+        return f"http://127.0.0.1:{self.calendar_port}"
 
     @property
     def health_url(self) -> str:
@@ -80,6 +85,8 @@ class Operator:
             "MLCD_HEALTH_PORT": str(self.health_port),
             "MLCD_METRICS_HOST": "127.0.0.1",
             "MLCD_METRICS_PORT": str(self.metrics_port),
+            "MLCD_CALENDAR_HOST": "127.0.0.1",
+            "MLCD_CALENDAR_PORT": str(self.calendar_port),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

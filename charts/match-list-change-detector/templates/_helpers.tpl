@@ -134,6 +134,13 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
 {{- fail "metrics.port and operator.healthPort must differ" -}}
 {{- end -}}
+{{- $calendar := int .Values.calendar.port -}}
+{{- if and $calendar (has $calendar (list (int .Values.operator.healthPort) (ternary (int .Values.metrics.port) 0 .Values.metrics.enabled))) -}}
+{{- fail "calendar.port must differ from metrics.port and operator.healthPort" -}}
+{{- end -}}
+{{- if and $calendar .Values.calendar.ingress.enabled (not .Values.calendar.service.enabled) -}}
+{{- fail "calendar.ingress.enabled needs calendar.service.enabled: the Ingress sends to that Service" -}}
+{{- end -}}
 {{- $timeout := int (include "mlcd.shutdownTimeout" .) -}}
 {{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (lt (int .Values.terminationGracePeriodSeconds) (add $timeout 5)) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be at least operator.shutdownTimeoutSeconds + 5 (%d), or empty for %d: a pod killed before its runs are cut never releases its Lease" .Values.terminationGracePeriodSeconds (add $timeout 5) (add $timeout 15)) -}}
@@ -180,10 +187,19 @@ Deployment, so a bad combination fails `helm install`/`helm template` with a cle
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, update]
-# FOGIS credentials and webhook settings, read by name from the watcher's namespace only.
+# FOGIS credentials, webhook settings and calendar feed tokens, read by name from the watcher's
+# namespace only (never listed or watched).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+{{- if .Values.calendar.port }}
+# A calendar feed's token Secret `<name>-calendar`, created when a watcher with spec.calendar has
+# none (owned by the watcher, so garbage collection removes it; deleting it rotates the token).
+# `create` cannot be limited by resourceNames, and is granted alone: no update, patch or delete.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+{{- end }}
 # Events about runs and errors: kopf creates core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: [events]
