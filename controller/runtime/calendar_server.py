@@ -5,8 +5,9 @@ watch (`observe`, fed by every watch event of every watcher this process's watch
 its shard or leadership: a standby or another shard's replica answers the same), so a request
 never waits on the watch and never causes a FOGIS request. Per request, at most:
 
-- the token Secret `<name>-calendar`, read by name and kept `TOKEN_TTL_SECONDS` (with its
-  owner's uid: a re-created namesake's old token is not the new watcher's);
+- the token Secret `<name>-calendar`, read by name and kept `TOKEN_TTL_SECONDS` for requests
+  that present it, `TOKEN_RECHECK_SECONDS` for those that do not (with its owner's uid: a
+  re-created namesake's old token is not the new watcher's);
 - the "notified" ConfigMap, once per new status.calendar.revision: rendered bodies are kept by
   what shapes them (BodyCache, bounded in bytes) and an If-None-Match of the current body is
   answered 304 from the cache, with no API call.
@@ -58,7 +59,11 @@ log = logging.getLogger(__name__)
 _quiet = logging.getLogger(f"{__name__}.http")
 _quiet.disabled = True
 
-TOKEN_TTL_SECONDS = 30.0  # how long a read token Secret is trusted (rotation takes effect then)
+# How long a read token Secret is trusted for a request that presents it: a 5-minute poll then
+# costs no API call. A request presenting another token re-reads it after TOKEN_RECHECK_SECONDS
+# (a new token, after a rotation, works that soon); an old token stops working after the TTL.
+TOKEN_TTL_SECONDS = 600.0
+TOKEN_RECHECK_SECONDS = 30.0
 CACHE_BYTES = 64 * 1024 * 1024  # rendered bodies kept, all watchers together
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a bigger feed is refused (503), never sent
 # Per token: a burst of RATE_BURST requests, then one every RATE_INTERVAL_SECONDS. Calendar
@@ -100,12 +105,14 @@ class Tokens:
         self._wake = asyncio.Event()
         self._warned: set[str] = set()  # uids whose failure was logged (until one succeeds)
 
-    async def current(self, ref: WatcherRef, *, fresh: bool = False) -> str | None:
+    async def current(
+        self, ref: WatcherRef, *, fresh: bool = False, ttl: float = TOKEN_TTL_SECONDS
+    ) -> str | None:
         """The watcher's token, or None when it has no Secret of its own (yet); `fresh`: read
-        now, whatever the cache holds."""
+        now, whatever the cache holds; else a read older than `ttl` is read again."""
         key = (ref.namespace, ref.name)
         cached = self._cache.get(key)
-        if fresh or cached is None or self._clock() - cached[2] >= TOKEN_TTL_SECONDS:
+        if fresh or cached is None or self._clock() - cached[2] >= ttl:
             task = self._reading.get(key)
             if task is None:  # concurrent requests share one read
                 task = self._reading[key] = asyncio.create_task(self._read(ref))
@@ -282,6 +289,9 @@ class CalendarServer:
         condition = headers.get("If-None-Match")
         try:
             token = await self.tokens.current(view.ref)
+            if not token_matches(presented, token):
+                # Perhaps rotated since the read: checked again, at most every so often.
+                token = await self.tokens.current(view.ref, ttl=TOKEN_RECHECK_SECONDS)
             if token is None:
                 self.tokens.want(view.ref)  # rotated (deleted) or not made yet: make one soon
             if not token_matches(presented, token):

@@ -26,6 +26,7 @@ from controller.core.model import WatcherRef
 from controller.runtime.calendar_server import (
     MAX_BODY_BYTES,
     RATE_BURST,
+    TOKEN_RECHECK_SECONDS,
     TOKEN_TTL_SECONDS,
     CalendarServer,
 )
@@ -384,3 +385,20 @@ async def test_a_malformed_request_line_gets_400_without_a_traceback(
     assert reply.startswith(b"HTTP/1.1 400") or reply.startswith(b"HTTP/1.0 400")
     assert not any(r.exc_info for r in caplog.records)
     assert TOKEN not in server_log(caplog)
+
+
+async def test_a_token_made_elsewhere_works_soon_and_the_old_one_only_until_its_ttl(
+    server: CalendarServer, kube: FakeKube, clock: Clock
+) -> None:
+    """Another replica rotated the token: this one still trusts the old one it read (a poll
+    every few minutes costs no API call), and rechecks for a token it does not know."""
+    assert (await get(server)).status == 200
+    kube.secrets["referees", "anna-calendar"] = SecretData({"token": "n" * 43}, "2", "s", (UID,))
+    kube.calls.clear()
+    clock.now += TOKEN_RECHECK_SECONDS / 2
+    assert (await get(server, "/calendar/referees/anna/" + "n" * 43 + ".ics")).status == 404
+    assert kube.calls == []  # a recheck at most every TOKEN_RECHECK_SECONDS
+    clock.now += TOKEN_RECHECK_SECONDS
+    assert (await get(server, "/calendar/referees/anna/" + "n" * 43 + ".ics")).status == 200
+    assert kube.calls == ["get secret anna-calendar"]
+    assert (await get(server)).status == 404  # the old token: the read now says otherwise
