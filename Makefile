@@ -8,7 +8,7 @@ RESULTS := .cache/test-results
 # MatchWatchers for `make bench` (about 6 minutes at 300 on 2 cores, 9 at 1000; issue 14's
 # figure, 10000, about an hour): `make bench BENCH_WATCHERS=10000`.
 BENCH_WATCHERS ?= 300
-# Quiet-hours digests due at one moment (about 1.5 minutes at 2000; issue 22's 10000 about 5).
+# Quiet-hours digests due at one moment (about 1.5 minutes at 2000; issue 22's 10000 about 6).
 BENCH_DIGESTS ?= 2000
 # Operator processes (each with MLCD_SHARDS/MLCD_SHARD_INDEX), and 0 to skip the peer operator
 # (the simplest kopf daemon-per-watcher operator, run afterwards on the same watchers).

@@ -14,8 +14,8 @@ stay pending): one watcher holds at most one thread, for at most the deadline (p
 or name lookup under way, each bounded by Apprise's timeout or the resolver's).
 
 Budget: 10,000 digests at 07:00 are ~170 sends a second (issue 22). One operator process does
-not reach it: `python -m tests.bench.digests` measures ~37 a second on 2 cores (10,000 in about
-4.5 minutes), bound by CPU under the GIL (~22 ms a digest: its scheduling steps, the people's
+not reach it: `python -m tests.bench.digests` measures 40-45 a second on 2 cores (10,000 in about
+4 minutes), bound by CPU under the GIL (~21 ms a digest: its scheduling steps, the people's
 state decoded once and encoded twice, the Apprise send, the event loop), not by this pool: 16
 threads instead of 4 sent ~10 % more. docs/performance.md has the figures.
 
