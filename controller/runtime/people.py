@@ -45,6 +45,7 @@ from controller.core.outcome import baseline_reset
 from controller.core.people import PeopleState, Plan, allowed, plan, quiet_until, url_key
 from controller.core.reasons import Reason
 from controller.core.status import TOLD_FAILURES, PeopleStatus, WatcherStatus
+from controller.runtime import permits
 
 if TYPE_CHECKING:
     from controller.adapters.kube import SecretData
@@ -117,12 +118,19 @@ class PeopleBacking(Protocol):
     def people(self, ref: WatcherRef) -> PeopleStore: ...
 
 
+# People's passes under way at once (each with its state loaded), whatever the watcher count:
+# a pass waits for one of the few send threads without a permit, so without this bound a storm
+# of 10,000 digests would load all 10,000 states while the first sends go out.
+PASSES = 64
+
+
 class People:
     """The people's passes of every watcher (one per WatcherRunner)."""
 
     def __init__(self, *, backing: PeopleBacking, key: bytes, **send: Any) -> None:
         self._backing = backing
         self._key = key
+        self._passes = asyncio.Semaphore(PASSES)
         self._send = send  # AppriseNotifier's arguments but `key`
 
     async def tell(
@@ -132,6 +140,20 @@ class People:
         fetched: list[Any] | None,
         confirmed: bool = True,
         held_back: str | None = None,
+    ) -> Told:
+        """See _tell_now; at most PASSES at once (waiting for a turn holds no permit)."""
+        async with permits.turn(self._passes):
+            return await self._tell_now(
+                job, fetched=fetched, confirmed=confirmed, held_back=held_back
+            )
+
+    async def _tell_now(
+        self,
+        job: Tell,
+        *,
+        fetched: list[Any] | None,
+        confirmed: bool,
+        held_back: str | None,
     ) -> Told:
         """After a run, `fetched` its list (None when the fetch failed: then only a streak
         message, if owed); for quiet hours' digest, `job.digest`: the stored latest list. The

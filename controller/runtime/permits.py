@@ -131,6 +131,21 @@ async def given_back() -> AsyncIterator[None]:
             permit.held = True
 
 
+@asynccontextmanager
+async def turn(gate: asyncio.Semaphore) -> AsyncIterator[None]:
+    """Holds `gate` for the body, with the current task's permit; only waiting for it goes
+    without the permit (a queue of turns holds no worker)."""
+    acquired = False
+    try:
+        async with given_back():
+            await gate.acquire()
+            acquired = True
+        yield
+    finally:
+        if acquired:
+            gate.release()
+
+
 async def sleep(seconds: float) -> None:
     """asyncio.sleep without holding the current task's permit meanwhile."""
     async with given_back():

@@ -153,3 +153,58 @@ async def test_one_gate_shared_by_several_tasks_gives_each_its_own_permit_back()
     first_out.set()
     await second
     assert pool.in_use == 0
+
+
+async def test_a_turn_is_waited_for_without_the_permit_and_held_with_it() -> None:
+    pool = Permits(1)
+    turns = asyncio.Semaphore(1)
+    seen: list[tuple[str, int]] = []
+    other_in = asyncio.Event()
+
+    async def step(name: str, hold: asyncio.Event | None) -> None:
+        with pool.holding(await pool.acquire(name)):
+            async with permits.turn(turns):
+                seen.append((name, pool.in_use))
+                if hold is not None:
+                    await hold.wait()
+
+    # The first holds the turn but gives its permit back meanwhile (it waits on something
+    # else, as a send does): the second, waiting for the turn, holds no permit either.
+    release = asyncio.Event()
+
+    async def first() -> None:
+        with pool.holding(await pool.acquire("a")):
+            async with permits.turn(turns):
+                seen.append(("a", pool.in_use))
+                async with permits.given_back():
+                    other_in.set()
+                    await release.wait()
+
+    one = asyncio.create_task(first())
+    await other_in.wait()
+    two = asyncio.create_task(step("b", None))
+    await wait_for_async("b waits for the turn", lambda: pool.in_use == 0, 5)
+    extra = await pool.acquire("c")  # no permit is held while b waits for its turn
+    extra.release()
+    release.set()
+    await asyncio.gather(one, two)
+    assert seen == [("a", 1), ("b", 1)]  # each holds its permit inside the turn
+    assert pool.in_use == 0
+    assert turns._value == 1  # the turn is given back
+
+
+async def test_a_task_cut_while_waiting_for_a_turn_leaves_it_free() -> None:
+    turns = asyncio.Semaphore(1)
+    await turns.acquire()
+
+    async def waiting() -> None:
+        async with permits.turn(turns):
+            pass
+
+    task = asyncio.create_task(waiting())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    turns.release()
+    assert turns._value == 1  # nothing taken by the cut waiter
