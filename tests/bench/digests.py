@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 from controller.adapters.kube import Kube, SecretData, StoredConfigMap
 from controller.adapters.metrics import Metrics
 from controller.adapters.peoplestore import ConfigMapPeople, KubeBacking
+from controller.adapters.statefiles import merge_patch
 from controller.core.config import Settings, load_settings
 from controller.core.diff import Snapshot, normalise_all
 from controller.core.errors import ConfigMapConflict, StatusConflict
@@ -96,19 +97,6 @@ def serve_receiver() -> int:
     return 0
 
 
-def _merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386), as the API server applies a status patch."""
-    out = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class InMemoryApi:
     """The Kubernetes calls a digest makes (controller/adapters/kube.py's Kube, same signatures
     and compare-and-swap rules), kept in dicts and counted by kind. `done` gets each watcher's
@@ -160,7 +148,7 @@ class InMemoryApi:
         if resource_version is not None and resource_version != str(version):
             raise StatusConflict(f"patching status of {ref.name}: the object changed meanwhile")
         new = int(self._next_version())
-        self.statuses[ref.uid] = (_merged(current, status), new)
+        self.statuses[ref.uid] = (merge_patch(current, status), new)
         return self.statuses[ref.uid][0], str(new)
 
     async def read_status(self, ref: WatcherRef) -> tuple[dict[str, Any], str]:

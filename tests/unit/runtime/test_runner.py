@@ -3,7 +3,7 @@ wired to the run's outcome and status."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +14,7 @@ from kubernetes import client
 from controller.adapters.kube import Kube
 from controller.adapters.metrics import Metrics
 from controller.adapters.peoplestore import KubeBacking
+from controller.adapters.statefiles import merge_patch
 from controller.core.config import Settings
 from controller.core.model import WatcherRef, parse_spec
 from controller.core.outcome import Outcome
@@ -60,19 +61,6 @@ NIGHT = datetime.combine(TODAY, time(23), tzinfo=ZONE).astimezone(UTC)
 MORNING = datetime.combine(TODAY + timedelta(days=1), time(7), tzinfo=ZONE).astimezone(UTC)
 
 
-def merged(status: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386) applied, as the API server applies status patches."""
-    out = dict(status)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class Watcher:
     """One MatchWatcher's runs, its status kept as the scheduler writes it."""
 
@@ -98,7 +86,7 @@ class Watcher:
         previous = WatcherStatus.parse(self.status)
         assert previous.people.held_until is not None
         due = previous.people.held_until
-        self.status = merged(self.status, digest_claim(previous, now=started, generation=1))
+        self.status = merge_patch(self.status, digest_claim(previous, now=started, generation=1))
         return await self._run(Digest(due), started)
 
     async def _run(self, trigger: Trigger, started: datetime) -> Outcome:
@@ -107,7 +95,7 @@ class Watcher:
             REF, parse_spec(self.spec), trigger, previous=previous, zone=ZONE, started=started
         )
         patch = status_after_run(previous, outcome.record, next_time=None, generation=1)
-        self.status = merged(self.status, patch)
+        self.status = merge_patch(self.status, patch)
         return outcome
 
 
